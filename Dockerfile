@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+#
+# secret-injector: one static (musl) binary on a distroless, non-root base.
+# The same image serves the webhook (`serve`) and runs in workload pods as the
+# injected init container / refresh sidecar (`init`, `refresh`, `exec`).
+#
+#   docker build -t ghcr.io/secret-injector/secret-injector:0.1.0 .
+
+FROM rust:1-bookworm AS build
+ARG TARGET=x86_64-unknown-linux-musl
+# musl-tools: musl-gcc for C dependencies (aws-lc-sys via cc-rs);
+# cmake/clang: aws-lc-sys falls back to CMake for some configurations.
+# musl-gcc only searches musl's include dir, and aws-lc needs the kernel
+# headers (linux/random.h, asm/...), which are libc-independent: link them in.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools cmake clang perl \
+ && rm -rf /var/lib/apt/lists/* \
+ && for h in linux asm-generic; do ln -sfn "/usr/include/$h" "/usr/include/x86_64-linux-musl/$h"; done \
+ && ln -sfn /usr/include/x86_64-linux-gnu/asm /usr/include/x86_64-linux-musl/asm \
+ && rustup target add "${TARGET}"
+ENV CC_x86_64_unknown_linux_musl=musl-gcc \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc \
+    CARGO_INCREMENTAL=0 \
+    CARGO_NET_RETRY=5
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --target "${TARGET}" --bin secret-injector \
+ && mkdir -p /out \
+ && cp "target/${TARGET}/release/secret-injector" /out/secret-injector
+
+FROM gcr.io/distroless/static-debian12:nonroot
+LABEL org.opencontainers.image.title="secret-injector" \
+      org.opencontainers.image.description="Kubernetes mutating admission webhook that injects secrets from Vault/OpenBao and AWS Secrets Manager into pods via tmpfs" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/secret-injector/secret-injector"
+COPY --from=build --chown=0:0 --chmod=0555 /out/secret-injector /usr/local/bin/secret-injector
+USER 65532:65532
+EXPOSE 8443 8080
+# No shell or HTTP client in the image; Kubernetes probes (/healthz, /readyz
+# on the admin port) check the webhook, and the injected init container is
+# short-lived. Docker's HEALTHCHECK would not be used by Kubernetes anyway.
+HEALTHCHECK NONE
+ENTRYPOINT ["/usr/local/bin/secret-injector"]

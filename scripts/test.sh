@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need into ./.venv, then runs
+# every check CI runs. Starts from nothing; no servers need to be running.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export VENV="${VENV:-$PWD/.venv}"
+req=scripts/requirements-test.txt
+stamp="$VENV/.requirements.sha256"
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "== installing test tools into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" >"$stamp"
+fi
+export SECRET_INJECTOR_TEST_VENV="$VENV"
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --locked
+echo "== benches compile"
+cargo bench --locked --no-run
+echo "== manifests, examples and injected workloads"
+cargo build --locked
+BIN="$PWD/target/debug/secret-injector" scripts/validate-manifests.sh
+echo "== all tests passed"

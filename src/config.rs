@@ -1,0 +1,341 @@
+//! The webhook's configuration (SPEC section 8): a YAML file, every key also settable
+//! as `SECRET_INJECTOR_<SECTION>_<KEY>` in the environment (env wins over the file).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+pub const ENV_PREFIX: &str = "SECRET_INJECTOR_";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Image of the injected containers (it holds this same binary).
+    pub image: String,
+    pub image_pull_policy: String,
+    /// Default mount path of the secrets volume in app containers.
+    pub mount_path: String,
+    /// Lifetime of the projected service-account tokens (Kubernetes minimum: 600).
+    pub token_expiration_seconds: i64,
+    /// Log level of the injected containers (`RUST_LOG` syntax).
+    pub init_log_level: String,
+    pub vault: VaultConfig,
+    pub aws: AwsConfig,
+    pub resources: Resources,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaultConfig {
+    pub address: String,
+    /// Path of a PEM CA bundle, read by the webhook and handed to the init container.
+    pub ca_cert: String,
+    pub namespace: String,
+    pub auth_method: String,
+    pub auth_path: String,
+    pub audience: String,
+    /// Addresses a pod may pick with `secret-injector.io/vault-addr`.
+    pub allowed_addresses: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsConfig {
+    pub region: String,
+    pub audience: String,
+    /// Optional endpoint override (`AWS_ENDPOINT_URL`), for VPC endpoints or tests.
+    pub endpoint_url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Resources {
+    pub requests: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            image: concat!(
+                "ghcr.io/secret-injector/secret-injector:",
+                env!("CARGO_PKG_VERSION")
+            )
+            .to_string(),
+            image_pull_policy: "IfNotPresent".to_string(),
+            mount_path: "/secrets".to_string(),
+            token_expiration_seconds: 600,
+            init_log_level: "info".to_string(),
+            vault: VaultConfig::default(),
+            aws: AwsConfig::default(),
+            resources: Resources::default(),
+        }
+    }
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            address: "https://vault.vault.svc:8200".to_string(),
+            ca_cert: String::new(),
+            namespace: String::new(),
+            auth_method: "kubernetes".to_string(),
+            auth_path: "kubernetes".to_string(),
+            audience: "vault".to_string(),
+            allowed_addresses: Vec::new(),
+        }
+    }
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            region: "us-east-1".to_string(),
+            audience: "sts.amazonaws.com".to_string(),
+            endpoint_url: String::new(),
+        }
+    }
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        let map = |cpu: &str, mem: &str| {
+            BTreeMap::from([
+                ("cpu".to_string(), cpu.to_string()),
+                ("memory".to_string(), mem.to_string()),
+            ])
+        };
+        Resources {
+            requests: map("10m", "16Mi"),
+            limits: map("200m", "64Mi"),
+        }
+    }
+}
+
+impl Config {
+    /// Load the file (if any), then apply `SECRET_INJECTOR_*` overrides from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!("cannot read config file {}: {e}", path.display()))
+            })?,
+            None => String::new(),
+        };
+        Self::from_yaml_and_env(&text, env)
+    }
+
+    /// Pure part of [`Config::load`].
+    pub fn from_yaml_and_env(
+        yaml: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let mut value = serde_json::to_value(Config::default()).expect("config serializes");
+        if !yaml.trim().is_empty() {
+            let file: Value = serde_yaml_ng::from_str(yaml)
+                .map_err(|e| Error::Config(format!("config file is not valid YAML: {e}")))?;
+            if !file.is_null() {
+                merge(&mut value, file);
+            }
+        }
+        let leaves = leaf_env_names(&value);
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some(path) = leaves.get(rest) else {
+                continue;
+            };
+            let slot = value.pointer_mut(path).expect("leaf path exists");
+            *slot = env_value(slot, &raw).map_err(|e| Error::Config(format!("{name}: {e}")))?;
+        }
+        let config: Config = serde_json::from_value(value)
+            .map_err(|e| Error::Config(format!("invalid config: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if self.image.trim().is_empty() {
+            problems.push("image must not be empty".to_string());
+        }
+        if !self.mount_path.starts_with('/') {
+            problems.push(format!(
+                "mount_path `{}` must be an absolute path",
+                self.mount_path
+            ));
+        }
+        if !(600..=86400).contains(&self.token_expiration_seconds) {
+            problems.push(format!(
+                "token_expiration_seconds {} must be between 600 and 86400 (Kubernetes' limits)",
+                self.token_expiration_seconds
+            ));
+        }
+        if !matches!(self.vault.auth_method.as_str(), "kubernetes" | "jwt") {
+            problems.push(format!(
+                "vault.auth_method `{}` must be `kubernetes` or `jwt`",
+                self.vault.auth_method
+            ));
+        }
+        for (what, v) in [
+            ("vault.audience", &self.vault.audience),
+            ("aws.audience", &self.aws.audience),
+            ("vault.auth_path", &self.vault.auth_path),
+        ] {
+            if v.trim().is_empty() {
+                problems.push(format!("{what} must not be empty"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(problems.join("; ")))
+        }
+    }
+}
+
+/// Deep-merge `over` into `base` (objects merge by key, anything else replaces).
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// `VAULT_ADDRESS` -> `/vault/address` for every leaf of the default config.
+fn leaf_env_names(value: &Value) -> BTreeMap<String, String> {
+    fn walk(v: &Value, env: &str, ptr: &str, out: &mut BTreeMap<String, String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    let env = if env.is_empty() {
+                        k.to_uppercase()
+                    } else {
+                        format!("{env}_{}", k.to_uppercase())
+                    };
+                    walk(child, &env, &format!("{ptr}/{k}"), out);
+                }
+            }
+            _ => {
+                out.insert(env.to_string(), ptr.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(value, "", "", &mut out);
+    out
+}
+
+/// Interpret an env string according to the type of the value it overrides.
+fn env_value(current: &Value, raw: &str) -> std::result::Result<Value, String> {
+    match current {
+        Value::Number(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("`{raw}` is not a whole number")),
+        Value::Bool(_) => raw
+            .trim()
+            .parse::<bool>()
+            .map(Value::from)
+            .map_err(|_| format!("`{raw}` is not true or false")),
+        Value::Array(_) => {
+            let raw = raw.trim();
+            if raw.starts_with('[') {
+                serde_json::from_str(raw).map_err(|e| format!("not a JSON list: {e}"))
+            } else {
+                Ok(Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Value::String(s.to_string()))
+                        .collect(),
+                ))
+            }
+        }
+        _ => Ok(Value::String(raw.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::from_yaml_and_env("", env(&[])).unwrap();
+        assert_eq!(c.mount_path, "/secrets");
+        assert_eq!(c.vault.auth_method, "kubernetes");
+        assert_eq!(c.vault.audience, "vault");
+        assert_eq!(c.aws.audience, "sts.amazonaws.com");
+        assert_eq!(c.resources.requests["memory"], "16Mi");
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let yaml = "vault:\n  address: https://file:8200\n  allowed_addresses: [https://a]\nmount_path: /etc/app\n";
+        let c = Config::from_yaml_and_env(
+            yaml,
+            env(&[
+                ("SECRET_INJECTOR_VAULT_ADDRESS", "https://env:8200"),
+                (
+                    "SECRET_INJECTOR_VAULT_ALLOWED_ADDRESSES",
+                    "https://x, https://y",
+                ),
+                ("SECRET_INJECTOR_TOKEN_EXPIRATION_SECONDS", "900"),
+                ("SECRET_INJECTOR_RESOURCES_LIMITS_MEMORY", "128Mi"),
+                ("SECRET_INJECTOR_UNRELATED", "ignored"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.vault.address, "https://env:8200");
+        assert_eq!(c.vault.allowed_addresses, vec!["https://x", "https://y"]);
+        assert_eq!(c.mount_path, "/etc/app");
+        assert_eq!(c.token_expiration_seconds, 900);
+        assert_eq!(c.resources.limits["memory"], "128Mi");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let e = Config::from_yaml_and_env("vault:\n  adress: x\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("adress"), "{e}");
+        let e = Config::from_yaml_and_env(
+            "",
+            env(&[("SECRET_INJECTOR_TOKEN_EXPIRATION_SECONDS", "soon")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("SECRET_INJECTOR_TOKEN_EXPIRATION_SECONDS"),
+            "{e}"
+        );
+        let e = Config::from_yaml_and_env("token_expiration_seconds: 60\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("600"), "{e}");
+        let e = Config::from_yaml_and_env("vault: {auth_method: ldap}\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("auth_method"), "{e}");
+    }
+}

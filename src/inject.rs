@@ -1,0 +1,255 @@
+//! `inject -f`: the webhook's mutation applied offline to manifests.
+//!
+//! Multi-document YAML or JSON in, YAML out. Pod templates of Pods, Deployments,
+//! StatefulSets, DaemonSets, ReplicaSets, ReplicationControllers, Jobs and CronJobs (and
+//! `List` items) go through exactly the code the webhook runs; other kinds pass through.
+//! ServiceAccounts in the same input supply `eks.amazonaws.com/role-arn`, as the
+//! webhook's cache would in a cluster.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::pod::PodView;
+use crate::spec::Context;
+use crate::{Outcome, mutate};
+
+pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+
+/// What `inject` produced.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub yaml: String,
+    pub injected: usize,
+    pub warnings: Vec<String>,
+}
+
+/// Where a kind keeps its pod template.
+fn template_pointer(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Pod" => Some(""),
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "ReplicationController"
+        | "Job" => Some("/spec/template"),
+        "CronJob" => Some("/spec/jobTemplate/spec/template"),
+        _ => None,
+    }
+}
+
+fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Parse every document of `input` (YAML or JSON). Empty documents are dropped.
+pub fn parse_documents(input: &str) -> Result<Vec<Value>, String> {
+    let mut docs = Vec::new();
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(input).enumerate() {
+        let v = Value::deserialize(de).map_err(|e| format!("document {}: {e}", i + 1))?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+/// Inject every workload in `input`. On any invalid annotation, returns all messages.
+pub fn inject(input: &str, config: &Config) -> Result<Report, Vec<String>> {
+    let mut docs = parse_documents(input).map_err(|e| vec![e])?;
+    let mut accounts = BTreeMap::new();
+    for doc in &docs {
+        collect_service_accounts(doc, &mut accounts);
+    }
+    let mut report = Report::default();
+    let mut problems = Vec::new();
+    for doc in &mut docs {
+        inject_doc(doc, config, &accounts, &mut report, &mut problems);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut yaml = String::new();
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 {
+            yaml.push_str("---\n");
+        }
+        yaml.push_str(
+            &serde_yaml_ng::to_string(doc).map_err(|e| vec![format!("cannot write YAML: {e}")])?,
+        );
+    }
+    report.yaml = yaml;
+    Ok(report)
+}
+
+fn collect_service_accounts(doc: &Value, out: &mut BTreeMap<(String, String), String>) {
+    match str_at(doc, "/kind") {
+        "List" => {
+            for item in doc["items"].as_array().into_iter().flatten() {
+                collect_service_accounts(item, out);
+            }
+        }
+        "ServiceAccount" => {
+            if let Some(arn) = doc
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(ROLE_ARN_ANNOTATION))
+                .and_then(Value::as_str)
+            {
+                let ns = match str_at(doc, "/metadata/namespace") {
+                    "" => "default",
+                    ns => ns,
+                };
+                out.insert(
+                    (ns.to_string(), str_at(doc, "/metadata/name").to_string()),
+                    arn.to_string(),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+fn inject_doc(
+    doc: &mut Value,
+    config: &Config,
+    accounts: &BTreeMap<(String, String), String>,
+    report: &mut Report,
+    problems: &mut Vec<String>,
+) {
+    let kind = str_at(doc, "/kind").to_string();
+    if kind == "List" {
+        if let Some(items) = doc.get_mut("items").and_then(Value::as_array_mut) {
+            for item in items {
+                inject_doc(item, config, accounts, report, problems);
+            }
+        }
+        return;
+    }
+    let Some(ptr) = template_pointer(&kind) else {
+        return;
+    };
+    let name = format!("{kind}/{}", str_at(doc, "/metadata/name"));
+    let namespace = match str_at(doc, "/metadata/namespace") {
+        "" => "default".to_string(),
+        ns => ns.to_string(),
+    };
+    let Some(template) = doc.pointer_mut(ptr) else {
+        problems.push(format!("{name}: has no pod template at {ptr}"));
+        return;
+    };
+    let pod: PodView = match serde_json::from_value(template.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            problems.push(format!("{name}: cannot read the pod template: {e}"));
+            return;
+        }
+    };
+    let ctx = Context {
+        service_account_role_arn: accounts
+            .get(&(namespace, pod.service_account().to_string()))
+            .cloned(),
+    };
+    match mutate(&pod, config, &ctx) {
+        Outcome::Skipped(_) => {}
+        Outcome::Injected { patch, warnings } => {
+            if let Err(e) = json_patch::patch(template, &patch) {
+                problems.push(format!("{name}: internal error applying the patch: {e}"));
+                return;
+            }
+            report.injected += 1;
+            report
+                .warnings
+                .extend(warnings.into_iter().map(|w| format!("{name}: {w}")));
+        }
+        Outcome::Denied(p) => problems.push(format!("{name}: {p}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOY: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: prod}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata:
+      labels: {app: api}
+      annotations:
+        secret-injector.io/secret-db: "vault:secret/data/prod/db#password"
+    spec:
+      containers: [{name: api, image: "api:1"}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {a: b}
+"#;
+
+    #[test]
+    fn injects_templates_and_passes_other_kinds_through() {
+        let r = inject(DEPLOY, &Config::default()).unwrap();
+        assert_eq!(r.injected, 1);
+        let docs = parse_documents(&r.yaml).unwrap();
+        assert_eq!(docs.len(), 2);
+        let tpl = &docs[0]["spec"]["template"];
+        assert_eq!(
+            tpl["spec"]["initContainers"][0]["name"],
+            "secret-injector-init"
+        );
+        assert_eq!(docs[1]["data"]["a"], "b");
+        // a second pass changes nothing
+        let again = inject(&r.yaml, &Config::default()).unwrap();
+        assert_eq!(again.yaml, r.yaml);
+        assert_eq!(again.injected, 0);
+    }
+
+    #[test]
+    fn cronjob_templates_and_lists() {
+        let input = r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"c"},"spec":{"schedule":"* * * * *","jobTemplate":{"spec":{"template":{"metadata":{"annotations":{"secret-injector.io/secret-x":"aws:a/b"}},"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"c"}]}}}}}}]}"#;
+        let r = inject(input, &Config::default()).unwrap();
+        assert_eq!(r.injected, 1);
+        let doc = &parse_documents(&r.yaml).unwrap()[0];
+        assert_eq!(
+            doc["items"][0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"][0]
+                ["name"],
+            "secret-injector-init"
+        );
+    }
+
+    #[test]
+    fn reports_every_bad_workload() {
+        let bad = DEPLOY.replace("vault:secret", "vualt:secret");
+        let two = format!(
+            "{bad}\n---\n{}",
+            bad.replace("name: api, namespace", "name: api2, namespace")
+        );
+        let e = inject(&two, &Config::default()).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("Deployment/api: "), "{}", e[0]);
+        assert!(e[0].contains("secret-injector.io/secret-db"));
+    }
+
+    #[test]
+    fn service_account_in_the_input_gives_the_role() {
+        let input = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: app, namespace: prod, annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::123456789012:role/app"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: prod, annotations: {secret-injector.io/secret-x: "aws:prod/x#k"}}
+spec: {serviceAccountName: app, containers: [{name: c, image: c}]}
+"#;
+        let r = inject(input, &Config::default()).unwrap();
+        assert!(r.yaml.contains("arn:aws:iam::123456789012:role/app"));
+        assert!(r.yaml.contains("secret-injector-token-aws"));
+    }
+}

@@ -1,0 +1,74 @@
+//! secret-injector: a Kubernetes mutating admission webhook that injects secrets from
+//! Vault/OpenBao and AWS Secrets Manager into pods, fetched inside the pod with the pod's
+//! own identity, written to an in-memory volume. Values never pass the API server.
+//!
+//! Data flows one way: AdmissionReview -> [`pod::PodView`] -> [`spec::InjectionSpec`]
+//! -> [`patch`] -> response. The pure layers (`reference`, `spec`, `render`, `patch`)
+//! do no I/O; `admission`, `server`, `inject` and `certs` are the edges.
+
+pub mod admission;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod inject;
+pub mod logging;
+pub mod metrics;
+pub mod patch;
+pub mod pod;
+pub mod reference;
+pub mod render;
+pub mod server;
+pub mod spec;
+pub mod tls;
+
+use config::Config;
+use pod::PodView;
+use spec::{Context, Decision, Problems};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Tls(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Manifest(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+/// What the webhook does with one pod.
+#[derive(Debug)]
+pub enum Outcome {
+    Skipped(&'static str),
+    Injected {
+        patch: json_patch::Patch,
+        warnings: Vec<String>,
+    },
+    Denied(Problems),
+}
+
+/// The whole pure mutation: annotations -> spec -> patch.
+pub fn mutate(pod: &PodView, config: &Config, ctx: &Context) -> Outcome {
+    match spec::parse(pod, config, ctx) {
+        Ok(Decision::Skip(reason)) => Outcome::Skipped(reason),
+        Ok(Decision::Inject(spec)) => Outcome::Injected {
+            patch: patch::build(pod, &spec, config),
+            warnings: spec.warnings.clone(),
+        },
+        Err(problems) => Outcome::Denied(problems),
+    }
+}

@@ -1,0 +1,499 @@
+//! (pod, [`InjectionSpec`], [`Config`]) -> RFC 6902 JSON Patch. Pure.
+//!
+//! The patch only adds: arrays and the annotations map are created when absent, elements
+//! are appended (the init container is inserted first), and nothing the pod already has
+//! is overwritten, except the `command` of env-mode containers, which is wrapped.
+//! Non-selected containers are never touched.
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::pod::PodView;
+use crate::reference::Provider;
+use crate::spec::{self, ENV_MOUNT_PATH, InjectionSpec, STATUS, STATUS_INJECTED};
+
+pub const INIT_CONTAINER: &str = "secret-injector-init";
+pub const FILES_VOLUME: &str = "secret-injector-files";
+pub const ENV_VOLUME: &str = "secret-injector-env";
+
+/// Paths inside the injected containers.
+pub const INIT_FILES_DIR: &str = "/secret-injector/files";
+pub const INIT_ENV_DIR: &str = "/secret-injector/env";
+pub const TOKEN_DIR: &str = "/var/run/secrets/secret-injector";
+/// The env-mode wrapper as the app container sees it.
+pub const EXEC_BINARY: &str = "/secret-injector/bin/secret-injector";
+pub const ENV_FILE: &str = "/secret-injector/env.json";
+
+/// Env var carrying the [`spec::FetchPlan`] as JSON.
+pub const PLAN_ENV: &str = "SECRET_INJECTOR_PLAN";
+
+/// Non-root uid/gid of the injected containers when the app's user is unknown
+/// (the distroless `nonroot` user of the image).
+pub const DEFAULT_UID: i64 = 65532;
+
+/// Env names that carry an AWS identity an EKS webhook gave the app containers.
+const AWS_IDENTITY_ENV: &[&str] = &[
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
+
+fn ptr(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+/// Token volume name for a provider.
+pub fn token_volume(provider: Provider) -> String {
+    format!("secret-injector-token-{provider}")
+}
+
+/// Where the injected containers read a provider's projected token.
+pub fn token_path(provider: Provider) -> String {
+    format!("{TOKEN_DIR}/{provider}/token")
+}
+
+/// Build the patch for a validated spec.
+pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
+    let mut ops = Vec::new();
+    let plan = &spec.plan;
+
+    // 1. The status annotation.
+    if pod.metadata.annotations.is_some() {
+        ops.push(add(
+            ptr(&["metadata", "annotations", STATUS]),
+            json!(STATUS_INJECTED),
+        ));
+    } else {
+        ops.push(add(
+            ptr(&["metadata", "annotations"]),
+            json!({ STATUS: STATUS_INJECTED }),
+        ));
+    }
+
+    // 2. Volumes.
+    let copied_aws = if plan.uses(Provider::Aws) && !spec.aws.explicit {
+        copied_aws_identity(pod, spec)
+    } else {
+        None
+    };
+    let mut volumes = vec![memory_volume(FILES_VOLUME)];
+    if plan.env_mode() {
+        volumes.push(memory_volume(ENV_VOLUME));
+    }
+    let mut token_providers = Vec::new();
+    if plan.uses(Provider::Vault) {
+        token_providers.push((Provider::Vault, &config.vault.audience));
+    }
+    if plan.uses(Provider::Aws) && copied_aws.is_none() && spec.aws.role_arn.is_some() {
+        token_providers.push((Provider::Aws, &config.aws.audience));
+    }
+    for (provider, audience) in &token_providers {
+        volumes.push(json!({
+            "name": token_volume(*provider),
+            "projected": {
+                // Mounted only into the injected containers; readable by their user
+                // whatever uid the pod's other containers run as.
+                "defaultMode": 0o444,
+                "sources": [{"serviceAccountToken": {
+                    "audience": audience,
+                    "expirationSeconds": config.token_expiration_seconds,
+                    "path": "token",
+                }}],
+            },
+        }));
+    }
+    append_all(
+        &mut ops,
+        &["spec", "volumes"],
+        pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).is_some(),
+        volumes,
+    );
+
+    // 3. Mounts (and the wrapped command) in the selected containers.
+    let has_files = !plan.files.is_empty();
+    for t in &spec.targets {
+        let ct = spec::container(pod, t);
+        let list = if t.init {
+            "initContainers"
+        } else {
+            "containers"
+        };
+        let index = t.index.to_string();
+        let mut mounts = Vec::new();
+        if has_files {
+            mounts.push(
+                json!({"name": FILES_VOLUME, "mountPath": spec.mount_path, "readOnly": true}),
+            );
+        }
+        if plan.env_mode() {
+            mounts.push(json!({"name": ENV_VOLUME, "mountPath": ENV_MOUNT_PATH, "readOnly": true}));
+        }
+        append_all(
+            &mut ops,
+            &["spec", list, &index, "volumeMounts"],
+            ct.volume_mounts.is_some(),
+            mounts,
+        );
+        if plan.env_mode() {
+            let original = match &ct.command {
+                Some(cmd) if !cmd.is_empty() => cmd.clone(),
+                _ => spec.command.clone().unwrap_or_default(),
+            };
+            let mut wrapped: Vec<String> = vec![
+                EXEC_BINARY.to_string(),
+                "exec".to_string(),
+                format!("--env-file={ENV_FILE}"),
+                "--".to_string(),
+            ];
+            wrapped.extend(original);
+            let path = ptr(&["spec", list, &index, "command"]);
+            ops.push(if ct.command.is_some() {
+                PatchOperation::Replace(ReplaceOperation {
+                    path,
+                    value: json!(wrapped),
+                })
+            } else {
+                add(path, json!(wrapped))
+            });
+        }
+    }
+
+    // 4. The init container, first of all init containers.
+    let init = init_container(pod, spec, config, &token_providers, copied_aws.as_ref());
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some()
+    {
+        ops.push(add(ptr(&["spec", "initContainers", "0"]), init));
+    } else {
+        ops.push(add(ptr(&["spec", "initContainers"]), json!([init])));
+    }
+    Patch(ops)
+}
+
+/// Append `items` to the array at `path`, creating it when the pod has none.
+fn append_all(ops: &mut Vec<PatchOperation>, path: &[&str], exists: bool, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if exists {
+        for item in items {
+            let mut p = ptr(path);
+            p.push_back("-");
+            ops.push(add(p, item));
+        }
+    } else {
+        ops.push(add(ptr(path), Value::Array(items)));
+    }
+}
+
+fn memory_volume(name: &str) -> Value {
+    json!({"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}})
+}
+
+/// The AWS identity env and token mounts an EKS webhook already gave an app container.
+struct CopiedAws {
+    env: Vec<Value>,
+    mounts: Vec<Value>,
+}
+
+fn copied_aws_identity(pod: &PodView, spec: &InjectionSpec) -> Option<CopiedAws> {
+    for t in &spec.targets {
+        let ct = spec::container(pod, t);
+        let env: Vec<(&str, &str)> = ct
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| AWS_IDENTITY_ENV.contains(&e.name.as_str()))
+            .filter_map(|e| e.value.as_deref().map(|v| (e.name.as_str(), v)))
+            .collect();
+        let has = |n: &str| env.iter().any(|(k, _)| *k == n);
+        let web_identity = has("AWS_ROLE_ARN") && has("AWS_WEB_IDENTITY_TOKEN_FILE");
+        let pod_identity = has("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            && has("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+        if !web_identity && !pod_identity {
+            continue;
+        }
+        let files: Vec<&str> = env
+            .iter()
+            .filter(|(k, _)| k.ends_with("_FILE"))
+            .map(|(_, v)| *v)
+            .collect();
+        let mounts: Vec<Value> = ct
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| {
+                files
+                    .iter()
+                    .any(|f| f.starts_with(&format!("{}/", m.mount_path.trim_end_matches('/'))))
+            })
+            .map(|m| json!({"name": m.name, "mountPath": m.mount_path, "readOnly": true}))
+            .collect();
+        if mounts.is_empty() {
+            continue;
+        }
+        return Some(CopiedAws {
+            env: env
+                .iter()
+                .map(|(k, v)| json!({"name": k, "value": v}))
+                .collect(),
+            mounts,
+        });
+    }
+    None
+}
+
+fn env(name: &str, value: impl Into<String>) -> Value {
+    json!({"name": name, "value": value.into()})
+}
+
+fn init_container(
+    pod: &PodView,
+    spec: &InjectionSpec,
+    config: &Config,
+    token_providers: &[(Provider, &String)],
+    copied_aws: Option<&CopiedAws>,
+) -> Value {
+    let plan = &spec.plan;
+    let mut args = vec!["init".to_string(), format!("--out-dir={INIT_FILES_DIR}")];
+    let mut mounts = vec![json!({"name": FILES_VOLUME, "mountPath": INIT_FILES_DIR})];
+    if plan.env_mode() {
+        args.push(format!("--env-dir={INIT_ENV_DIR}"));
+        mounts.push(json!({"name": ENV_VOLUME, "mountPath": INIT_ENV_DIR}));
+    }
+    for (provider, _) in token_providers {
+        mounts.push(json!({
+            "name": token_volume(*provider),
+            "mountPath": format!("{TOKEN_DIR}/{provider}"),
+            "readOnly": true,
+        }));
+    }
+
+    let mut envs = vec![
+        env(
+            PLAN_ENV,
+            serde_json::to_string(plan).expect("plan serializes"),
+        ),
+        env("RUST_LOG", config.init_log_level.clone()),
+        json!({"name": "SECRET_INJECTOR_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        json!({"name": "SECRET_INJECTOR_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+    ];
+    if plan.uses(Provider::Vault) {
+        let v = &spec.vault;
+        envs.push(env("VAULT_ADDR", v.address.clone()));
+        envs.push(env("SECRET_INJECTOR_VAULT_ROLE", v.role.clone()));
+        envs.push(env("SECRET_INJECTOR_VAULT_AUTH_PATH", v.auth_path.clone()));
+        envs.push(env(
+            "SECRET_INJECTOR_VAULT_AUTH_METHOD",
+            v.auth_method.clone(),
+        ));
+        envs.push(env(
+            "SECRET_INJECTOR_VAULT_TOKEN_FILE",
+            token_path(Provider::Vault),
+        ));
+        if !config.vault.namespace.is_empty() {
+            envs.push(env("VAULT_NAMESPACE", config.vault.namespace.clone()));
+        }
+    }
+    if plan.uses(Provider::Aws) {
+        envs.push(env("AWS_REGION", spec.aws.region.clone()));
+        if !config.aws.endpoint_url.is_empty() {
+            envs.push(env("AWS_ENDPOINT_URL", config.aws.endpoint_url.clone()));
+        }
+        if let Some(copied) = copied_aws {
+            envs.extend(copied.env.iter().cloned());
+            mounts.extend(copied.mounts.iter().cloned());
+        } else if let Some(arn) = &spec.aws.role_arn {
+            envs.push(env("AWS_ROLE_ARN", arn.clone()));
+            envs.push(env(
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                token_path(Provider::Aws),
+            ));
+            envs.push(env("AWS_ROLE_SESSION_NAME", "secret-injector"));
+        }
+    }
+
+    let (uid, gid) = match spec::app_user(pod, &spec.targets) {
+        Some((uid, gid)) => (uid, gid),
+        None => (DEFAULT_UID, Some(DEFAULT_UID)),
+    };
+    let mut security = json!({
+        "runAsNonRoot": true,
+        "runAsUser": uid,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": true,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    });
+    if let Some(gid) = gid {
+        security["runAsGroup"] = json!(gid);
+    }
+
+    json!({
+        "name": INIT_CONTAINER,
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": args,
+        "env": envs,
+        "resources": {"requests": config.resources.requests, "limits": config.resources.limits},
+        "securityContext": security,
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Context, Decision};
+
+    fn run(pod: &Value) -> (Value, Patch) {
+        let view: PodView = serde_json::from_value(pod.clone()).unwrap();
+        let cfg = Config::default();
+        let Ok(Decision::Inject(spec)) = spec::parse(&view, &cfg, &Context::default()) else {
+            panic!("expected injection");
+        };
+        let patch = build(&view, &spec, &cfg);
+        let mut out = pod.clone();
+        json_patch::patch(&mut out, &patch).unwrap();
+        (out, patch)
+    }
+
+    #[test]
+    fn creates_missing_arrays_and_annotations() {
+        let pod = json!({
+            "metadata": {"name": "p", "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]},
+        });
+        // No annotations map: cannot opt in, so add it via a pod that has one but test
+        // the creation path by removing it from the view.
+        let view: PodView = serde_json::from_value(json!({
+            "metadata": {"annotations": {"secret-injector.io/secret-a": "vault:kv/a"}},
+            "spec": pod["spec"],
+        }))
+        .unwrap();
+        let cfg = Config::default();
+        let Ok(Decision::Inject(spec)) = spec::parse(&view, &cfg, &Context::default()) else {
+            panic!()
+        };
+        let mut bare = view.clone();
+        bare.metadata.annotations = None;
+        let patch = build(&bare, &spec, &cfg);
+        let mut out = pod.clone();
+        json_patch::patch(&mut out, &patch).unwrap();
+        assert_eq!(out["metadata"]["annotations"][STATUS], "injected");
+        assert_eq!(out["spec"]["initContainers"][0]["name"], INIT_CONTAINER);
+        assert_eq!(out["spec"]["volumes"][0]["emptyDir"]["medium"], "Memory");
+        assert_eq!(
+            out["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+            "/secrets"
+        );
+    }
+
+    #[test]
+    fn inserts_first_and_escapes_pointers() {
+        let pod = json!({
+            "metadata": {"annotations": {"secret-injector.io/secret-a": "vault:kv/a", "x~y/z": "1"}},
+            "spec": {
+                "initContainers": [{"name": "migrate", "image": "m"}],
+                "containers": [{"name": "app", "image": "x", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}],
+                "volumes": [{"name": "v", "emptyDir": {}}],
+            },
+        });
+        let (out, patch) = run(&pod);
+        let text = serde_json::to_string(&patch).unwrap();
+        assert!(
+            text.contains("/metadata/annotations/secret-injector.io~1status"),
+            "{text}"
+        );
+        assert_eq!(out["spec"]["initContainers"][0]["name"], INIT_CONTAINER);
+        assert_eq!(out["spec"]["initContainers"][1]["name"], "migrate");
+        assert_eq!(out["spec"]["volumes"][0]["name"], "v");
+        assert_eq!(out["spec"]["containers"][0]["volumeMounts"][0]["name"], "v");
+        assert_eq!(out["metadata"]["annotations"]["x~y/z"], "1");
+    }
+
+    #[test]
+    fn vault_token_only_in_the_init_container() {
+        let pod = json!({
+            "metadata": {"annotations": {"secret-injector.io/secret-a": "vault:kv/a"}},
+            "spec": {"containers": [{"name": "app"}, {"name": "istio-proxy"}]},
+        });
+        let (out, _) = run(&pod);
+        let vol = &out["spec"]["volumes"][1];
+        assert_eq!(vol["name"], "secret-injector-token-vault");
+        assert_eq!(
+            vol["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+            "vault"
+        );
+        let init_mounts = out["spec"]["initContainers"][0]["volumeMounts"].to_string();
+        assert!(init_mounts.contains("secret-injector-token-vault"));
+        assert!(!out["spec"]["containers"].to_string().contains("token"));
+        assert!(
+            out["spec"]["containers"][1].get("volumeMounts").is_none(),
+            "mesh sidecar untouched"
+        );
+    }
+
+    #[test]
+    fn env_mode_wraps_the_command_and_keeps_args() {
+        let pod = json!({
+            "metadata": {"annotations": {"secret-injector.io/env-DB_PASSWORD": "vault:kv/db#password"}},
+            "spec": {"containers": [{"name": "app", "command": ["/app"], "args": ["--port=1"]}]},
+        });
+        let (out, _) = run(&pod);
+        let app = &out["spec"]["containers"][0];
+        assert_eq!(
+            app["command"],
+            json!([
+                EXEC_BINARY,
+                "exec",
+                format!("--env-file={ENV_FILE}"),
+                "--",
+                "/app"
+            ])
+        );
+        assert_eq!(app["args"], json!(["--port=1"]));
+        let init = &out["spec"]["initContainers"][0];
+        assert!(init["args"].to_string().contains("--env-dir"));
+    }
+
+    #[test]
+    fn copies_eks_web_identity_from_the_app() {
+        let pod = json!({
+            "metadata": {"annotations": {"secret-injector.io/secret-a": "aws:prod/a#k"}},
+            "spec": {"containers": [{
+                "name": "app",
+                "env": [
+                    {"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::123456789012:role/app"},
+                    {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"},
+                    {"name": "OTHER", "value": "x"},
+                ],
+                "volumeMounts": [{"name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount", "readOnly": true}],
+            }], "volumes": [{"name": "aws-iam-token", "projected": {"sources": []}}]},
+        });
+        let (out, _) = run(&pod);
+        let init = &out["spec"]["initContainers"][0];
+        let text = init.to_string();
+        assert!(text.contains("arn:aws:iam::123456789012:role/app"));
+        assert!(text.contains("aws-iam-token"));
+        assert!(!text.contains("OTHER"));
+        assert!(
+            !out["spec"]["volumes"]
+                .to_string()
+                .contains("secret-injector-token-aws")
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! Secret references: `<provider>:<path>[?<params>][#<key>]` (SPEC section 2).
+//!
+//! Pure parsing: no I/O. A reference names where a secret lives; it never holds a value,
+//! so it can be shown in pod specs, logs and error messages.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The secret stores a reference can point at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Vault,
+    Aws,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 2] = [Provider::Vault, Provider::Aws];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Vault => "vault",
+            Provider::Aws => "aws",
+        }
+    }
+
+    fn example(self) -> &'static str {
+        match self {
+            Provider::Vault => "vault:secret/data/prod/db#password",
+            Provider::Aws => "aws:prod/cnpg/postgres-credentials#password",
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which version of a secret to read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// Vault KV v2 `?version=N`.
+    Number(u64),
+    /// AWS `?version-stage=AWSPREVIOUS`.
+    Stage(String),
+    /// AWS `?version-id=...`.
+    Id(String),
+}
+
+/// A parsed reference. `Display` gives back the canonical text form, which is also its
+/// serialized form (so specs handed to the init container stay readable).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct SecretRef {
+    pub provider: Provider,
+    pub path: String,
+    pub version: Option<Version>,
+    pub key: Option<String>,
+}
+
+impl From<SecretRef> for String {
+    fn from(r: SecretRef) -> String {
+        r.to_string()
+    }
+}
+
+impl TryFrom<String> for SecretRef {
+    type Error = RefError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        parse(&s)
+    }
+}
+
+impl SecretRef {
+    /// The secret as a whole (provider, path and version), without the `#key`.
+    /// Two references with the same location are fetched once.
+    pub fn location(&self) -> SecretRef {
+        SecretRef {
+            key: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.provider, self.path)?;
+        match &self.version {
+            Some(Version::Number(n)) => write!(f, "?version={n}")?,
+            Some(Version::Stage(s)) => write!(f, "?version-stage={s}")?,
+            Some(Version::Id(s)) => write!(f, "?version-id={s}")?,
+            None => {}
+        }
+        if let Some(key) = &self.key {
+            write!(f, "#{key}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a reference is not valid; the message says what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RefError(pub String);
+
+const SYNTAX: &str = "<provider>:<path>[?<params>][#<key>]";
+
+impl std::str::FromStr for SecretRef {
+    type Err = RefError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse(s)
+    }
+}
+
+/// Parse a reference, returning a message fit for an admission denial on error.
+pub fn parse(input: &str) -> Result<SecretRef, RefError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(RefError(format!(
+            "the reference is empty; write {SYNTAX}, for example {}",
+            Provider::Vault.example()
+        )));
+    }
+    let Some((provider, rest)) = s.split_once(':') else {
+        return Err(RefError(format!(
+            "`{s}` has no provider; write {SYNTAX}, for example {} or {}",
+            Provider::Vault.example(),
+            Provider::Aws.example()
+        )));
+    };
+    let provider = match provider {
+        "vault" => Provider::Vault,
+        "aws" => Provider::Aws,
+        other => {
+            let hint = closest(other, Provider::ALL.iter().map(|p| p.as_str()))
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            return Err(RefError(format!(
+                "unknown provider `{other}`{hint}; known providers are `vault` and `aws`, for example {}",
+                Provider::Vault.example()
+            )));
+        }
+    };
+    let (rest, key) = match rest.split_once('#') {
+        Some((rest, key)) => {
+            if key.is_empty() {
+                return Err(RefError(format!(
+                    "the key after `#` is empty; remove the `#` to use the whole secret, or name a key, for example {}",
+                    provider.example()
+                )));
+            }
+            if key.chars().any(char::is_control) {
+                return Err(RefError(
+                    "the key after `#` contains control characters".to_string(),
+                ));
+            }
+            (rest, Some(key.to_string()))
+        }
+        None => (rest, None),
+    };
+    let (path, params) = match rest.split_once('?') {
+        Some((path, params)) => (path, Some(params)),
+        None => (rest, None),
+    };
+    check_path(provider, path)?;
+    let version = match params {
+        Some(params) => parse_params(provider, params)?,
+        None => None,
+    };
+    Ok(SecretRef {
+        provider,
+        path: path.to_string(),
+        version,
+        key,
+    })
+}
+
+fn check_path(provider: Provider, path: &str) -> Result<(), RefError> {
+    if path.is_empty() {
+        return Err(RefError(format!(
+            "the path is empty; name the secret after `{provider}:`, for example {}",
+            provider.example()
+        )));
+    }
+    match provider {
+        Provider::Vault => {
+            if path.starts_with('/') || path.ends_with('/') {
+                return Err(RefError(format!(
+                    "the Vault path `{path}` must not start or end with `/`; write the API path without `/v1/`, for example {}",
+                    provider.example()
+                )));
+            }
+            if path
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+            {
+                return Err(RefError(format!(
+                    "the Vault path `{path}` has an empty, `.` or `..` segment; for example {}",
+                    provider.example()
+                )));
+            }
+            if let Some(c) = path
+                .chars()
+                .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '%' | '\\'))
+            {
+                return Err(RefError(format!(
+                    "the Vault path `{path}` contains the character {c:?}, which is not allowed in a path"
+                )));
+            }
+        }
+        Provider::Aws => {
+            if path.starts_with("arn:") {
+                let parts: Vec<&str> = path.splitn(7, ':').collect();
+                if parts.len() != 7
+                    || parts[2] != "secretsmanager"
+                    || parts[5] != "secret"
+                    || parts[6].is_empty()
+                {
+                    return Err(RefError(format!(
+                        "`{path}` is not a Secrets Manager ARN; write arn:<partition>:secretsmanager:<region>:<account>:secret:<name>, or the secret's name, for example {}",
+                        provider.example()
+                    )));
+                }
+            } else {
+                if path.len() > 512 {
+                    return Err(RefError(format!(
+                        "the AWS secret name is {} characters long; Secrets Manager allows at most 512",
+                        path.len()
+                    )));
+                }
+                if let Some(c) = path
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c)))
+                {
+                    return Err(RefError(format!(
+                        "the AWS secret name `{path}` contains {c:?}; names use letters, digits and /_+=.@- only, for example {}",
+                        provider.example()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_params(provider: Provider, params: &str) -> Result<Option<Version>, RefError> {
+    let allowed: &[&str] = match provider {
+        Provider::Vault => &["version"],
+        Provider::Aws => &["version-stage", "version-id"],
+    };
+    let example = match provider {
+        Provider::Vault => "vault:secret/data/prod/db?version=3#password",
+        Provider::Aws => "aws:prod/db?version-stage=AWSPREVIOUS#password",
+    };
+    let mut version = None;
+    for pair in params.split('&') {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(RefError(format!(
+                "the parameter `{pair}` has no value; write name=value, for example {example}"
+            )));
+        };
+        if !allowed.contains(&name) {
+            let hint = closest(name, allowed.iter().copied())
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            return Err(RefError(format!(
+                "unknown parameter `{name}` for {provider}{hint}; {provider} takes {}, for example {example}",
+                allowed
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
+        }
+        if version.is_some() {
+            return Err(RefError(format!(
+                "more than one version parameter; give one of {}, for example {example}",
+                allowed.join(", ")
+            )));
+        }
+        let parsed = match name {
+            "version" => match value.parse::<u64>() {
+                Ok(n) if n > 0 => Version::Number(n),
+                _ => {
+                    return Err(RefError(format!(
+                        "`version={value}` is not a positive whole number; for example {example}"
+                    )));
+                }
+            },
+            "version-stage" => {
+                if value.is_empty()
+                    || value.len() > 256
+                    || !value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                {
+                    return Err(RefError(format!(
+                        "`version-stage={value}` is not a valid staging label (letters, digits, `_-.`, at most 256), for example {example}"
+                    )));
+                }
+                Version::Stage(value.to_string())
+            }
+            "version-id" => {
+                if value.len() < 32
+                    || value.len() > 64
+                    || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                {
+                    return Err(RefError(format!(
+                        "`version-id={value}` is not a Secrets Manager version id (32-64 letters, digits and `-`), for example aws:prod/db?version-id=EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE"
+                    )));
+                }
+                Version::Id(value.to_string())
+            }
+            _ => unreachable!("checked against the allowed list"),
+        };
+        version = Some(parsed);
+    }
+    Ok(version)
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(2);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> SecretRef {
+        parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn err(s: &str) -> String {
+        parse(s).expect_err(s).0
+    }
+
+    #[test]
+    fn parses_vault_kv_with_key_and_version() {
+        let r = ok("vault:secret/data/prod/db?version=3#password");
+        assert_eq!(r.provider, Provider::Vault);
+        assert_eq!(r.path, "secret/data/prod/db");
+        assert_eq!(r.version, Some(Version::Number(3)));
+        assert_eq!(r.key.as_deref(), Some("password"));
+        assert_eq!(
+            r.to_string(),
+            "vault:secret/data/prod/db?version=3#password"
+        );
+    }
+
+    #[test]
+    fn parses_dynamic_credentials_without_key() {
+        let r = ok("vault:database/creds/app");
+        assert_eq!(r.key, None);
+        assert_eq!(r.version, None);
+    }
+
+    #[test]
+    fn parses_aws_names_arns_and_versions() {
+        let r = ok("aws:prod/cnpg/postgres-credentials#password");
+        assert_eq!(r.provider, Provider::Aws);
+        assert_eq!(r.path, "prod/cnpg/postgres-credentials");
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
+        let r = ok(&format!("aws:{arn}#username"));
+        assert_eq!(r.path, arn);
+        assert_eq!(r.key.as_deref(), Some("username"));
+        assert_eq!(
+            ok("aws:prod/db?version-stage=AWSPREVIOUS").version,
+            Some(Version::Stage("AWSPREVIOUS".into()))
+        );
+        let id = "EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE";
+        assert_eq!(
+            ok(&format!("aws:prod/db?version-id={id}")).version,
+            Some(Version::Id(id.into()))
+        );
+    }
+
+    #[test]
+    fn location_drops_the_key_only() {
+        let r = ok("vault:secret/data/a?version=2#k");
+        assert_eq!(r.location().to_string(), "vault:secret/data/a?version=2");
+    }
+
+    #[test]
+    fn rejects_unknown_provider_with_suggestion() {
+        let m = err("vualt:secret/data/x");
+        assert!(m.contains("unknown provider `vualt`"), "{m}");
+        assert!(m.contains("did you mean `vault`"), "{m}");
+        assert!(err("gcp:projects/x").contains("known providers are `vault` and `aws`"));
+    }
+
+    #[test]
+    fn rejects_empty_and_missing_parts() {
+        assert!(err("").contains("empty"));
+        assert!(err("vault:").contains("path is empty"));
+        assert!(err("aws:#key").contains("path is empty"));
+        assert!(err("secret/data/x").contains("no provider"));
+        assert!(err("vault:secret/data/x#").contains("key after `#` is empty"));
+    }
+
+    #[test]
+    fn rejects_bad_params() {
+        assert!(err("vault:secret/data/x?version=abc").contains("positive whole number"));
+        assert!(err("vault:secret/data/x?version=0").contains("positive whole number"));
+        assert!(err("vault:secret/data/x?verison=2").contains("did you mean `version`"));
+        assert!(err("vault:secret/data/x?version").contains("has no value"));
+        assert!(err("aws:db?version=2").contains("unknown parameter `version` for aws"));
+        assert!(err("aws:db?version-stage=A&version-stage=B").contains("more than one"));
+        assert!(err("aws:db?version-id=short").contains("version id"));
+        assert!(err("aws:db?version-stage=").contains("staging label"));
+    }
+
+    #[test]
+    fn rejects_bad_paths() {
+        assert!(err("vault:/secret/data/x").contains("must not start or end"));
+        assert!(err("vault:secret/../sys/x").contains("`..`"));
+        assert!(err("vault:secret//x").contains("empty"));
+        assert!(err("vault:secret/a b").contains("not allowed"));
+        assert!(err("aws:prod db").contains("letters, digits"));
+        assert!(err("aws:arn:aws:s3:::bucket").contains("not a Secrets Manager ARN"));
+    }
+}

@@ -1,0 +1,161 @@
+//! Dispatch of the commands; the only place that turns errors into exit codes.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use secret_injector::certs;
+use secret_injector::cli::{CertsArgs, Cli, Command, InjectArgs, ServeArgs};
+use secret_injector::config::Config;
+use secret_injector::metrics::Metrics;
+use secret_injector::server::{self, AppState, Limits};
+use secret_injector::tls::CertFiles;
+
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Inject(args) => return inject(args),
+        Command::Certs(args) => make_certs(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("secret-injector: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    Ok(Config::load(path, std::env::vars())?)
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    let files = match (&args.tls_cert, &args.tls_key, args.self_signed) {
+        (Some(cert), Some(key), _) => CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, None, true) => {
+            let mut names = vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+                "::1".to_string(),
+            ];
+            names.extend(certs::service_names(
+                "secret-injector",
+                "secret-injector-system",
+            ));
+            names.extend(args.self_signed_names.iter().cloned());
+            let bundle = certs::generate(&names, None, 30)?;
+            certs::write(&bundle, &args.self_signed_dir)?;
+            let ca = args.self_signed_dir.join("ca.crt");
+            eprintln!(
+                "secret-injector: self-signed certificate for {}; CA written to {} (curl --cacert {} https://localhost:{}/mutate)",
+                names.join(", "),
+                ca.display(),
+                ca.display(),
+                args.listen.port()
+            );
+            CertFiles {
+                cert: args.self_signed_dir.join("tls.crt"),
+                key: args.self_signed_dir.join("tls.key"),
+            }
+        }
+        _ => bail!("give --tls-cert and --tls-key, or --self-signed"),
+    };
+    let (tls, loaded) = files.load()?;
+    let webhook = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("bind the webhook listener {}", args.listen))?;
+    let admin = std::net::TcpListener::bind(args.admin_listen)
+        .with_context(|| format!("bind the admin listener {}", args.admin_listen))?;
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(AppState::new(config, metrics.clone()));
+    let limits = Limits {
+        body_limit: args.body_limit,
+        request_timeout: args.request_timeout,
+        header_timeout: args.header_timeout,
+        shutdown_grace: args.shutdown_grace,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async move {
+        tokio::spawn(files.watch(tls.clone(), loaded, args.tls_reload_interval, metrics));
+        tracing::info!(listen = %args.listen, admin = %args.admin_listen, "serving admission reviews on /mutate");
+        server::run(webhook, admin, tls, state, limits, server::shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn inject(args: InjectArgs) -> ExitCode {
+    let prepared = (|| -> Result<(Config, String)> {
+        let config = load_config(args.config.as_deref())?;
+        let mut input = String::new();
+        if args.file.as_os_str() == "-" {
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("read stdin")?;
+        } else {
+            input = std::fs::read_to_string(&args.file)
+                .with_context(|| format!("read {}", args.file.display()))?;
+        }
+        Ok((config, input))
+    })();
+    let (config, input) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("secret-injector: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match secret_injector::inject::inject(&input, &config) {
+        Ok(report) => {
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(report.yaml.as_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                return ExitCode::from(2);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn make_certs(args: CertsArgs) -> Result<()> {
+    let mut names = certs::service_names(&args.service, &args.namespace);
+    names.extend(args.names.iter().cloned());
+    let ca = match (&args.ca_cert, &args.ca_key) {
+        (Some(c), Some(k)) => Some((
+            std::fs::read_to_string(c).with_context(|| format!("read {}", c.display()))?,
+            std::fs::read_to_string(k).with_context(|| format!("read {}", k.display()))?,
+        )),
+        _ => None,
+    };
+    let bundle = certs::generate(
+        &names,
+        ca.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+        args.days,
+    )?;
+    let written = certs::write(&bundle, &args.out_dir)?;
+    for p in &written {
+        eprintln!("wrote {}", p.display());
+    }
+    println!("{}", bundle.ca_bundle_b64());
+    Ok(())
+}

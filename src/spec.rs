@@ -1,0 +1,1248 @@
+//! Pod annotations -> a validated [`InjectionSpec`] (SPEC sections 1-6).
+//!
+//! Pure: no I/O. Every message a user can get back from admission is written here, and
+//! each names the annotation, says what is wrong and shows a valid example. All problems
+//! of a pod are collected and reported together.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::pod::{ContainerView, PodView};
+use crate::reference::{self, Provider, SecretRef, closest};
+use crate::render;
+
+/// Every annotation of ours starts with this.
+pub const PREFIX: &str = "secret-injector.io/";
+/// Set by the webhook once a pod is injected.
+pub const STATUS: &str = "secret-injector.io/status";
+pub const STATUS_INJECTED: &str = "injected";
+
+/// Where the env-mode volume (binary and env file) is mounted in app containers.
+pub const ENV_MOUNT_PATH: &str = "/secret-injector";
+
+/// Containers of well-known meshes that never get secrets unless named explicitly.
+const MESH_SIDECARS: &[&str] = &["istio-proxy", "linkerd-proxy", "linkerd-init", "istio-init"];
+
+const EXACT_KEYS: &[&str] = &[
+    "inject",
+    "status",
+    "mount-path",
+    "containers",
+    "command",
+    "refresh-interval",
+    "env-from",
+    "vault-role",
+    "vault-auth-path",
+    "vault-auth-method",
+    "vault-addr",
+    "aws-region",
+    "aws-role-arn",
+];
+
+const PREFIX_KEYS: &[&str] = &["secret-", "template-", "file-mode-", "env-"];
+
+/// One problem with one annotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub annotation: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.annotation, self.message)
+    }
+}
+
+/// All problems of a pod, rendered as one denial message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "secret-injector: {one}"),
+            many => {
+                write!(
+                    f,
+                    "secret-injector: {} problems with the pod's annotations:",
+                    many.len()
+                )?;
+                for p in many {
+                    write!(f, "\n- {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What the webhook decided for a pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Leave the pod as it is; the reason is logged.
+    Skip(&'static str),
+    Inject(Box<InjectionSpec>),
+}
+
+/// A container selected to receive the secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub init: bool,
+    pub index: usize,
+    pub name: String,
+}
+
+/// Facts from outside the pod that the spec depends on (resolved at the edges).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// `eks.amazonaws.com/role-arn` of the pod's service account, when known.
+    pub service_account_role_arn: Option<String>,
+}
+
+/// How the injected containers authenticate to Vault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultIdentity {
+    pub address: String,
+    pub role: String,
+    pub auth_path: String,
+    pub auth_method: String,
+}
+
+/// How the injected containers authenticate to AWS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsIdentity {
+    pub region: String,
+    /// Role to assume with the pod's web-identity token; `None` leaves the SDK's
+    /// default chain (EKS Pod Identity, or web identity copied from the app containers).
+    pub role_arn: Option<String>,
+    /// The role came from `secret-injector.io/aws-role-arn` (it then wins over the
+    /// web identity an EKS webhook gave the app containers).
+    pub explicit: bool,
+}
+
+/// The files and variables the init container produces, handed to it as JSON.
+/// Only references and settings: never a value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchPlan {
+    /// `secret-<name>`: each declared secret by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretRef>,
+    /// `template-<name>`: template source by file name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub templates: BTreeMap<String, String>,
+    /// Every file to write, with its mode.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, u32>,
+    /// `env-<VAR>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, SecretRef>,
+    /// `env-from`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<SecretRef>,
+}
+
+impl FetchPlan {
+    pub fn refs(&self) -> impl Iterator<Item = &SecretRef> {
+        self.secrets
+            .values()
+            .chain(self.env.values())
+            .chain(self.env_from.iter())
+    }
+
+    pub fn uses(&self, provider: Provider) -> bool {
+        self.refs().any(|r| r.provider == provider)
+    }
+
+    pub fn env_mode(&self) -> bool {
+        !self.env.is_empty() || !self.env_from.is_empty()
+    }
+}
+
+/// Everything the patch needs, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InjectionSpec {
+    pub plan: FetchPlan,
+    pub mount_path: String,
+    /// Containers that get the secrets volume (file mode) or the wrapped command (env mode).
+    pub targets: Vec<Target>,
+    /// Entrypoint for env-mode containers that declare none.
+    pub command: Option<Vec<String>>,
+    pub refresh_interval: Option<Duration>,
+    pub vault: VaultIdentity,
+    pub aws: AwsIdentity,
+    /// Advice that does not block admission (sent as admission warnings).
+    pub warnings: Vec<String>,
+}
+
+fn key(suffix: &str) -> String {
+    format!("{PREFIX}{suffix}")
+}
+
+struct Collector {
+    problems: Vec<Problem>,
+}
+
+impl Collector {
+    fn push(&mut self, suffix: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            annotation: key(suffix),
+            message: message.into(),
+        });
+    }
+}
+
+/// Read the pod's annotations and decide. Pure.
+pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, Problems> {
+    let annotations = pod.annotations();
+    let ours: BTreeMap<&str, &str> = annotations
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|s| (s, v.as_str())))
+        .collect();
+    if ours.is_empty() {
+        return Ok(Decision::Skip("no secret-injector.io/ annotations"));
+    }
+    let mut c = Collector {
+        problems: Vec::new(),
+    };
+    let mut warnings = Vec::new();
+
+    match ours.get("status").copied() {
+        Some(STATUS_INJECTED) => return Ok(Decision::Skip("already injected")),
+        Some(other) => c.push(
+            "status",
+            format!(
+                "`{other}` is not a value this webhook sets; the webhook writes `{STATUS_INJECTED}` itself, remove the annotation"
+            ),
+        ),
+        None => {}
+    }
+    if pod
+        .init_containers()
+        .iter()
+        .any(|ic| ic.name.starts_with("secret-injector"))
+    {
+        return Ok(Decision::Skip("already has a secret-injector container"));
+    }
+    match ours.get("inject").copied() {
+        Some("false") => return Ok(Decision::Skip("secret-injector.io/inject is false")),
+        Some("true") | None => {}
+        Some(other) => c.push(
+            "inject",
+            format!(
+                "`{other}` is not `true` or `false`; write secret-injector.io/inject: \"false\" to skip this pod"
+            ),
+        ),
+    }
+
+    let mut plan = FetchPlan::default();
+    let mut modes: BTreeMap<&str, &str> = BTreeMap::new();
+
+    for (&suffix, &value) in &ours {
+        if EXACT_KEYS.contains(&suffix) {
+            continue;
+        }
+        if let Some(name) = suffix.strip_prefix("secret-") {
+            if check_file_name(&mut c, suffix, name) {
+                match reference::parse(value) {
+                    Ok(r) => {
+                        plan.secrets.insert(name.to_string(), r);
+                    }
+                    Err(e) => c.push(suffix, e.0),
+                }
+            }
+        } else if let Some(name) = suffix.strip_prefix("template-") {
+            if check_file_name(&mut c, suffix, name) {
+                plan.templates.insert(name.to_string(), value.to_string());
+            }
+        } else if let Some(name) = suffix.strip_prefix("file-mode-") {
+            modes.insert(name, value);
+        } else if let Some(var) = suffix.strip_prefix("env-") {
+            if check_env_name(&mut c, suffix, var) {
+                match reference::parse(value) {
+                    Ok(r) => {
+                        plan.env.insert(var.to_string(), r);
+                    }
+                    Err(e) => c.push(suffix, e.0),
+                }
+            }
+        } else {
+            unknown_key(&mut c, suffix);
+        }
+    }
+    if let Some(list) = ours.get("env-from") {
+        let items: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if items.is_empty() {
+            c.push(
+                "env-from",
+                "is empty; list one or more references separated by commas, for example aws:deparrow/production/secrets",
+            );
+        }
+        for item in items {
+            match reference::parse(item) {
+                Ok(r) if r.key.is_some() => c.push(
+                    "env-from",
+                    format!(
+                        "`{item}` picks one key with `#`; env-from loads every key of a secret, so drop `#{}` (or use secret-injector.io/env-<VAR> for a single key)",
+                        r.key.unwrap_or_default()
+                    ),
+                ),
+                Ok(r) => plan.env_from.push(r),
+                Err(e) => c.push("env-from", e.0),
+            }
+        }
+    }
+
+    check_duplicates(&mut c, &plan);
+
+    // Templates: syntax and names, against every declared secret.
+    let declared: BTreeSet<String> = plan.secrets.keys().cloned().collect();
+    for (name, src) in &plan.templates {
+        if let Err(m) = render::check(name, src, &declared) {
+            c.push(&format!("template-{name}"), m);
+        }
+    }
+
+    // Which containers, where, and how they start.
+    let targets = select_targets(&mut c, pod, ours.get("containers").copied());
+
+    // The files to write and their modes.
+    let mount_users = app_user(pod, &targets);
+    let default_mode = if mount_users.is_some() { 0o400 } else { 0o444 };
+    for name in plan.secrets.keys().chain(plan.templates.keys()) {
+        plan.files.insert(name.clone(), default_mode);
+    }
+    for (name, raw) in modes {
+        let suffix = format!("file-mode-{name}");
+        if !plan.files.contains_key(name) {
+            let hint = closest(name, plan.files.keys().map(String::as_str))
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            c.push(
+                &suffix,
+                format!(
+                    "there is no file `{name}`{hint}: declare secret-injector.io/secret-{name} or secret-injector.io/template-{name}, or remove this annotation"
+                ),
+            );
+            continue;
+        }
+        match parse_mode(raw) {
+            Ok(mode) => {
+                plan.files.insert(name.to_string(), mode);
+            }
+            Err(m) => c.push(&suffix, m),
+        }
+    }
+
+    let mount_path = match ours.get("mount-path") {
+        Some(p) => check_mount_path(&mut c, p),
+        None => config.mount_path.clone(),
+    };
+    let command = match ours.get("command") {
+        Some(raw) => match serde_json::from_str::<Vec<String>>(raw) {
+            Ok(cmd) if !cmd.is_empty() && !cmd[0].is_empty() => Some(cmd),
+            _ => {
+                c.push(
+                    "command",
+                    format!(
+                        "`{raw}` is not a non-empty JSON array of strings; for example secret-injector.io/command: '[\"/app/server\", \"--port=8080\"]'"
+                    ),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let has_files = !plan.files.is_empty();
+    if has_files {
+        check_mount_collisions(&mut c, pod, &targets, &mount_path, "mount-path");
+    }
+    if plan.env_mode() {
+        check_mount_collisions(&mut c, pod, &targets, ENV_MOUNT_PATH, "env-from");
+        if has_files && overlaps(&mount_path, ENV_MOUNT_PATH) {
+            c.push(
+                "mount-path",
+                format!(
+                    "`{mount_path}` overlaps {ENV_MOUNT_PATH}, which env mode uses; pick another path, for example /secrets"
+                ),
+            );
+        }
+        check_entrypoints(&mut c, pod, &targets, command.as_ref(), &ours);
+    } else if command.is_some() {
+        warnings.push(
+            "secret-injector.io/command is only used in env mode (env-<VAR> or env-from annotations); it is ignored".to_string(),
+        );
+    }
+    if !has_files && !plan.env_mode() && c.problems.is_empty() {
+        return Ok(Decision::Skip(
+            "no secret-, template- or env- annotation: nothing to inject",
+        ));
+    }
+
+    let refresh_interval = ours
+        .get("refresh-interval")
+        .and_then(|raw| parse_interval(&mut c, raw));
+
+    let vault = vault_identity(&mut c, pod, config, &ours);
+    let aws = aws_identity(&mut c, config, ctx, &ours);
+
+    if c.problems.is_empty() {
+        Ok(Decision::Inject(Box::new(InjectionSpec {
+            plan,
+            mount_path,
+            targets,
+            command,
+            refresh_interval,
+            vault,
+            aws,
+            warnings,
+        })))
+    } else {
+        Err(Problems(c.problems))
+    }
+}
+
+fn unknown_key(c: &mut Collector, suffix: &str) {
+    // Candidates: the exact keys, and each prefixed key with the user's own name kept.
+    let mut candidates: Vec<String> = EXACT_KEYS.iter().map(|s| s.to_string()).collect();
+    for (i, _) in suffix.match_indices('-') {
+        let name = &suffix[i + 1..];
+        if !name.is_empty() {
+            candidates.extend(PREFIX_KEYS.iter().map(|p| format!("{p}{name}")));
+        }
+    }
+    let hint = closest(suffix, candidates.iter().map(String::as_str))
+        .map(|s| format!("did you mean `{}`? ", key(s)))
+        .unwrap_or_default();
+    c.push(
+        suffix,
+        format!(
+            "unknown annotation; {hint}known keys are {} and the prefixes {}",
+            EXACT_KEYS.join(", "),
+            PREFIX_KEYS
+                .iter()
+                .map(|p| format!("{p}<name>"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+}
+
+fn check_file_name(c: &mut Collector, suffix: &str, name: &str) -> bool {
+    let valid_chars = name
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'));
+    let problem = if name.is_empty() {
+        Some("the file name after the prefix is empty".to_string())
+    } else if name.len() > 56 {
+        Some(format!(
+            "the file name is {} characters; at most 56",
+            name.len()
+        ))
+    } else if !valid_chars {
+        Some(format!(
+            "the file name `{name}` may only use letters, digits, `.`, `_` and `-`"
+        ))
+    } else if name == "." || name == ".." || name.starts_with("..") {
+        Some(format!(
+            "the file name `{name}` is reserved (`.`, `..` and names starting with `..` are not allowed)"
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(m) => {
+            let prefix = suffix.strip_suffix(name).unwrap_or("secret-");
+            c.push(
+                suffix,
+                format!("{m}; for example secret-injector.io/{prefix}db-password"),
+            );
+            false
+        }
+        None => true,
+    }
+}
+
+fn check_env_name(c: &mut Collector, suffix: &str, var: &str) -> bool {
+    let mut chars = var.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+        && chars.all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+    if !valid {
+        c.push(
+            suffix,
+            format!(
+                "`{var}` is not an environment variable name (letters, digits and `_`, not starting with a digit); for example secret-injector.io/env-POSTGRES_PASSWORD: aws:prod/db#password"
+            ),
+        );
+    }
+    valid
+}
+
+fn check_duplicates(c: &mut Collector, plan: &FetchPlan) {
+    // File names that differ only in case collide on case-insensitive tooling and are
+    // almost always a typo; the same goes for variables.
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let names = plan.secrets.keys().chain(
+        plan.templates
+            .keys()
+            .filter(|t| !plan.secrets.contains_key(*t)),
+    );
+    for name in names {
+        if let Some(first) = seen.insert(name.to_lowercase(), name) {
+            c.push(
+                &format!("secret-{name}"),
+                format!(
+                    "the file name `{name}` duplicates `{first}` (they differ only in case); give each file one distinct name"
+                ),
+            );
+        }
+    }
+}
+
+fn parse_mode(raw: &str) -> Result<u32, String> {
+    let digits = raw.trim();
+    let ok = (digits.len() == 3 || (digits.len() == 4 && digits.starts_with('0')))
+        && digits.chars().all(|ch| ('0'..='7').contains(&ch));
+    let example = "for example \"0440\" (owner and group read)";
+    if !ok {
+        return Err(format!(
+            "`{raw}` is not an octal file mode of 3 or 4 digits; {example}"
+        ));
+    }
+    let mode = u32::from_str_radix(digits, 8).expect("checked octal");
+    if mode & 0o444 == 0 {
+        return Err(format!("`{raw}` lets nobody read the file; {example}"));
+    }
+    if mode & 0o222 != 0 {
+        return Err(format!(
+            "`{raw}` makes the file writable, but secrets are mounted read-only; {example}"
+        ));
+    }
+    Ok(mode)
+}
+
+/// The one uid (and gid) every target container runs as, when the pod spec says so:
+/// the injected containers run as it, so the files belong to the app.
+pub fn app_user(pod: &PodView, targets: &[Target]) -> Option<(i64, Option<i64>)> {
+    let mut users = targets.iter().map(|t| {
+        let ct = container(pod, t);
+        (pod.run_as_user(ct), pod.run_as_group(ct))
+    });
+    let first = users.next()?;
+    // uid 0 with all capabilities dropped cannot read another user's 0400 file,
+    // so root counts as "unknown" too.
+    let (Some(uid @ 1..), gid) = first else {
+        return None;
+    };
+    users.all(|u| u == first).then_some((uid, gid))
+}
+
+/// The container a target points at.
+pub fn container<'a>(pod: &'a PodView, t: &Target) -> &'a ContainerView {
+    if t.init {
+        &pod.init_containers()[t.index]
+    } else {
+        &pod.containers()[t.index]
+    }
+}
+
+fn is_default_target(c: &ContainerView) -> bool {
+    !MESH_SIDECARS.contains(&c.name.as_str())
+}
+
+fn select_targets(c: &mut Collector, pod: &PodView, list: Option<&str>) -> Vec<Target> {
+    let containers = pod.containers();
+    let inits = pod.init_containers();
+    let Some(list) = list else {
+        let targets: Vec<Target> = containers
+            .iter()
+            .enumerate()
+            .filter(|(_, ct)| is_default_target(ct))
+            .map(|(index, ct)| Target {
+                init: false,
+                index,
+                name: ct.name.clone(),
+            })
+            .collect();
+        if targets.is_empty() {
+            c.push(
+                "containers",
+                "the pod has no app container to receive the secrets; name one, for example secret-injector.io/containers: app",
+            );
+        }
+        return targets;
+    };
+    let mut targets = Vec::new();
+    let names: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        c.push(
+            "containers",
+            "is empty; list container names separated by commas, for example secret-injector.io/containers: app,worker",
+        );
+    }
+    let all_names = || {
+        containers
+            .iter()
+            .chain(inits)
+            .map(|ct| ct.name.as_str())
+            .collect::<Vec<_>>()
+    };
+    for name in names {
+        if targets.iter().any(|t: &Target| t.name == name) {
+            c.push(
+                "containers",
+                format!("`{name}` is listed twice; list each container once"),
+            );
+            continue;
+        }
+        if let Some(index) = containers.iter().position(|ct| ct.name == name) {
+            targets.push(Target {
+                init: false,
+                index,
+                name: name.to_string(),
+            });
+        } else if let Some(index) = inits.iter().position(|ct| ct.name == name) {
+            targets.push(Target {
+                init: true,
+                index,
+                name: name.to_string(),
+            });
+        } else {
+            let names = all_names();
+            let hint = closest(name, names.iter().copied())
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            c.push(
+                "containers",
+                format!(
+                    "the pod has no container `{name}`{hint}; its containers are: {}",
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+    targets
+}
+
+fn check_mount_path(c: &mut Collector, path: &str) -> String {
+    let example = "for example secret-injector.io/mount-path: /var/run/secrets/app";
+    let problem = if !path.starts_with('/') {
+        Some(format!(
+            "`{path}` is a relative path; use an absolute path, {example}"
+        ))
+    } else if path == "/" {
+        Some(format!(
+            "`/` would hide the container's file system; {example}"
+        ))
+    } else if path.len() > 1 && path.ends_with('/') {
+        Some(format!(
+            "`{path}` ends with `/`; write it without, {example}"
+        ))
+    } else if path[1..]
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        Some(format!(
+            "`{path}` has an empty, `.` or `..` segment; {example}"
+        ))
+    } else if path.contains(':') || path.chars().any(char::is_control) {
+        Some(format!(
+            "`{path}` contains `:` or control characters; {example}"
+        ))
+    } else {
+        None
+    };
+    if let Some(m) = problem {
+        c.push("mount-path", m);
+    }
+    path.to_string()
+}
+
+/// True when one path is the other or lies under it.
+fn overlaps(a: &str, b: &str) -> bool {
+    let under =
+        |x: &str, y: &str| x == y || x.starts_with(&format!("{}/", y.trim_end_matches('/')));
+    under(a, b) || under(b, a)
+}
+
+fn check_mount_collisions(
+    c: &mut Collector,
+    pod: &PodView,
+    targets: &[Target],
+    path: &str,
+    annotation: &str,
+) {
+    for t in targets {
+        let ct = container(pod, t);
+        for m in ct.volume_mounts.iter().flatten() {
+            if overlaps(path, &m.mount_path) {
+                c.push(
+                    annotation,
+                    format!(
+                        "`{path}` collides with the mount of volume `{}` at {} in container `{}`; choose another path, for example secret-injector.io/mount-path: /var/run/secrets/app",
+                        m.name, m.mount_path, t.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_entrypoints(
+    c: &mut Collector,
+    pod: &PodView,
+    targets: &[Target],
+    command: Option<&Vec<String>>,
+    ours: &BTreeMap<&str, &str>,
+) {
+    let env_key = if ours.contains_key("env-from") {
+        "env-from".to_string()
+    } else {
+        ours.keys()
+            .find(|k| k.starts_with("env-"))
+            .map_or_else(|| "env-from".to_string(), |k| k.to_string())
+    };
+    for t in targets {
+        let ct = container(pod, t);
+        let has_command = ct.command.as_ref().is_some_and(|c| !c.is_empty());
+        if !has_command && command.is_none() {
+            c.push(
+                &env_key,
+                format!(
+                    "env mode starts container `{}` through `secret-injector exec`, so it must know the entrypoint, but the container has no `command` (the image's ENTRYPOINT is not visible to the webhook); set `command` on the container, or annotate secret-injector.io/command: '[\"/path/to/app\"]'",
+                    t.name
+                ),
+            );
+        }
+    }
+}
+
+fn parse_interval(c: &mut Collector, raw: &str) -> Option<Duration> {
+    let example = "for example secret-injector.io/refresh-interval: 5m";
+    match humantime::parse_duration(raw.trim()) {
+        Ok(d) if d < Duration::from_secs(10) => {
+            c.push(
+                "refresh-interval",
+                format!("`{raw}` is shorter than the 10s minimum (it would hammer the secret store); {example}"),
+            );
+            None
+        }
+        Ok(d) if d > Duration::from_secs(24 * 3600) => {
+            c.push(
+                "refresh-interval",
+                format!("`{raw}` is longer than the 24h maximum; {example}"),
+            );
+            None
+        }
+        Ok(d) => Some(d),
+        Err(_) => {
+            c.push(
+                "refresh-interval",
+                format!("`{raw}` is not a duration; use a number with s, m or h, {example}"),
+            );
+            None
+        }
+    }
+}
+
+fn is_name(s: &str, extra: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || extra.contains(ch))
+}
+
+fn vault_identity(
+    c: &mut Collector,
+    pod: &PodView,
+    config: &Config,
+    ours: &BTreeMap<&str, &str>,
+) -> VaultIdentity {
+    let role = match ours.get("vault-role") {
+        Some(r) if is_name(r, "-_.@") => r.to_string(),
+        Some(r) => {
+            c.push(
+                "vault-role",
+                format!(
+                    "`{r}` is not a Vault role name (letters, digits, `-_.@`); for example secret-injector.io/vault-role: app"
+                ),
+            );
+            String::new()
+        }
+        None => pod.service_account().to_string(),
+    };
+    let auth_path = match ours.get("vault-auth-path") {
+        Some(p)
+            if is_name(p, "-_./")
+                && !p.starts_with('/')
+                && !p.ends_with('/')
+                && !p.split('/').any(|s| s.is_empty() || s == "..") =>
+        {
+            p.to_string()
+        }
+        Some(p) => {
+            c.push(
+                "vault-auth-path",
+                format!(
+                    "`{p}` is not an auth mount path (no leading `auth/` or `/`); for example secret-injector.io/vault-auth-path: kubernetes-prod"
+                ),
+            );
+            String::new()
+        }
+        None => config.vault.auth_path.clone(),
+    };
+    let auth_method = match ours.get("vault-auth-method").copied() {
+        Some(m @ ("kubernetes" | "jwt")) => m.to_string(),
+        Some(m) => {
+            c.push(
+                "vault-auth-method",
+                format!(
+                    "`{m}` is not supported; use `kubernetes` or `jwt`, for example secret-injector.io/vault-auth-method: jwt"
+                ),
+            );
+            String::new()
+        }
+        None => config.vault.auth_method.clone(),
+    };
+    let address = match ours.get("vault-addr") {
+        Some(addr) => {
+            let want = addr.trim_end_matches('/');
+            if config
+                .vault
+                .allowed_addresses
+                .iter()
+                .any(|a| a.trim_end_matches('/') == want)
+            {
+                want.to_string()
+            } else {
+                let allowed = if config.vault.allowed_addresses.is_empty() {
+                    "the allow-list is empty".to_string()
+                } else {
+                    format!("allowed: {}", config.vault.allowed_addresses.join(", "))
+                };
+                c.push(
+                    "vault-addr",
+                    format!(
+                        "`{addr}` is not in the webhook's vault.allowed_addresses ({allowed}); a pod cannot send its token to an address of its choosing. Remove the annotation to use {}, or ask the platform team to allow the address",
+                        config.vault.address
+                    ),
+                );
+                String::new()
+            }
+        }
+        None => config.vault.address.clone(),
+    };
+    VaultIdentity {
+        address,
+        role,
+        auth_path,
+        auth_method,
+    }
+}
+
+fn valid_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].chars().all(|ch| ch.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|r| is_name(r, "+=,.@_-/"))
+}
+
+fn aws_identity(
+    c: &mut Collector,
+    config: &Config,
+    ctx: &Context,
+    ours: &BTreeMap<&str, &str>,
+) -> AwsIdentity {
+    let region = match ours.get("aws-region") {
+        Some(r) => {
+            let parts: Vec<&str> = r.split('-').collect();
+            let valid = parts.len() >= 3
+                && parts.iter().all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+                })
+                && parts
+                    .last()
+                    .is_some_and(|p| p.chars().all(|ch| ch.is_ascii_digit()));
+            if !valid {
+                c.push(
+                    "aws-region",
+                    format!("`{r}` is not an AWS region; for example secret-injector.io/aws-region: eu-west-1"),
+                );
+            }
+            r.to_string()
+        }
+        None => config.aws.region.clone(),
+    };
+    let role_arn = match ours.get("aws-role-arn") {
+        Some(arn) if valid_role_arn(arn) => Some(arn.to_string()),
+        Some(arn) => {
+            c.push(
+                "aws-role-arn",
+                format!(
+                    "`{arn}` is not an IAM role ARN; for example secret-injector.io/aws-role-arn: arn:aws:iam::123456789012:role/app-secrets"
+                ),
+            );
+            None
+        }
+        None => ctx.service_account_role_arn.clone(),
+    };
+    AwsIdentity {
+        region,
+        explicit: ours.contains_key("aws-role-arn"),
+        role_arn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(annotations: serde_json::Value, spec: serde_json::Value) -> PodView {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "annotations": annotations},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn one_app() -> serde_json::Value {
+        json!({"containers": [{"name": "app", "image": "app:1", "command": ["/app"]}]})
+    }
+
+    fn inject(annotations: serde_json::Value) -> InjectionSpec {
+        match parse(
+            &pod(annotations, one_app()),
+            &Config::default(),
+            &Context::default(),
+        ) {
+            Ok(Decision::Inject(s)) => *s,
+            other => panic!("expected injection, got {other:?}"),
+        }
+    }
+
+    fn problems(annotations: serde_json::Value, spec: serde_json::Value) -> Vec<Problem> {
+        match parse(
+            &pod(annotations, spec),
+            &Config::default(),
+            &Context::default(),
+        ) {
+            Err(p) => p.0,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    fn one_problem(annotations: serde_json::Value) -> Problem {
+        let mut p = problems(annotations, one_app());
+        assert_eq!(p.len(), 1, "{p:?}");
+        p.remove(0)
+    }
+
+    #[test]
+    fn skips_pods_without_our_annotations_or_opted_out_or_done() {
+        let cfg = Config::default();
+        let ctx = Context::default();
+        let plain = pod(json!({"other.io/x": "1"}), one_app());
+        assert_eq!(
+            parse(&plain, &cfg, &ctx),
+            Ok(Decision::Skip("no secret-injector.io/ annotations"))
+        );
+        let off = pod(
+            json!({"secret-injector.io/inject": "false", "secret-injector.io/secret-a": "vault:x/y"}),
+            one_app(),
+        );
+        assert!(matches!(parse(&off, &cfg, &ctx), Ok(Decision::Skip(_))));
+        let done = pod(
+            json!({"secret-injector.io/status": "injected", "secret-injector.io/secret-a": "bad"}),
+            one_app(),
+        );
+        assert_eq!(
+            parse(&done, &cfg, &ctx),
+            Ok(Decision::Skip("already injected"))
+        );
+        let nothing = pod(json!({"secret-injector.io/vault-role": "app"}), one_app());
+        assert!(matches!(parse(&nothing, &cfg, &ctx), Ok(Decision::Skip(_))));
+    }
+
+    #[test]
+    fn builds_a_plan_with_defaults() {
+        let s = inject(json!({
+            "secret-injector.io/secret-db-password": "vault:secret/data/prod/db#password",
+            "secret-injector.io/secret-pgpass": "aws:prod/cnpg/postgres-credentials",
+            "secret-injector.io/template-pgpass": "h:5432:app:{{ .username }}:{{ .password }}",
+            "secret-injector.io/file-mode-pgpass": "0440",
+        }));
+        assert_eq!(s.mount_path, "/secrets");
+        assert_eq!(
+            s.plan.files["db-password"], 0o444,
+            "no runAsUser: readable by the image's user"
+        );
+        assert_eq!(s.plan.files["pgpass"], 0o440);
+        assert_eq!(
+            s.targets,
+            vec![Target {
+                init: false,
+                index: 0,
+                name: "app".into()
+            }]
+        );
+        assert_eq!(s.vault.role, "default");
+        assert_eq!(s.vault.address, "https://vault.vault.svc:8200");
+        assert_eq!(s.aws.region, "us-east-1");
+        assert!(s.plan.uses(Provider::Vault) && s.plan.uses(Provider::Aws));
+    }
+
+    #[test]
+    fn default_mode_is_owner_only_when_the_user_is_known() {
+        let p = pod(
+            json!({"secret-injector.io/secret-a": "vault:kv/a"}),
+            json!({"securityContext": {"runAsUser": 1000}, "containers": [{"name": "app"}, {"name": "b"}]}),
+        );
+        let Ok(Decision::Inject(s)) = parse(&p, &Config::default(), &Context::default()) else {
+            panic!()
+        };
+        assert_eq!(s.plan.files["a"], 0o400);
+        assert_eq!(app_user(&p, &s.targets), Some((1000, None)));
+    }
+
+    #[test]
+    fn unknown_provider_empty_path_bad_params() {
+        let p = one_problem(json!({"secret-injector.io/secret-db": "vualt:secret/x"}));
+        assert_eq!(p.annotation, "secret-injector.io/secret-db");
+        assert!(p.message.contains("did you mean `vault`"), "{}", p.message);
+        let p = one_problem(json!({"secret-injector.io/secret-db": "aws:"}));
+        assert!(p.message.contains("path is empty"));
+        let p = one_problem(json!({"secret-injector.io/secret-db": "vault:kv/x?version=x"}));
+        assert!(p.message.contains("positive whole number"));
+    }
+
+    #[test]
+    fn bad_names_and_duplicates() {
+        let p = one_problem(json!({"secret-injector.io/secret-a/b": "vault:kv/x"}));
+        assert!(p.message.contains("may only use"), "{}", p.message);
+        let p = one_problem(json!({"secret-injector.io/secret-..": "vault:kv/x"}));
+        assert!(p.message.contains("reserved"));
+        let long = format!("secret-injector.io/secret-{}", "a".repeat(57));
+        let p = one_problem(json!({ long: "vault:kv/x" }));
+        assert!(p.message.contains("at most 56"));
+        let p = one_problem(
+            json!({"secret-injector.io/secret-DB": "vault:kv/x", "secret-injector.io/secret-db": "vault:kv/y"}),
+        );
+        assert!(p.message.contains("duplicates"), "{}", p.message);
+        let p = one_problem(json!({"secret-injector.io/env-1BAD": "vault:kv/x"}));
+        assert!(p.message.contains("not an environment variable name"));
+    }
+
+    #[test]
+    fn bad_file_modes() {
+        for (mode, want) in [
+            ("777", "writable"),
+            ("0999", "octal"),
+            ("0000", "nobody"),
+            ("rw", "octal"),
+        ] {
+            let p = one_problem(
+                json!({"secret-injector.io/secret-a": "vault:kv/a", "secret-injector.io/file-mode-a": mode}),
+            );
+            assert_eq!(p.annotation, "secret-injector.io/file-mode-a");
+            assert!(p.message.contains(want), "{mode}: {}", p.message);
+        }
+        let p = one_problem(
+            json!({"secret-injector.io/secret-a": "vault:kv/a", "secret-injector.io/file-mode-b": "0400"}),
+        );
+        assert!(p.message.contains("there is no file `b`"), "{}", p.message);
+    }
+
+    #[test]
+    fn mount_path_must_be_absolute_and_not_collide() {
+        let p = one_problem(
+            json!({"secret-injector.io/secret-a": "vault:kv/a", "secret-injector.io/mount-path": "secrets"}),
+        );
+        assert!(p.message.contains("relative"));
+        let spec = json!({"containers": [{"name": "app", "volumeMounts": [{"name": "cfg", "mountPath": "/etc/app"}]}]});
+        let ps = problems(
+            json!({"secret-injector.io/secret-a": "vault:kv/a", "secret-injector.io/mount-path": "/etc/app/secrets"}),
+            spec,
+        );
+        assert_eq!(ps.len(), 1);
+        assert!(
+            ps[0]
+                .message
+                .contains("collides with the mount of volume `cfg`"),
+            "{}",
+            ps[0].message
+        );
+    }
+
+    #[test]
+    fn containers_must_exist() {
+        let p = one_problem(
+            json!({"secret-injector.io/secret-a": "vault:kv/a", "secret-injector.io/containers": "ap"}),
+        );
+        assert!(
+            p.message
+                .contains("no container `ap` (did you mean `app`?)"),
+            "{}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn env_mode_needs_a_command() {
+        let spec = json!({"containers": [{"name": "app", "args": ["--port=1"]}]});
+        let ps = problems(
+            json!({"secret-injector.io/env-DB_PASSWORD": "vault:kv/db#password"}),
+            spec.clone(),
+        );
+        assert_eq!(ps[0].annotation, "secret-injector.io/env-DB_PASSWORD");
+        assert!(
+            ps[0].message.contains("has no `command`"),
+            "{}",
+            ps[0].message
+        );
+        let ok = parse(
+            &pod(
+                json!({"secret-injector.io/env-from": "aws:deparrow/production/secrets", "secret-injector.io/command": "[\"/app/api\"]"}),
+                spec,
+            ),
+            &Config::default(),
+            &Context::default(),
+        );
+        assert!(matches!(ok, Ok(Decision::Inject(_))), "{ok:?}");
+        let p = one_problem(json!({"secret-injector.io/env-from": "aws:x#k"}));
+        assert!(p.message.contains("drop `#k`"));
+    }
+
+    #[test]
+    fn bad_durations_identity_and_typos() {
+        let base = |k: &str, v: &str| json!({"secret-injector.io/secret-a": "vault:kv/a", k: v});
+        assert!(
+            one_problem(base("secret-injector.io/refresh-interval", "five"))
+                .message
+                .contains("not a duration")
+        );
+        assert!(
+            one_problem(base("secret-injector.io/refresh-interval", "1s"))
+                .message
+                .contains("minimum")
+        );
+        assert!(
+            inject(base("secret-injector.io/refresh-interval", "5m")).refresh_interval
+                == Some(Duration::from_secs(300))
+        );
+        assert!(
+            one_problem(base("secret-injector.io/vault-auth-method", "ldap"))
+                .message
+                .contains("kubernetes")
+        );
+        assert!(
+            one_problem(base(
+                "secret-injector.io/vault-addr",
+                "http://169.254.169.254"
+            ))
+            .message
+            .contains("allowed_addresses")
+        );
+        assert!(
+            one_problem(base("secret-injector.io/aws-role-arn", "app-role"))
+                .message
+                .contains("IAM role ARN")
+        );
+        assert!(
+            one_problem(base("secret-injector.io/aws-region", "Europe"))
+                .message
+                .contains("not an AWS region")
+        );
+        let p = one_problem(base("secret-injector.io/vault-rol", "x"));
+        assert!(
+            p.message
+                .contains("did you mean `secret-injector.io/vault-role`"),
+            "{}",
+            p.message
+        );
+        let p = one_problem(base("secret-injector.io/secrte-db", "vault:kv/x"));
+        assert!(
+            p.message
+                .contains("did you mean `secret-injector.io/secret-db`"),
+            "{}",
+            p.message
+        );
+        let p = one_problem(base("secret-injector.io/mountpath", "/x"));
+        assert!(
+            p.message.contains("`secret-injector.io/mount-path`"),
+            "{}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn allowed_vault_addr_and_service_account_role() {
+        let mut cfg = Config::default();
+        cfg.vault.allowed_addresses = vec!["https://vault-eu.example:8200".into()];
+        let p = pod(
+            json!({"secret-injector.io/secret-a": "aws:a", "secret-injector.io/vault-addr": "https://vault-eu.example:8200/"}),
+            one_app(),
+        );
+        let ctx = Context {
+            service_account_role_arn: Some("arn:aws:iam::123456789012:role/sa".into()),
+        };
+        let Ok(Decision::Inject(s)) = parse(&p, &cfg, &ctx) else {
+            panic!()
+        };
+        assert_eq!(s.vault.address, "https://vault-eu.example:8200");
+        assert_eq!(
+            s.aws.role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/sa")
+        );
+    }
+
+    #[test]
+    fn templates_naming_undeclared_secrets_are_refused() {
+        let p = one_problem(
+            json!({"secret-injector.io/secret-db": "vault:kv/db", "secret-injector.io/template-config.yaml": "k: {{ secrets.api.key }}"}),
+        );
+        assert_eq!(p.annotation, "secret-injector.io/template-config.yaml");
+        assert!(p.message.contains("secret `api`"));
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let ps = problems(
+            json!({
+                "secret-injector.io/secret-a": "nope:x",
+                "secret-injector.io/secret-b": "vault:",
+                "secret-injector.io/file-mode-a": "9",
+                "secret-injector.io/containers": "ghost",
+                "secret-injector.io/bogus": "1",
+            }),
+            one_app(),
+        );
+        let keys: BTreeSet<&str> = ps.iter().map(|p| p.annotation.as_str()).collect();
+        assert_eq!(keys.len(), 5, "{ps:?}");
+        let msg = Problems(ps).to_string();
+        assert!(msg.starts_with("secret-injector: 5 problems"), "{msg}");
+    }
+}
