@@ -1,0 +1,149 @@
+//! The command line as a user runs it.
+
+use crate::util::{self, run};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn inject_reports_every_bad_annotation_and_prints_nothing() {
+    let input = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: prod}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata:
+      labels: {app: api}
+      annotations:
+        secret-injector.io/secret-db: "vault:"
+        secret-injector.io/template-cfg: "{{ secrets.nope.x }}"
+        secret-injector.io/mount-path: "secrets"
+    spec:
+      containers: [{name: api, image: api}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  template:
+    metadata:
+      annotations:
+        secret-injector.io/env-DB_PASSWORD: "aws:prod/db#password"
+    spec:
+      restartPolicy: Never
+      containers: [{name: m, image: m, args: [up]}]
+"#;
+    let out = run(&["inject", "-f", "-"], Some(input));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "stdout must be empty on error");
+    let err = stderr(&out);
+    for needle in [
+        "Deployment/api",
+        "secret-injector.io/secret-db: the path is empty",
+        "secret-injector.io/template-cfg",
+        "secret-injector.io/mount-path",
+        "Job/migrate",
+        "secret-injector.io/env-DB_PASSWORD",
+        "secret-injector.io/command",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn inject_is_idempotent_on_examples_and_passes_other_kinds() {
+    for entry in std::fs::read_dir(util::repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let out = run(&["inject", "-f", path.to_str().unwrap()], None);
+        assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+        let first = String::from_utf8(out.stdout).unwrap();
+        assert!(first.contains("secret-injector-init"), "{}", path.display());
+        let again = run(&["inject", "-f", "-"], Some(&first));
+        assert!(again.status.success());
+        assert_eq!(
+            String::from_utf8(again.stdout).unwrap(),
+            first,
+            "{}",
+            path.display()
+        );
+        // Every non-workload document passes through unchanged.
+        let before = util::fixture_docs(path.strip_prefix(util::repo()).unwrap().to_str().unwrap());
+        let after = secret_injector::inject::parse_documents(&first).unwrap();
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            if matches!(
+                b["kind"].as_str(),
+                Some("Namespace" | "ServiceAccount" | "ConfigMap" | "Service")
+            ) {
+                assert_eq!(a, b);
+            }
+        }
+    }
+}
+
+#[test]
+fn inject_reads_json_and_reports_parse_errors() {
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"secret-injector.io/secret-a":"aws:a#k"}},"spec":{"containers":[{"name":"c","image":"c"}]}}"#;
+    let out = run(&["inject", "-f", "-"], Some(pod));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("secret-injector-init"));
+    let out = run(&["inject", "-f", "-"], Some("kind: [unclosed"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("document 1"), "{}", stderr(&out));
+    let out = run(&["inject", "-f", "/nonexistent.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent.yaml"));
+}
+
+#[test]
+fn config_file_and_env_reach_the_injected_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "image: registry.example/si:9\nvault:\n  address: https://bao.example:8200\n",
+    )
+    .unwrap();
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"secret-injector.io/secret-a":"vault:kv/a"}},"spec":{"containers":[{"name":"c","image":"c"}]}}"#;
+    let out = util::bin()
+        .args(["inject", "-f", "-", "--config", cfg.to_str().unwrap()])
+        .env("SECRET_INJECTOR_VAULT_AUDIENCE", "bao")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(pod.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("registry.example/si:9"), "{text}");
+    assert!(text.contains("https://bao.example:8200"), "{text}");
+    assert!(text.contains("audience: bao"), "{text}");
+}
+
+#[test]
+fn certs_writes_a_usable_pair_and_the_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = util::make_certs(dir.path(), None);
+    for f in ["ca.crt", "ca.key", "tls.crt", "tls.key", "ca-bundle.b64"] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ca-bundle.b64")).unwrap(),
+        bundle
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let cert = std::fs::read(dir.path().join("tls.crt")).unwrap();
+    let key = std::fs::read(dir.path().join("tls.key")).unwrap();
+    secret_injector::tls::server_config(&cert, &key).unwrap();
+}
