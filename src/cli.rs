@@ -36,6 +36,84 @@ pub enum Command {
     Inject(InjectArgs),
     /// Write a CA and a serving certificate for the webhook's Service.
     Certs(CertsArgs),
+    /// In the injected init container: log in as the pod, fetch, render, write files.
+    Init(InitArgs),
+    /// Env-mode wrapper: load the fetched variables and exec the app (same PID).
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The fetch plan (JSON), as the webhook writes it.
+    #[arg(long, env = "SECRET_INJECTOR_PLAN", hide_env_values = true)]
+    pub plan: String,
+    /// Directory of the secrets volume to write the files into.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Directory of the env-mode volume (env file and this binary).
+    #[arg(long)]
+    pub env_dir: Option<PathBuf>,
+    /// Give up on transient failures (store unreachable, throttled) after this long.
+    #[arg(long, default_value = "2m", env = "SECRET_INJECTOR_DEADLINE", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+    /// Timeout of one request attempt.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub attempt_timeout: Duration,
+    /// Most secrets fetched at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Do not revoke the Vault token at the end (a refresh sidecar takes it over).
+    #[arg(long)]
+    pub keep_token: bool,
+    /// Vault address.
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+    /// Vault role to log in as (default: the service account's name, set by the webhook).
+    #[arg(long, env = "SECRET_INJECTOR_VAULT_ROLE", default_value = "default")]
+    pub vault_role: String,
+    /// Vault auth mount.
+    #[arg(
+        long,
+        env = "SECRET_INJECTOR_VAULT_AUTH_PATH",
+        default_value = "kubernetes"
+    )]
+    pub vault_auth_path: String,
+    /// `kubernetes` or `jwt`.
+    #[arg(
+        long,
+        env = "SECRET_INJECTOR_VAULT_AUTH_METHOD",
+        default_value = "kubernetes"
+    )]
+    pub vault_auth_method: String,
+    /// The projected service-account token (audience `vault`).
+    #[arg(
+        long,
+        env = "SECRET_INJECTOR_VAULT_TOKEN_FILE",
+        default_value = "/var/run/secrets/secret-injector/vault/token"
+    )]
+    pub vault_token_file: PathBuf,
+    /// Vault Enterprise / OpenBao namespace.
+    #[arg(long, env = "VAULT_NAMESPACE")]
+    pub vault_namespace: Option<String>,
+    /// PEM CA bundle for Vault's TLS certificate (inline).
+    #[arg(long, env = "SECRET_INJECTOR_VAULT_CA_PEM", hide_env_values = true)]
+    pub vault_ca_pem: Option<String>,
+    /// PEM CA bundle for Vault's TLS certificate (file).
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_cacert: Option<PathBuf>,
+    /// AWS region (the SDK's AWS_REGION otherwise).
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The env file the init container wrote.
+    #[arg(long, default_value = "/secret-injector/env.json")]
+    pub env_file: PathBuf,
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    pub argv: Vec<String>,
 }
 
 #[derive(Debug, Args)]

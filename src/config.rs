@@ -40,6 +40,9 @@ pub struct VaultConfig {
     pub audience: String,
     /// Addresses a pod may pick with `secret-injector.io/vault-addr`.
     pub allowed_addresses: Vec<String>,
+    /// The PEM read from `ca_cert` when the config is loaded.
+    #[serde(skip)]
+    pub ca_pem: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +90,7 @@ impl Default for VaultConfig {
             auth_path: "kubernetes".to_string(),
             audience: "vault".to_string(),
             allowed_addresses: Vec::new(),
+            ca_pem: None,
         }
     }
 }
@@ -128,7 +132,23 @@ impl Config {
             })?,
             None => String::new(),
         };
-        Self::from_yaml_and_env(&text, env)
+        let mut config = Self::from_yaml_and_env(&text, env)?;
+        if !config.vault.ca_cert.is_empty() {
+            let pem = std::fs::read_to_string(&config.vault.ca_cert).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read vault.ca_cert {}: {e}",
+                    config.vault.ca_cert
+                ))
+            })?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(Error::Config(format!(
+                    "vault.ca_cert {} holds no PEM certificate",
+                    config.vault.ca_cert
+                )));
+            }
+            config.vault.ca_pem = Some(pem);
+        }
+        Ok(config)
     }
 
     /// Pure part of [`Config::load`].

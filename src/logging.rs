@@ -11,8 +11,36 @@ pub enum LogFormat {
     Json,
 }
 
+/// Libraries that see request and response bodies: whatever RUST_LOG says, they log at
+/// info at most, so no body (and no secret value in it) reaches the log.
+const CLAMPED: &[&str] = &[
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_types",
+    "aws_config",
+    "aws_sdk_secretsmanager",
+    "aws_sdk_sts",
+    "aws_sdk_sso",
+    "aws_sdk_ssooidc",
+    "aws_sigv4",
+];
+
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in CLAMPED {
+        filter = filter.add_directive(format!("{target}=info").parse().expect("valid directive"));
+    }
+    // vaultrs and rustify log every failed call at ERROR; our own message says it once.
+    for target in ["vaultrs", "rustify"] {
+        filter = filter.add_directive(format!("{target}=off").parse().expect("valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -25,6 +25,8 @@ pub const TOKEN_DIR: &str = "/var/run/secrets/secret-injector";
 /// The env-mode wrapper as the app container sees it.
 pub const EXEC_BINARY: &str = "/secret-injector/bin/secret-injector";
 pub const ENV_FILE: &str = "/secret-injector/env.json";
+/// The env file's name inside the env-mode volume.
+pub const ENV_FILE_NAME: &str = "env.json";
 
 /// Env var carrying the [`spec::FetchPlan`] as JSON.
 pub const PLAN_ENV: &str = "SECRET_INJECTOR_PLAN";
@@ -268,6 +270,10 @@ fn init_container(
 ) -> Value {
     let plan = &spec.plan;
     let mut args = vec!["init".to_string(), format!("--out-dir={INIT_FILES_DIR}")];
+    if spec.refresh_interval.is_some() {
+        // the refresh sidecar takes over the token and its leases
+        args.push("--keep-token".to_string());
+    }
     let mut mounts = vec![json!({"name": FILES_VOLUME, "mountPath": INIT_FILES_DIR})];
     if plan.env_mode() {
         args.push(format!("--env-dir={INIT_ENV_DIR}"));
@@ -303,6 +309,9 @@ fn init_container(
             "SECRET_INJECTOR_VAULT_TOKEN_FILE",
             token_path(Provider::Vault),
         ));
+        if let Some(pem) = &config.vault.ca_pem {
+            envs.push(env("SECRET_INJECTOR_VAULT_CA_PEM", pem.clone()));
+        }
         if !config.vault.namespace.is_empty() {
             envs.push(env("VAULT_NAMESPACE", config.vault.namespace.clone()));
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use secret_injector::certs;
-use secret_injector::cli::{CertsArgs, Cli, Command, InjectArgs, ServeArgs};
+use secret_injector::cli::{CertsArgs, Cli, Command, InitArgs, InjectArgs, ServeArgs};
 use secret_injector::config::Config;
 use secret_injector::metrics::Metrics;
 use secret_injector::server::{self, AppState, Limits};
@@ -17,6 +17,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Inject(args) => return inject(args),
         Command::Certs(args) => make_certs(args),
+        Command::Init(args) => return init(args),
+        Command::Exec(args) => {
+            let err = secret_injector::exec::exec(&args.env_file, &args.argv);
+            eprintln!("secret-injector exec: {err}");
+            return ExitCode::from(127);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,4 +164,60 @@ fn make_certs(args: CertsArgs) -> Result<()> {
     }
     println!("{}", bundle.ca_bundle_b64());
     Ok(())
+}
+
+fn init(args: InitArgs) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("secret-injector init: {msg}");
+        ExitCode::from(1)
+    };
+    let plan: secret_injector::spec::FetchPlan = match serde_json::from_str(&args.plan) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("SECRET_INJECTOR_PLAN is not a valid plan: {e}")),
+    };
+    let ca_pem = match (&args.vault_ca_pem, &args.vault_cacert) {
+        (Some(pem), _) if !pem.trim().is_empty() => Some(pem.clone()),
+        (_, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(pem) => Some(pem),
+            Err(e) => return fail(format!("cannot read VAULT_CACERT {}: {e}", path.display())),
+        },
+        _ => None,
+    };
+    let vault = args
+        .vault_addr
+        .clone()
+        .filter(|a| !a.is_empty())
+        .map(|address| secret_injector::providers::vault::Settings {
+            address,
+            role: args.vault_role.clone(),
+            auth_path: args.vault_auth_path.clone(),
+            auth_method: args.vault_auth_method.clone(),
+            token_file: args.vault_token_file.clone(),
+            namespace: args.vault_namespace.clone().filter(|n| !n.is_empty()),
+            ca_pem,
+            timeout: args.attempt_timeout,
+        });
+    let opts = secret_injector::init::Options {
+        plan,
+        out_dir: args.out_dir,
+        env_dir: args.env_dir,
+        deadline: args.deadline,
+        concurrency: args.concurrency,
+        keep_token: args.keep_token,
+        vault,
+        aws_region: args.aws_region,
+        attempt_timeout: args.attempt_timeout,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(secret_injector::init::run(opts)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(e.0),
+    }
 }

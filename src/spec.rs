@@ -127,7 +127,7 @@ pub struct AwsIdentity {
 
 /// The files and variables the init container produces, handed to it as JSON.
 /// Only references and settings: never a value.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchPlan {
     /// `secret-<name>`: each declared secret by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -144,6 +144,26 @@ pub struct FetchPlan {
     /// `env-from`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_from: Vec<SecretRef>,
+    /// Mode of files without `file-mode-<name>`, and of the env file.
+    #[serde(default = "default_mode")]
+    pub default_mode: u32,
+}
+
+fn default_mode() -> u32 {
+    0o444
+}
+
+impl Default for FetchPlan {
+    fn default() -> Self {
+        FetchPlan {
+            secrets: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            files: BTreeMap::new(),
+            env: BTreeMap::new(),
+            env_from: Vec::new(),
+            default_mode: default_mode(),
+        }
+    }
 }
 
 impl FetchPlan {
@@ -160,6 +180,11 @@ impl FetchPlan {
 
     pub fn env_mode(&self) -> bool {
         !self.env.is_empty() || !self.env_from.is_empty()
+    }
+
+    /// Mode of the env file: the default file mode.
+    pub fn env_mode_bits(&self) -> u32 {
+        self.default_mode
     }
 }
 
@@ -317,6 +342,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     // The files to write and their modes.
     let mount_users = app_user(pod, &targets);
     let default_mode = if mount_users.is_some() { 0o400 } else { 0o444 };
+    plan.default_mode = default_mode;
     for name in plan.secrets.keys().chain(plan.templates.keys()) {
         plan.files.insert(name.clone(), default_mode);
     }

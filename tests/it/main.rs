@@ -1,6 +1,9 @@
 //! One integration-test binary: the webhook over HTTPS exactly as the API server calls
-//! it, and the CLI.
+//! it, the CLI, and the in-pod fetch against real OpenBao and moto.
 
 mod admission_https;
 mod cli;
+mod fetch;
+#[path = "../support/mod.rs"]
+mod support;
 mod util;

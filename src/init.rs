@@ -1,0 +1,445 @@
+//! `secret-injector init`: runs in the injected init container. Authenticate as the pod,
+//! fetch every referenced secret (concurrently, bounded), render templates, and write
+//! all files atomically, all or nothing. Transient failures retry with exponential
+//! backoff and jitter until a deadline; permanent ones fail at once.
+//!
+//! Everything comes from args and env, so a person can run it by hand to debug.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::StreamExt;
+
+use crate::providers::aws::{self, Aws};
+use crate::providers::vault::{self, Lease, Vault};
+use crate::providers::{FetchError, Fetched, Selected};
+use crate::reference::{Provider, SecretRef};
+use crate::render;
+use crate::spec::FetchPlan;
+
+/// What `init` needs, resolved from its args and env.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub plan: FetchPlan,
+    pub out_dir: PathBuf,
+    pub env_dir: Option<PathBuf>,
+    pub deadline: Duration,
+    pub concurrency: usize,
+    /// A refresh sidecar takes over the Vault token: do not revoke it.
+    pub keep_token: bool,
+    pub vault: Option<vault::Settings>,
+    pub aws_region: Option<String>,
+    /// Per-attempt timeout of one request.
+    pub attempt_timeout: Duration,
+}
+
+/// The one-line failure of `init`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InitError(pub String);
+
+/// What `init` did, for its log line and for tests.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub files: Vec<String>,
+    pub env_vars: usize,
+    pub leases: Vec<Lease>,
+    pub token_revoked: bool,
+}
+
+/// Retry `op` on transient errors with exponential backoff and jitter until `deadline`.
+async fn retrying<T, F, Fut>(deadline: Instant, op: F) -> Result<T, FetchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, FetchError>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times();
+    op.retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(move |e: &FetchError| e.is_transient() && Instant::now() < deadline)
+        // never sleep past the deadline: the last attempt happens at it
+        .adjust(move |_: &FetchError, d: Option<Duration>| {
+            d.map(|d| d.min(deadline.saturating_duration_since(Instant::now())))
+        })
+        .notify(|e: &FetchError, after: Duration| {
+            tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying");
+        })
+        .await
+}
+
+fn gave_up(e: FetchError, deadline: Duration) -> FetchError {
+    if e.is_transient() {
+        FetchError::transient(format!(
+            "gave up after {}: {}",
+            humantime::format_duration(deadline),
+            e.message
+        ))
+    } else {
+        e
+    }
+}
+
+/// Fetch, render and write. The returned error is the one line to print.
+pub async fn run(opts: Options) -> Result<Report, InitError> {
+    let start = Instant::now();
+    let deadline = start + opts.deadline;
+    let plan = &opts.plan;
+
+    // Distinct locations: each is read once however many references point into it.
+    let mut locations: BTreeMap<String, SecretRef> = BTreeMap::new();
+    for r in plan.refs() {
+        let loc = r.location();
+        locations.insert(loc.to_string(), loc);
+    }
+
+    let vault = if plan.uses(Provider::Vault) {
+        let settings = opts.vault.clone().ok_or_else(|| {
+            InitError("the plan reads from Vault but VAULT_ADDR is not set".to_string())
+        })?;
+        let login = retrying(deadline, || Vault::login(settings.clone()))
+            .await
+            .map_err(|e| InitError(gave_up(e, opts.deadline).message))?;
+        Some(login)
+    } else {
+        None
+    };
+    let aws = if plan.uses(Provider::Aws) {
+        Some(Aws::new(opts.aws_region.clone(), opts.attempt_timeout).await)
+    } else {
+        None
+    };
+
+    let mut fetched: BTreeMap<String, Fetched> = BTreeMap::new();
+    let mut leases = Vec::new();
+    let mut errors: Vec<FetchError> = Vec::new();
+
+    // AWS current versions of several secrets: batches of 20.
+    let batchable: Vec<&SecretRef> = locations
+        .values()
+        .filter(|r| r.provider == Provider::Aws && r.version.is_none())
+        .collect();
+    if let Some(aws) = &aws
+        && batchable.len() >= 2
+    {
+        for chunk in batchable.chunks(aws::BATCH_LIMIT) {
+            let ids: Vec<String> = chunk.iter().map(|r| r.path.clone()).collect();
+            match retrying(deadline, || aws.batch(&ids)).await {
+                Ok(results) => {
+                    for (id, result) in results {
+                        let key = format!("aws:{id}");
+                        match result {
+                            Some(Ok(v)) => {
+                                fetched.insert(key, v);
+                            }
+                            Some(Err(e)) if !e.is_transient() => errors.push(e),
+                            // not answered, or transient: fetched singly below
+                            _ => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "BatchGetSecretValue failed; fetching one by one");
+                }
+            }
+        }
+    }
+
+    // Everything else, concurrently with a bound.
+    let pending: Vec<SecretRef> = locations
+        .iter()
+        .filter(|(k, _)| !fetched.contains_key(*k))
+        .filter(|(_, r)| {
+            !errors
+                .iter()
+                .any(|e| e.message.starts_with(&format!("{r}:")))
+        })
+        .map(|(_, r)| r.clone())
+        .collect();
+    type Outcome = (SecretRef, Result<(Fetched, Option<Lease>), FetchError>);
+    let results: Vec<Outcome> = futures::stream::iter(pending)
+        .map(|r| {
+            let vault = vault.as_ref();
+            let aws = aws.as_ref();
+            async move {
+                let result = retrying(deadline, || async {
+                    match r.provider {
+                        Provider::Vault => vault.expect("logged in").read(&r).await,
+                        Provider::Aws => aws.expect("client").get(&r).await.map(|v| (v, None)),
+                    }
+                })
+                .await;
+                (r, result)
+            }
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    for (r, result) in results {
+        match result {
+            Ok((v, lease)) => {
+                fetched.insert(r.to_string(), v);
+                leases.extend(lease);
+            }
+            Err(e) => errors.push(gave_up(e, opts.deadline)),
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| a.message.cmp(&b.message));
+        let more = match errors.len() {
+            1 => String::new(),
+            n => format!(" (and {} more failures)", n - 1),
+        };
+        if let Some(v) = &vault {
+            finish_vault(v, &leases, opts.keep_token).await;
+        }
+        return Err(InitError(format!("{}{more}", errors[0].message)));
+    }
+
+    // Values of the declared secrets, then file contents; nothing is written yet.
+    let select = |r: &SecretRef| -> Result<Selected, InitError> {
+        fetched
+            .get(&r.location().to_string())
+            .ok_or_else(|| InitError(format!("{r}: not fetched")))?
+            .select(r)
+            .map_err(|e| InitError(e.message))
+    };
+    let mut values: BTreeMap<String, Selected> = BTreeMap::new();
+    for (name, r) in &plan.secrets {
+        values.insert(name.clone(), select(r)?);
+    }
+    let template_ctx: BTreeMap<String, serde_json::Value> = values
+        .iter()
+        .map(|(k, v)| (k.clone(), v.template_value()))
+        .collect();
+    let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
+    for (name, mode) in &plan.files {
+        let bytes = match plan.templates.get(name) {
+            Some(src) => render::render(name, src, &template_ctx)
+                .map_err(|e| InitError(e.to_string()))?
+                .into_bytes(),
+            None => values
+                .get(name)
+                .ok_or_else(|| InitError(format!("file `{name}` has no secret or template")))?
+                .file_bytes(),
+        };
+        files.push((name.clone(), bytes, *mode));
+    }
+
+    // Env mode: one JSON object of variables.
+    let mut env_vars: BTreeMap<String, String> = BTreeMap::new();
+    for r in &plan.env_from {
+        match select(r)? {
+            Selected::Map(map) => {
+                for (k, v) in map {
+                    if !crate::exec::valid_env_name(&k) {
+                        return Err(InitError(format!(
+                            "{r}: key `{k}` is not a valid environment variable name, so env-from cannot load it"
+                        )));
+                    }
+                    env_vars.insert(k, json_to_env(v));
+                }
+            }
+            _ => {
+                return Err(InitError(format!(
+                    "{r}: env-from needs a JSON object or key/value secret, and this one is a plain value"
+                )));
+            }
+        }
+    }
+    for (var, r) in &plan.env {
+        let value = match select(r)? {
+            Selected::Text(s) => s,
+            Selected::Map(m) => serde_json::to_string(&m).expect("a map serializes"),
+            Selected::Binary(b) => String::from_utf8(b).map_err(|_| {
+                InitError(format!(
+                    "{r}: binary secret is not UTF-8 text, so it cannot be {var}"
+                ))
+            })?,
+        };
+        env_vars.insert(var.clone(), value);
+    }
+
+    write_all_or_nothing(&opts.out_dir, &files).map_err(|e| {
+        InitError(format!(
+            "cannot write the secret files in {}: {e}",
+            opts.out_dir.display()
+        ))
+    })?;
+    if plan.env_mode() {
+        let dir = opts
+            .env_dir
+            .as_ref()
+            .ok_or_else(|| InitError("env-mode references need --env-dir".to_string()))?;
+        let json = serde_json::to_vec(&env_vars).expect("env serializes");
+        write_all_or_nothing(
+            dir,
+            &[(
+                crate::patch::ENV_FILE_NAME.to_string(),
+                json,
+                plan.env_mode_bits(),
+            )],
+        )
+        .map_err(|e| {
+            InitError(format!(
+                "cannot write the env file in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        install_self(dir).map_err(|e| {
+            InitError(format!(
+                "cannot copy the secret-injector binary into {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+
+    let mut report = Report {
+        files: files.iter().map(|(n, _, _)| n.clone()).collect(),
+        env_vars: env_vars.len(),
+        leases: leases.clone(),
+        token_revoked: false,
+    };
+    if let Some(v) = &vault {
+        report.token_revoked = finish_vault(v, &leases, opts.keep_token).await;
+    }
+    for (name, bytes, mode) in &files {
+        tracing::info!(file = %name, mode = %format!("{mode:04o}"), bytes = bytes.len(), sha256 = %short_hash(bytes), "wrote");
+    }
+    tracing::info!(
+        files = report.files.len(),
+        env_vars = report.env_vars,
+        elapsed_ms = start.elapsed().as_millis() as u64,
+        "secrets ready"
+    );
+    Ok(report)
+}
+
+/// Revoke the token unless a sidecar takes it over or leases depend on it.
+async fn finish_vault(v: &Vault, leases: &[Lease], keep: bool) -> bool {
+    if keep {
+        tracing::info!("keeping the Vault token for the refresh sidecar");
+        return false;
+    }
+    if !leases.is_empty() {
+        tracing::info!(
+            leases = leases.len(),
+            "keeping the Vault token: revoking it would revoke the dynamic credentials; they expire with their TTL"
+        );
+        return false;
+    }
+    match v.revoke_self().await {
+        Ok(()) => {
+            tracing::debug!("revoked the Vault token");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not revoke the Vault token; it expires with its TTL");
+            false
+        }
+    }
+}
+
+fn json_to_env(v: serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// First 12 hex digits of the SHA-256 of a value: enough to tell versions apart in
+/// logs, useless for recovering the value.
+pub fn short_hash(bytes: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Write every file through a temp file in the same directory (fsync'd, with its
+/// mode), then rename them all. If any write fails, the temp files are removed and no
+/// file is replaced.
+pub fn write_all_or_nothing(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::create_dir_all(dir)?;
+    let mut temps: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let result = (|| {
+        for (name, bytes, mode) in files {
+            let tmp = dir.join(format!(".{name}.secret-injector-tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            temps.push((tmp.clone(), dir.join(name)));
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for (tmp, _) in &temps {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e);
+    }
+    for (tmp, target) in &temps {
+        std::fs::rename(tmp, target)?;
+    }
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Copy this binary to `<dir>/bin/secret-injector` for env-mode containers (the app's
+/// image has neither it nor a shell to copy it with).
+fn install_self(dir: &Path) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let bytes = std::fs::read(exe)?;
+    write_all_or_nothing(
+        &dir.join("bin"),
+        &[("secret-injector".to_string(), bytes, 0o555)],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_all_files_with_modes_or_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![
+            ("a".to_string(), b"one".to_vec(), 0o400),
+            ("b.yaml".to_string(), b"two".to_vec(), 0o444),
+        ];
+        write_all_or_nothing(dir.path(), &files).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"one");
+        let mode = std::fs::metadata(dir.path().join("a"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o400);
+        // A name that cannot be created (a directory is in the way) leaves nothing new.
+        std::fs::create_dir(dir.path().join(".c.secret-injector-tmp")).unwrap();
+        let bad = vec![
+            ("a".to_string(), b"changed".to_vec(), 0o400),
+            ("c".to_string(), b"x".to_vec(), 0o400),
+        ];
+        assert!(write_all_or_nothing(dir.path(), &bad).is_err());
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"one");
+        assert!(!dir.path().join("c").exists());
+        assert!(!dir.path().join(".a.secret-injector-tmp").exists());
+    }
+
+    #[test]
+    fn short_hash_is_stable_and_short() {
+        assert_eq!(short_hash(b"abc"), "ba7816bf8f01");
+    }
+}

@@ -1,0 +1,186 @@
+//! AWS Secrets Manager through the AWS SDK's default credential chain (web identity via
+//! `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`, EKS Pod Identity, env keys) and its
+//! usual env (`AWS_REGION`, `AWS_ENDPOINT_URL`, ...).
+//!
+//! Several secrets of a pod are read with `BatchGetSecretValue` (20 per call), because
+//! the per-account request quotas are what large rollouts hit. The SDK's own retries are
+//! off: the caller retries transient errors with one backoff and one deadline.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use super::{FetchError, Fetched};
+use crate::reference::{SecretRef, Version};
+
+/// Largest batch `BatchGetSecretValue` accepts.
+pub const BATCH_LIMIT: usize = 20;
+
+pub struct Aws {
+    client: Client,
+    identity: String,
+}
+
+const TRANSIENT_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "InternalServiceError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "RequestTimeout",
+];
+
+/// Classify an SDK error; the message names the reference and identity, never a value.
+fn classify<E, R>(e: &SdkError<E, R>, what: &str, identity: &str) -> FetchError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            let code = err.code().unwrap_or("Unknown");
+            let msg = err.message().unwrap_or("");
+            if TRANSIENT_CODES.contains(&code) {
+                FetchError::transient(format!("{what}: {code}: {msg}"))
+            } else {
+                FetchError::permanent(format!("{what}: {code} for {identity}: {msg}"))
+            }
+        }
+        SdkError::TimeoutError(_) => FetchError::transient(format!("{what}: timed out")),
+        SdkError::ResponseError(_) => FetchError::transient(format!(
+            "{what}: unreadable response ({})",
+            DisplayErrorContext(e)
+        )),
+        SdkError::DispatchFailure(df) => {
+            let text = DisplayErrorContext(e).to_string();
+            // Credentials are resolved while dispatching: an STS refusal is permanent.
+            if text.contains("AccessDenied")
+                || text.contains("InvalidIdentityToken")
+                || text.contains("ExpiredToken")
+            {
+                FetchError::permanent(format!(
+                    "{what}: credentials refused for {identity}: {text}"
+                ))
+            } else if df.is_io()
+                || df.is_timeout()
+                || df.is_other()
+                || text.contains("dispatch failure")
+            {
+                FetchError::transient(format!("{what}: {text}"))
+            } else {
+                FetchError::permanent(format!("{what}: {text}"))
+            }
+        }
+        _ => FetchError::permanent(format!("{what}: {}", DisplayErrorContext(e))),
+    }
+}
+
+impl Aws {
+    /// Build a client from the default chain; `region` overrides the env's.
+    pub async fn new(region: Option<String>, attempt_timeout: Duration) -> Aws {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(attempt_timeout)
+                    .build(),
+            );
+        if let Some(r) = region.filter(|r| !r.is_empty()) {
+            loader = loader.region(aws_config::Region::new(r));
+        }
+        let config = loader.load().await;
+        let identity = match std::env::var("AWS_ROLE_ARN") {
+            Ok(arn) if !arn.is_empty() => format!("AWS role {arn} (web identity)"),
+            _ if std::env::var_os("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some() => {
+                "AWS EKS Pod Identity".to_string()
+            }
+            _ => "the AWS default credential chain".to_string(),
+        };
+        Aws {
+            client: Client::new(&config),
+            identity,
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// `GetSecretValue` of one location (name or ARN, with its version).
+    pub async fn get(&self, r: &SecretRef) -> Result<Fetched, FetchError> {
+        let what = r.location().to_string();
+        let mut req = self.client.get_secret_value().secret_id(&r.path);
+        match &r.version {
+            Some(Version::Stage(s)) => req = req.version_stage(s),
+            Some(Version::Id(id)) => req = req.version_id(id),
+            _ => {}
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| classify(&e, &what, &self.identity))?;
+        if let Some(s) = out.secret_string {
+            Ok(Fetched::from_secret_string(s))
+        } else if let Some(b) = out.secret_binary {
+            Ok(Fetched::Binary(b.into_inner()))
+        } else {
+            Err(FetchError::permanent(format!(
+                "{what}: the secret has no value"
+            )))
+        }
+    }
+
+    /// `BatchGetSecretValue` of up to [`BATCH_LIMIT`] current versions. Each id gets its
+    /// own result; ids the batch does not answer come back as `None` for a single fetch.
+    pub async fn batch(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, Option<Result<Fetched, FetchError>>>, FetchError> {
+        let what = format!("BatchGetSecretValue of {} secrets", ids.len());
+        let out = self
+            .client
+            .batch_get_secret_value()
+            .set_secret_id_list(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| classify(&e, &what, &self.identity))?;
+        let mut results: BTreeMap<String, Option<Result<Fetched, FetchError>>> =
+            ids.iter().map(|id| (id.clone(), None)).collect();
+        for entry in out.secret_values.unwrap_or_default() {
+            let value = if let Some(s) = entry.secret_string {
+                Ok(Fetched::from_secret_string(s))
+            } else if let Some(b) = entry.secret_binary {
+                Ok(Fetched::Binary(b.into_inner()))
+            } else {
+                continue;
+            };
+            for id in ids {
+                if entry.name.as_deref() == Some(id) || entry.arn.as_deref() == Some(id) {
+                    results.insert(id.clone(), Some(value.clone()));
+                }
+            }
+        }
+        for err in out.errors.unwrap_or_default() {
+            let Some(id) = err.secret_id else { continue };
+            let code = err.error_code.unwrap_or_default();
+            let msg = err.message.unwrap_or_default();
+            let what = format!("aws:{id}");
+            let e = if TRANSIENT_CODES.contains(&code.as_str()) {
+                FetchError::transient(format!("{what}: {code}: {msg}"))
+            } else {
+                FetchError::permanent(format!("{what}: {code} for {}: {msg}", self.identity))
+            };
+            results.insert(id, Some(Err(e)));
+        }
+        Ok(results)
+    }
+}

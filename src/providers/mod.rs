@@ -1,0 +1,201 @@
+//! The secret stores, as seen from inside the pod: fetch a reference with the pod's
+//! identity, classify failures, pick `#key`s out of what came back.
+//!
+//! Errors carry references, identities and causes, never a value: what a store returns
+//! is only ever held in [`Fetched`] and written to the tmpfs files.
+
+pub mod aws;
+pub mod vault;
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::reference::SecretRef;
+
+/// Whether retrying can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Connection refused or reset, timeouts, 5xx, throttling.
+    Transient,
+    /// Permission denied, not found, missing key, bad template, bad token file.
+    Permanent,
+}
+
+/// A failure to get one secret (or to log in). The message never holds a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchError {
+    pub kind: Kind,
+    pub message: String,
+}
+
+impl FetchError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        FetchError {
+            kind: Kind::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        FetchError {
+            kind: Kind::Permanent,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == Kind::Transient
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// What a store returned for one location (provider, path, version).
+#[derive(Clone, PartialEq)]
+pub enum Fetched {
+    /// A key/value map (Vault data, or an AWS SecretString that is a JSON object).
+    Map(Map<String, Value>),
+    /// A plain string (an AWS SecretString that is not a JSON object).
+    Text(String),
+    /// An AWS SecretBinary.
+    Binary(Vec<u8>),
+}
+
+// Never print a value, even in a debug log or a panic.
+impl fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fetched::Map(m) => write!(f, "Map({} keys)", m.len()),
+            Fetched::Text(s) => write!(f, "Text({} bytes)", s.len()),
+            Fetched::Binary(b) => write!(f, "Binary({} bytes)", b.len()),
+        }
+    }
+}
+
+impl Fetched {
+    /// An AWS SecretString: a JSON object becomes a map, anything else stays text.
+    pub fn from_secret_string(s: String) -> Fetched {
+        if s.trim_start().starts_with('{')
+            && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&s)
+        {
+            return Fetched::Map(map);
+        }
+        Fetched::Text(s)
+    }
+
+    /// The value a reference names: the whole secret, or its `#key`.
+    pub fn select(&self, r: &SecretRef) -> Result<Selected, FetchError> {
+        let Some(key) = &r.key else {
+            return Ok(match self {
+                Fetched::Map(m) => Selected::Map(m.clone()),
+                Fetched::Text(s) => Selected::Text(s.clone()),
+                Fetched::Binary(b) => Selected::Binary(b.clone()),
+            });
+        };
+        match self {
+            Fetched::Map(m) => match m.get(key) {
+                Some(Value::String(s)) => Ok(Selected::Text(s.clone())),
+                Some(Value::Object(o)) => Ok(Selected::Map(o.clone())),
+                Some(Value::Null) | None => {
+                    let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
+                    keys.sort_unstable();
+                    Err(FetchError::permanent(format!(
+                        "{r}: the secret has no key `{key}` (its keys: {})",
+                        keys.join(", ")
+                    )))
+                }
+                Some(other) => Ok(Selected::Text(other.to_string())),
+            },
+            Fetched::Text(_) => Err(FetchError::permanent(format!(
+                "{r}: the secret is a plain string, not JSON, so it has no key `{key}`; drop `#{key}` to use the whole string"
+            ))),
+            Fetched::Binary(_) => Err(FetchError::permanent(format!(
+                "{r}: the secret is binary, so it has no key `{key}`; drop `#{key}`"
+            ))),
+        }
+    }
+}
+
+/// The value of one reference, after `#key`.
+#[derive(Clone, PartialEq)]
+pub enum Selected {
+    Map(Map<String, Value>),
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl fmt::Debug for Selected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selected::Map(m) => write!(f, "Map({} keys)", m.len()),
+            Selected::Text(s) => write!(f, "Text({} bytes)", s.len()),
+            Selected::Binary(b) => write!(f, "Binary({} bytes)", b.len()),
+        }
+    }
+}
+
+impl Selected {
+    /// The bytes of a file holding this value: text as is, a map as JSON.
+    pub fn file_bytes(&self) -> Vec<u8> {
+        match self {
+            Selected::Map(m) => serde_json::to_vec(m).expect("a map serializes"),
+            Selected::Text(s) => s.as_bytes().to_vec(),
+            Selected::Binary(b) => b.clone(),
+        }
+    }
+
+    /// The value as templates see it.
+    pub fn template_value(&self) -> Value {
+        match self {
+            Selected::Map(m) => Value::Object(m.clone()),
+            Selected::Text(s) => Value::String(s.clone()),
+            Selected::Binary(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::parse;
+
+    #[test]
+    fn selects_keys_and_explains_missing_ones_without_values() {
+        let f = Fetched::from_secret_string(
+            r#"{"username":"app","password":"pw-123","port":5432}"#.into(),
+        );
+        assert_eq!(
+            f.select(&parse("aws:db#password").unwrap()).unwrap(),
+            Selected::Text("pw-123".into())
+        );
+        assert_eq!(
+            f.select(&parse("aws:db#port").unwrap()).unwrap(),
+            Selected::Text("5432".into())
+        );
+        let e = f.select(&parse("aws:db#pass").unwrap()).unwrap_err();
+        assert_eq!(e.kind, Kind::Permanent);
+        assert!(e.message.contains("no key `pass`"), "{e}");
+        assert!(e.message.contains("password, port, username"), "{e}");
+        assert!(!e.message.contains("pw-123"));
+        let whole = f.select(&parse("aws:db").unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(whole.file_bytes()).unwrap(),
+            r#"{"username":"app","password":"pw-123","port":5432}"#
+        );
+        let text = Fetched::from_secret_string("just-a-token".into());
+        assert!(
+            text.select(&parse("aws:t#k").unwrap())
+                .unwrap_err()
+                .message
+                .contains("not JSON")
+        );
+        assert_eq!(format!("{:?}", f), "Map(3 keys)");
+    }
+}

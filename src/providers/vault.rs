@@ -1,0 +1,396 @@
+//! Vault / OpenBao: log in with the pod's projected service-account token (`kubernetes`
+//! or `jwt` auth, through vaultrs), then logical reads of API paths.
+//!
+//! vaultrs has no generic logical read that keeps `lease_id` (it drops it from database
+//! creds), so reads go through the same reqwest client with the token vaultrs obtained.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use super::{FetchError, Fetched};
+use crate::reference::{SecretRef, Version};
+
+/// How to reach Vault and as whom (from the init container's env and args).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub address: String,
+    pub role: String,
+    pub auth_path: String,
+    /// `kubernetes` or `jwt`.
+    pub auth_method: String,
+    pub token_file: std::path::PathBuf,
+    pub namespace: Option<String>,
+    /// PEM CA bundle to trust, in addition to the system roots.
+    pub ca_pem: Option<String>,
+    pub timeout: Duration,
+}
+
+impl Settings {
+    /// "vault role `app` via auth/kubernetes at https://vault:8200": the identity used,
+    /// for error messages.
+    pub fn identity(&self) -> String {
+        format!(
+            "vault role `{}` via auth/{} ({}) at {}",
+            self.role, self.auth_path, self.auth_method, self.address
+        )
+    }
+}
+
+/// A Vault lease (dynamic secrets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub id: String,
+    pub duration: u64,
+    pub renewable: bool,
+}
+
+/// A logged-in Vault session.
+pub struct Vault {
+    settings: Settings,
+    http: reqwest::Client,
+    client: VaultClient,
+    token: String,
+    /// Lease of the login token itself.
+    pub token_ttl: u64,
+}
+
+fn http_client(settings: &Settings) -> Result<reqwest::Client, FetchError> {
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .timeout(settings.timeout)
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(pem) = &settings.ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+            FetchError::permanent(format!("the Vault CA certificate does not parse: {e}"))
+        })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| FetchError::permanent(format!("cannot build the HTTP client: {e}")))
+}
+
+/// Read the projected token; a missing or malformed file is permanent.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, FetchError> {
+    let raw = std::fs::read_to_string(path).map_err(|e| {
+        FetchError::permanent(format!(
+            "cannot read the service-account token {}: {e}",
+            path.display()
+        ))
+    })?;
+    let token = raw.trim();
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3
+        || parts.iter().any(|p| p.is_empty())
+        || token.chars().any(char::is_whitespace)
+    {
+        return Err(FetchError::permanent(format!(
+            "the service-account token {} is not a JWT (expected three dot-separated parts)",
+            path.display()
+        )));
+    }
+    Ok(token.to_string())
+}
+
+/// Classify a reqwest transport error.
+fn transport(e: &reqwest::Error, what: &str) -> FetchError {
+    // Connection refused/reset, DNS, timeouts: the store may come back.
+    let cause = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    };
+    FetchError::transient(format!("{what}: {cause}{detail}"))
+}
+
+/// Vault's error strings, on one line ("1 error occurred:\n\t* permission denied").
+fn one_line(errors: &[String]) -> String {
+    errors
+        .iter()
+        .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|e| e.trim_start_matches("1 error occurred: * ").to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn status_error(code: u16, errors: &[String], what: &str, identity: &str) -> FetchError {
+    let detail = if errors.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", one_line(errors))
+    };
+    match code {
+        429 | 412 | 500..=599 => {
+            FetchError::transient(format!("{what}: Vault answered HTTP {code}{detail}"))
+        }
+        403 => FetchError::permanent(format!(
+            "{what}: permission denied (HTTP 403) for {identity}{detail}; check the role's policies"
+        )),
+        404 => FetchError::permanent(format!("{what}: not found (HTTP 404){detail}")),
+        _ => FetchError::permanent(format!(
+            "{what}: Vault refused the request (HTTP {code}) for {identity}{detail}"
+        )),
+    }
+}
+
+fn login_error(e: ClientError, settings: &Settings) -> FetchError {
+    let what = format!("login to {}", settings.identity());
+    match e {
+        ClientError::APIError { code, errors } => {
+            // A rejected login is about the identity, whatever the status.
+            if (400..500).contains(&code) && code != 429 && code != 412 {
+                let detail = if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", one_line(&errors))
+                };
+                FetchError::permanent(format!(
+                    "{what} refused (HTTP {code}){detail}; check that the role exists and is bound to this service account and audience"
+                ))
+            } else {
+                status_error(code, &errors, &what, &settings.identity())
+            }
+        }
+        ClientError::RestClientError { source } => match &source {
+            rustify::errors::ClientError::ServerResponseError { code, .. } => {
+                status_error(*code, &[], &what, &settings.identity())
+            }
+            _ => {
+                // Walk to the root cause (connection refused and the like).
+                let mut detail = source.to_string();
+                let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&source);
+                while let Some(s) = cur {
+                    detail = s.to_string();
+                    cur = s.source();
+                }
+                FetchError::transient(format!("{what}: {detail}"))
+            }
+        },
+        other => FetchError::transient(format!("{what}: {other}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReadResponse {
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    lease_id: String,
+    #[serde(default)]
+    lease_duration: u64,
+    #[serde(default)]
+    renewable: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+impl Vault {
+    /// Log in with the projected token.
+    pub async fn login(settings: Settings) -> Result<Vault, FetchError> {
+        let jwt = read_token_file(&settings.token_file)?;
+        let http = http_client(&settings)?;
+        let mut builder = VaultClientSettingsBuilder::default();
+        builder.address(&settings.address).ca_certs(Vec::new());
+        if let Some(ns) = &settings.namespace {
+            builder.set_namespace(ns.clone());
+        }
+        let vault_settings = builder.build().map_err(|e| {
+            FetchError::permanent(format!(
+                "the Vault address `{}` is not usable: {e}",
+                settings.address
+            ))
+        })?;
+        let mut client = VaultClient::new(vault_settings)
+            .map_err(|e| FetchError::permanent(format!("cannot set up the Vault client: {e}")))?;
+        client.http = rustify::clients::reqwest::Client::new(
+            settings.address.trim_end_matches('/'),
+            http.clone(),
+        );
+        let auth = match settings.auth_method.as_str() {
+            "jwt" => {
+                vaultrs::auth::oidc::login(
+                    &client,
+                    &settings.auth_path,
+                    &jwt,
+                    Some(settings.role.clone()),
+                )
+                .await
+            }
+            _ => {
+                vaultrs::auth::kubernetes::login(&client, &settings.auth_path, &settings.role, &jwt)
+                    .await
+            }
+        }
+        .map_err(|e| login_error(e, &settings))?;
+        client.settings.token = auth.client_token.clone();
+        client.middle.token = auth.client_token.clone();
+        tracing::info!(identity = %settings.identity(), ttl_seconds = auth.lease_duration, "logged in to Vault");
+        Ok(Vault {
+            settings,
+            http,
+            client,
+            token: auth.client_token,
+            token_ttl: auth.lease_duration,
+        })
+    }
+
+    pub fn identity(&self) -> String {
+        self.settings.identity()
+    }
+
+    /// The token, for a refresh sidecar that takes over (never logged).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// One logical read of a location (the reference without `#key`).
+    pub async fn read(&self, r: &SecretRef) -> Result<(Fetched, Option<Lease>), FetchError> {
+        let location = r.location();
+        let mut url = format!(
+            "{}/v1/{}",
+            self.settings.address.trim_end_matches('/'),
+            r.path
+        );
+        if let Some(Version::Number(n)) = &r.version {
+            url.push_str(&format!("?version={n}"));
+        }
+        let mut req = self
+            .http
+            .get(&url)
+            .header("X-Vault-Token", &self.token)
+            .header("X-Vault-Request", "true");
+        if let Some(ns) = &self.settings.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        let what = format!("{location}");
+        let resp = req.send().await.map_err(|e| transport(&e, &what))?;
+        let code = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| transport(&e, &what))?;
+        if !(200..300).contains(&code) {
+            let errors = serde_json::from_slice::<ErrorBody>(&body)
+                .unwrap_or_default()
+                .errors;
+            return Err(status_error(code, &errors, &what, &self.identity()));
+        }
+        let parsed: ReadResponse = serde_json::from_slice(&body).map_err(|_| {
+            FetchError::permanent(format!(
+                "{what}: Vault's answer is not a secret (unexpected JSON)"
+            ))
+        })?;
+        let data = match parsed.data {
+            Some(Value::Object(map)) => map,
+            _ => {
+                return Err(FetchError::permanent(format!(
+                    "{what}: Vault returned no data at this path"
+                )));
+            }
+        };
+        let map = unwrap_kv2(data).map_err(|m| FetchError::permanent(format!("{what}: {m}")))?;
+        let lease = (!parsed.lease_id.is_empty()).then_some(Lease {
+            id: parsed.lease_id,
+            duration: parsed.lease_duration,
+            renewable: parsed.renewable,
+        });
+        Ok((Fetched::Map(map), lease))
+    }
+
+    /// Revoke the login token (and with it any leases it created).
+    pub async fn revoke_self(&self) -> Result<(), FetchError> {
+        vaultrs::token::revoke_self(&self.client)
+            .await
+            .map_err(|e| login_error(e, &self.settings))
+    }
+}
+
+/// KV v2 wraps the key/value map as `{data: {...}, metadata: {version, ...}}`;
+/// KV v1 and other engines return the map itself.
+pub fn unwrap_kv2(data: Map<String, Value>) -> Result<Map<String, Value>, String> {
+    let is_kv2 = data.len() == 2
+        && data.contains_key("data")
+        && data
+            .get("metadata")
+            .and_then(Value::as_object)
+            .is_some_and(|m| m.contains_key("version") && m.contains_key("created_time"));
+    if !is_kv2 {
+        return Ok(data);
+    }
+    let mut data = data;
+    match data.remove("data") {
+        Some(Value::Object(inner)) => Ok(inner),
+        _ => Err("this KV v2 version is deleted or destroyed".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn detects_kv2_and_keeps_kv1() {
+        let v2 = json!({"data": {"password": "x"}, "metadata": {"version": 3, "created_time": "2026-01-01T00:00:00Z"}});
+        let Value::Object(v2) = v2 else { panic!() };
+        assert_eq!(unwrap_kv2(v2).unwrap()["password"], "x");
+        let Value::Object(v1) = json!({"data": "a field called data", "password": "x"}) else {
+            panic!()
+        };
+        assert_eq!(unwrap_kv2(v1.clone()).unwrap(), v1);
+        let Value::Object(deleted) = json!({"data": null, "metadata": {"version": 2, "created_time": "t", "deletion_time": "t"}})
+        else {
+            panic!()
+        };
+        assert!(unwrap_kv2(deleted).unwrap_err().contains("deleted"));
+    }
+
+    #[test]
+    fn token_file_must_be_a_jwt() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        assert!(
+            read_token_file(&p)
+                .unwrap_err()
+                .message
+                .contains("cannot read")
+        );
+        std::fs::write(&p, "not-a-jwt").unwrap();
+        let e = read_token_file(&p).unwrap_err();
+        assert_eq!(e.kind, super::super::Kind::Permanent);
+        assert!(e.message.contains("not a JWT"));
+        std::fs::write(&p, "a.b.c\n").unwrap();
+        assert_eq!(read_token_file(&p).unwrap(), "a.b.c");
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        assert!(status_error(503, &[], "x", "id").is_transient());
+        assert!(status_error(429, &[], "x", "id").is_transient());
+        assert!(!status_error(403, &[], "x", "id").is_transient());
+        assert!(
+            status_error(403, &["permission denied".into()], "x", "vault role `a`")
+                .message
+                .contains("vault role `a`")
+        );
+        assert!(!status_error(404, &[], "x", "id").is_transient());
+    }
+}

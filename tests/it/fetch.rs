@@ -1,0 +1,645 @@
+//! The injected init container, run exactly as `inject -f` writes it, against real
+//! OpenBao and moto: mount paths remapped to a temp dir, the projected token written
+//! there, the process run with the container's args and env only.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Moto, OpenBao, TcpProxy, ThrottleProxy, TokenSigner};
+use crate::util;
+
+const NS: &str = "team-a";
+
+// Values that must never leave the files.
+const DB_PASSWORD: &str = "pw-Vq8#kR2-db-current";
+const DB_PASSWORD_OLD: &str = "pw-old-7Hs2-db-v1";
+const API_KEY: &str = "api-key-LmN0pQ-kv1";
+const CNPG_PASSWORD: &str = "cnpg-Zx9!aa-password";
+const PLAIN_TOKEN: &str = "plain-token-Y7u6t5";
+const JWT_SECRET: &str = "deparrow-jwt-Qq1w2e3r";
+
+fn all_values() -> [&'static str; 6] {
+    [
+        DB_PASSWORD,
+        DB_PASSWORD_OLD,
+        API_KEY,
+        CNPG_PASSWORD,
+        PLAIN_TOKEN,
+        JWT_SECRET,
+    ]
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// OpenBao with jwt auth at `jwt`: role `app` (team-a:app) reads team-a paths, role
+/// `other` (team-a:other) reads other paths.
+async fn bao_with_secrets(signer: &TokenSigner) -> OpenBao {
+    let bao = OpenBao::start().await;
+    bao.api(
+        "POST",
+        "sys/mounts/kv1",
+        json!({"type": "kv", "options": {"version": "1"}}),
+    )
+    .await;
+    bao.kv2_put(
+        "team-a/db",
+        json!({"username": "app", "password": DB_PASSWORD_OLD}),
+    )
+    .await;
+    bao.kv2_put(
+        "team-a/db",
+        json!({"username": "app", "password": DB_PASSWORD}),
+    )
+    .await;
+    bao.api("POST", "kv1/team-a/api", json!({"key": API_KEY}))
+        .await;
+    bao.kv2_put("other/db", json!({"password": "not-for-team-a"}))
+        .await;
+    bao.policy(
+        "app",
+        "path \"secret/data/team-a/*\" { capabilities = [\"read\"] }\npath \"kv1/team-a/*\" { capabilities = [\"read\"] }",
+    )
+    .await;
+    bao.policy(
+        "other",
+        "path \"secret/data/other/*\" { capabilities = [\"read\"] }",
+    )
+    .await;
+    bao.setup_jwt(
+        "jwt",
+        &signer.public_pem,
+        &[("app", NS, "app", "app"), ("other", NS, "other", "other")],
+    )
+    .await;
+    bao
+}
+
+/// The result of running the injected init container.
+struct InitRun {
+    out: Output,
+    elapsed: Duration,
+    root: tempfile::TempDir,
+    /// mountPath in the container -> directory on this machine
+    mounts: BTreeMap<String, PathBuf>,
+}
+
+impl InitRun {
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).to_string()
+    }
+
+    fn output_text(&self) -> String {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&self.out.stdout),
+            self.stderr()
+        )
+    }
+
+    fn files_dir(&self) -> &Path {
+        &self.mounts["/secret-injector/files"]
+    }
+
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.files_dir().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", self.stderr()))
+    }
+
+    fn mode(&self, name: &str) -> u32 {
+        std::fs::metadata(self.files_dir().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    fn last_line(&self) -> String {
+        self.stderr().lines().last().unwrap_or_default().to_string()
+    }
+
+    fn assert_no_values(&self) {
+        let text = self.output_text();
+        for v in all_values() {
+            assert!(
+                !text.contains(v),
+                "a secret value leaked into the output:\n{text}"
+            );
+        }
+    }
+}
+
+/// `inject -f` the manifest with `config`, then run its init container as a process.
+/// `tokens` maps a volume name to the token file content to put in it.
+fn run_injected(
+    manifest: &str,
+    config: &str,
+    tokens: &[(&str, String)],
+    extra_env: &[(&str, &str)],
+) -> InitRun {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = root.path().join("config.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let injected = {
+        use std::io::Write;
+        let mut child = util::bin()
+            .args(["inject", "-f", "-", "--config", cfg.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "inject: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let docs = secret_injector::inject::parse_documents(&injected).unwrap();
+    let workload = docs
+        .iter()
+        .find(|d| d["kind"] != "ServiceAccount")
+        .expect("a workload");
+    let tpl = if workload["kind"] == "Pod" {
+        workload
+    } else {
+        &workload["spec"]["template"]
+    };
+    let init = &tpl["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "secret-injector-init");
+    let args: Vec<String> = init["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+
+    // Every mount of the container becomes a directory under the temp root.
+    let mut mounts = BTreeMap::new();
+    for m in init["volumeMounts"].as_array().unwrap() {
+        let name = m["name"].as_str().unwrap();
+        let dir = root.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some((_, token)) = tokens.iter().find(|(v, _)| *v == name) {
+            std::fs::write(dir.join("token"), token).unwrap();
+        }
+        mounts.insert(m["mountPath"].as_str().unwrap().to_string(), dir);
+    }
+    let remap = |s: &str| {
+        let mut s = s.to_string();
+        // longest mount paths first
+        let mut paths: Vec<(&String, &PathBuf)> = mounts.iter().collect();
+        paths.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        for (path, dir) in paths {
+            s = s.replace(path.as_str(), dir.to_str().unwrap());
+        }
+        s
+    };
+    let mut cmd = util::bin();
+    cmd.env_clear();
+    for e in init["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        let value = match (
+            &e["value"],
+            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
+            (Value::String(v), _) => remap(v),
+            (_, Some("metadata.namespace")) => NS.to_string(),
+            (_, Some("metadata.name")) => "app-7d9c-x2x4z".to_string(),
+            other => panic!("unexpected env {name}: {other:?}"),
+        };
+        cmd.env(name, value);
+    }
+    cmd.env("RUST_LOG", "trace");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let start = Instant::now();
+    let out = cmd
+        .args(args.iter().map(|a| remap(a)))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    InitRun {
+        out,
+        elapsed: start.elapsed(),
+        root,
+        mounts,
+    }
+}
+
+fn config(vault_addr: &str, aws_endpoint: &str) -> String {
+    format!(
+        "vault:\n  address: {vault_addr}\n  auth_method: jwt\n  auth_path: jwt\naws:\n  region: us-east-1\n  endpoint_url: {aws_endpoint}\n"
+    )
+}
+
+fn deployment(annotations: &[(&str, &str)], sa: &str) -> String {
+    let mut ann = serde_json::Map::new();
+    for (k, v) in annotations {
+        ann.insert(
+            format!("secret-injector.io/{k}"),
+            Value::String(v.to_string()),
+        );
+    }
+    serde_json::to_string(&json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "app", "namespace": NS},
+        "spec": {
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {
+                "metadata": {"labels": {"app": "app"}, "annotations": ann},
+                "spec": {
+                    "serviceAccountName": sa,
+                    "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+                    "containers": [{"name": "app", "image": "app:1", "command": ["/app"]}],
+                },
+            },
+        },
+    }))
+    .unwrap()
+}
+
+#[test]
+fn init_fetches_from_openbao_and_moto_with_the_pods_identity() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let (bao, moto, arn) = rt.block_on(async {
+        let bao = bao_with_secrets(&signer).await;
+        let moto = Moto::start().await;
+        let arn = moto
+            .create(
+                "prod/cnpg/postgres-credentials",
+                &json!({"username": "app", "password": CNPG_PASSWORD}).to_string(),
+            )
+            .await;
+        moto.create("team-a/token", PLAIN_TOKEN).await;
+        moto.create(
+            "deparrow/production/secrets",
+            &json!({"DEPARROW_JWT_SECRET": JWT_SECRET, "REDIS_PASSWORD": "r"}).to_string(),
+        )
+        .await;
+        (bao, moto, arn)
+    });
+    let tokens_before = rt.block_on(bao.token_count());
+    let arn_ref = format!("aws:{arn}#password");
+    let manifest = deployment(
+        &[
+            ("secret-db-password", "vault:secret/data/team-a/db#password"),
+            (
+                "secret-db-old",
+                "vault:secret/data/team-a/db?version=1#password",
+            ),
+            ("secret-db", "vault:secret/data/team-a/db"),
+            ("secret-api-key", "vault:kv1/team-a/api#key"),
+            ("secret-pgpass", "aws:prod/cnpg/postgres-credentials"),
+            (
+                "template-pgpass",
+                "cluster-example-rw:5432:app:{{ .username }}:{{ .password }}",
+            ),
+            ("secret-cnpg-by-arn", &arn_ref),
+            ("secret-token", "aws:team-a/token"),
+            (
+                "secret-jwt",
+                "aws:deparrow/production/secrets#DEPARROW_JWT_SECRET",
+            ),
+            (
+                "template-config.yaml",
+                "db: {{ secrets['db-password'] }}\napi: {{ secrets['api-key'] }}\n",
+            ),
+            ("file-mode-config.yaml", "0440"),
+            ("aws-role-arn", "arn:aws:iam::123456789012:role/team-a-app"),
+        ],
+        "app",
+    );
+    let run = run_injected(
+        &manifest,
+        &config(&bao.addr, &moto.url),
+        &[
+            (
+                "secret-injector-token-vault",
+                signer.token(NS, "app", "vault"),
+            ),
+            (
+                "secret-injector-token-aws",
+                signer.token(NS, "app", "sts.amazonaws.com"),
+            ),
+        ],
+        &[],
+    );
+    assert!(run.out.status.success(), "init failed:\n{}", run.stderr());
+
+    assert_eq!(run.file("db-password"), DB_PASSWORD);
+    assert_eq!(run.file("db-old"), DB_PASSWORD_OLD, "?version=1");
+    assert_eq!(run.file("api-key"), API_KEY, "KV v1");
+    let whole: Value = serde_json::from_str(&run.file("db")).unwrap();
+    assert_eq!(
+        whole,
+        json!({"username": "app", "password": DB_PASSWORD}),
+        "whole KV v2 map"
+    );
+    assert_eq!(
+        run.file("pgpass"),
+        format!("cluster-example-rw:5432:app:app:{CNPG_PASSWORD}")
+    );
+    assert_eq!(run.file("cnpg-by-arn"), CNPG_PASSWORD);
+    assert_eq!(
+        run.file("token"),
+        PLAIN_TOKEN,
+        "a plain SecretString is written whole"
+    );
+    assert_eq!(run.file("jwt"), JWT_SECRET);
+    assert_eq!(
+        run.file("config.yaml"),
+        format!("db: {DB_PASSWORD}\napi: {API_KEY}\n")
+    );
+    assert_eq!(
+        run.mode("db-password"),
+        0o400,
+        "runAsUser is known: owner-only"
+    );
+    assert_eq!(run.mode("config.yaml"), 0o440);
+    // no temp files left behind
+    let names: Vec<String> = std::fs::read_dir(run.files_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+
+    // Logged at trace, yet no value anywhere; the Vault token is revoked.
+    run.assert_no_values();
+    assert!(run.stderr().contains("secrets ready"), "{}", run.stderr());
+    assert_eq!(
+        rt.block_on(bao.token_count()),
+        tokens_before,
+        "token not revoked"
+    );
+    drop(run.root);
+}
+
+#[test]
+fn a_token_for_another_service_account_is_refused_at_once() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let bao = rt.block_on(bao_with_secrets(&signer));
+    let manifest = deployment(
+        &[("secret-db", "vault:secret/data/team-a/db#password")],
+        "app",
+    );
+    let run = run_injected(
+        &manifest,
+        &config(&bao.addr, "http://127.0.0.1:9"),
+        &[(
+            "secret-injector-token-vault",
+            signer.token(NS, "other", "vault"),
+        )],
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1), "{}", run.stderr());
+    let last = run.last_line();
+    assert!(last.starts_with("secret-injector init: "), "{last}");
+    assert!(
+        last.contains("vault role `app`"),
+        "names the identity: {last}"
+    );
+    assert!(last.contains("refused"), "{last}");
+    assert!(
+        !run.stderr().contains("retrying"),
+        "a permanent error must not retry:\n{}",
+        run.stderr()
+    );
+    assert!(run.elapsed < Duration::from_secs(5));
+    assert!(
+        std::fs::read_dir(run.files_dir()).unwrap().next().is_none(),
+        "no files"
+    );
+    run.assert_no_values();
+
+    // The role it does match cannot read team-a's path: 403, named.
+    let manifest = deployment(
+        &[
+            ("secret-db", "vault:secret/data/team-a/db#password"),
+            ("vault-role", "other"),
+        ],
+        "other",
+    );
+    let run = run_injected(
+        &manifest,
+        &config(&bao.addr, "http://127.0.0.1:9"),
+        &[(
+            "secret-injector-token-vault",
+            signer.token(NS, "other", "vault"),
+        )],
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    let last = run.last_line();
+    assert!(
+        last.contains("permission denied") && last.contains("vault role `other`"),
+        "{last}"
+    );
+    assert!(last.contains("vault:secret/data/team-a/db"), "{last}");
+}
+
+#[test]
+fn store_down_at_start_then_up_heals_by_retrying() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let bao = rt.block_on(bao_with_secrets(&signer));
+    let _guard = rt.enter();
+    let proxy = TcpProxy::start(bao.port, Duration::from_secs(2), Duration::ZERO);
+    let manifest = deployment(
+        &[("secret-db", "vault:secret/data/team-a/db#password")],
+        "app",
+    );
+    let run = run_injected(
+        &manifest,
+        &config(
+            &format!("http://127.0.0.1:{}", proxy.port),
+            "http://127.0.0.1:9",
+        ),
+        &[(
+            "secret-injector-token-vault",
+            signer.token(NS, "app", "vault"),
+        )],
+        &[],
+    );
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert!(run.stderr().contains("retrying"), "{}", run.stderr());
+    assert!(run.elapsed >= Duration::from_secs(2));
+    assert_eq!(run.file("db"), DB_PASSWORD);
+    run.assert_no_values();
+}
+
+#[test]
+fn store_down_past_the_deadline_fails_with_one_clear_line() {
+    let signer = TokenSigner::new();
+    let dead = format!("http://127.0.0.1:{}", util::free_port());
+    let manifest = deployment(
+        &[("secret-db", "vault:secret/data/team-a/db#password")],
+        "app",
+    );
+    let run = run_injected(
+        &manifest,
+        &config(&dead, "http://127.0.0.1:9"),
+        &[(
+            "secret-injector-token-vault",
+            signer.token(NS, "app", "vault"),
+        )],
+        &[("SECRET_INJECTOR_DEADLINE", "3s"), ("RUST_LOG", "error")],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    let stderr = run.stderr();
+    assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+    assert!(
+        stderr.starts_with("secret-injector init: gave up after 3s: login to vault role `app`"),
+        "{stderr}"
+    );
+    assert!(
+        run.elapsed >= Duration::from_secs(2) && run.elapsed < Duration::from_secs(15),
+        "{:?}",
+        run.elapsed
+    );
+}
+
+#[test]
+fn missing_key_and_bad_token_fail_fast_and_write_nothing() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let bao = rt.block_on(bao_with_secrets(&signer));
+    let manifest = deployment(
+        &[
+            ("secret-a", "vault:secret/data/team-a/db#password"),
+            ("secret-b", "vault:secret/data/team-a/db#passwd"),
+        ],
+        "app",
+    );
+    let run = run_injected(
+        &manifest,
+        &config(&bao.addr, "http://127.0.0.1:9"),
+        &[(
+            "secret-injector-token-vault",
+            signer.token(NS, "app", "vault"),
+        )],
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    let last = run.last_line();
+    assert!(
+        last.contains("vault:secret/data/team-a/db#passwd") && last.contains("no key `passwd`"),
+        "{last}"
+    );
+    assert!(
+        last.contains("password, username"),
+        "lists the keys that exist: {last}"
+    );
+    assert!(
+        std::fs::read_dir(run.files_dir()).unwrap().next().is_none(),
+        "all or nothing"
+    );
+    run.assert_no_values();
+
+    let run = run_injected(
+        &manifest,
+        &config(&bao.addr, "http://127.0.0.1:9"),
+        &[(
+            "secret-injector-token-vault",
+            "this is not a token".to_string(),
+        )],
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    assert!(run.last_line().contains("not a JWT"), "{}", run.last_line());
+    assert!(run.elapsed < Duration::from_secs(5));
+}
+
+#[test]
+fn aws_throttling_is_retried_with_backoff() {
+    let rt = rt();
+    let (moto, proxy) = rt.block_on(async {
+        let moto = Moto::start().await;
+        moto.create("team-a/one", &json!({"k": CNPG_PASSWORD}).to_string())
+            .await;
+        moto.create("team-a/two", PLAIN_TOKEN).await;
+        let proxy = ThrottleProxy::start(moto.url.clone(), 3).await;
+        (moto, proxy)
+    });
+    let manifest = deployment(
+        &[
+            ("secret-one", "aws:team-a/one#k"),
+            ("secret-two", "aws:team-a/two"),
+        ],
+        "app",
+    );
+    let _guard = rt.enter();
+    let run = run_injected(
+        &manifest,
+        &config(
+            "http://127.0.0.1:9",
+            &format!("http://127.0.0.1:{}", proxy.port),
+        ),
+        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    );
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert_eq!(run.file("one"), CNPG_PASSWORD);
+    assert_eq!(run.file("two"), PLAIN_TOKEN);
+    let seen = proxy.requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        seen >= 4,
+        "3 throttled + at least one real request, saw {seen}"
+    );
+    assert!(seen <= 8, "no retry storm: {seen} requests for 2 secrets");
+    assert!(
+        run.stderr().contains("ThrottlingException"),
+        "{}",
+        run.stderr()
+    );
+    run.assert_no_values();
+    drop(moto);
+}
+
+#[test]
+fn missing_aws_secret_is_permanent_and_named() {
+    let rt = rt();
+    let moto = rt.block_on(Moto::start());
+    let manifest = deployment(&[("secret-x", "aws:team-a/does-not-exist#k")], "app");
+    let run = run_injected(
+        &manifest,
+        &config("http://127.0.0.1:9", &moto.url),
+        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    let last = run.last_line();
+    assert!(
+        last.contains("aws:team-a/does-not-exist") && last.contains("ResourceNotFoundException"),
+        "{last}"
+    );
+    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
+}

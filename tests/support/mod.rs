@@ -1,0 +1,433 @@
+//! Real servers for tests and benches: OpenBao (`bao server -dev`) and moto, both from
+//! the test venv that scripts/test.sh installs, on free loopback ports; a service-account
+//! token signer; and two small proxies (one that delays or starts late, one that
+//! throttles like AWS).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// A binary of the test venv (`bao`, `moto_server`).
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("SECRET_INJECTOR_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    let bin = venv.join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/test.sh, which installs the test servers into .venv",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A port p with p+1 also free (OpenBao dev mode takes p+1 for its cluster listener).
+pub fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 65000 && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+async fn wait_http(url: &str, what: &str, child: &mut Child) {
+    let client = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().as_u16() < 500
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+        .tls_backend_rustls()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// `bao server -dev` on a free port; killed on drop.
+pub struct OpenBao {
+    child: Child,
+    pub port: u16,
+    pub addr: String,
+    pub root: String,
+}
+
+impl OpenBao {
+    pub async fn start() -> OpenBao {
+        Self::start_on(free_port_pair()).await
+    }
+
+    pub async fn start_on(port: u16) -> OpenBao {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let root = "root-token-for-tests".to_string();
+        let mut child = Command::new(venv_bin("bao"))
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={root}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            .env("HOME", std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bao");
+        let addr = format!("http://127.0.0.1:{port}");
+        wait_http(&format!("{addr}/v1/sys/health"), "OpenBao", &mut child).await;
+        OpenBao {
+            child,
+            port,
+            addr,
+            root,
+        }
+    }
+
+    /// A root-token API call; panics on an error status.
+    pub async fn api(&self, method: &str, path: &str, body: Value) -> Value {
+        let req = http()
+            .request(method.parse().unwrap(), format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", &self.root);
+        let req = if body.is_null() { req } else { req.json(&body) };
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        }
+    }
+
+    /// Enable `jwt` auth at `mount` trusting `public_pem`, with a role per
+    /// (role, namespace, service account, policy).
+    pub async fn setup_jwt(
+        &self,
+        mount: &str,
+        public_pem: &str,
+        roles: &[(&str, &str, &str, &str)],
+    ) {
+        self.api("POST", &format!("sys/auth/{mount}"), json!({"type": "jwt"}))
+            .await;
+        self.api(
+            "POST",
+            &format!("auth/{mount}/config"),
+            json!({"jwt_validation_pubkeys": [public_pem]}),
+        )
+        .await;
+        for (role, ns, sa, policy) in roles {
+            self.api(
+                "POST",
+                &format!("auth/{mount}/role/{role}"),
+                json!({
+                    "role_type": "jwt",
+                    "bound_audiences": ["vault"],
+                    "bound_subject": format!("system:serviceaccount:{ns}:{sa}"),
+                    "user_claim": "sub",
+                    "policies": [policy],
+                    "token_ttl": "10m",
+                }),
+            )
+            .await;
+        }
+    }
+
+    pub async fn policy(&self, name: &str, hcl: &str) {
+        self.api(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            json!({"policy": hcl}),
+        )
+        .await;
+    }
+
+    pub async fn kv2_put(&self, path: &str, data: Value) {
+        self.api(
+            "POST",
+            &format!("secret/data/{path}"),
+            json!({"data": data}),
+        )
+        .await;
+    }
+
+    /// Number of tokens that exist (accessors), to see revocation.
+    pub async fn token_count(&self) -> usize {
+        let v = self.api("LIST", "auth/token/accessors", Value::Null).await;
+        v["data"]["keys"].as_array().map_or(0, Vec::len)
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `moto_server` on a free port; killed on drop.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let port = free_port();
+        let mut child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let url = format!("http://127.0.0.1:{port}");
+        wait_http(&format!("{url}/moto-api/"), "moto", &mut child).await;
+        Moto { child, port, url }
+    }
+
+    /// A Secrets Manager client with static test keys.
+    pub async fn client(&self) -> aws_sdk_secretsmanager::Client {
+        let creds =
+            aws_sdk_secretsmanager::config::Credentials::new("test", "test", None, None, "tests");
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(creds)
+            .load()
+            .await;
+        aws_sdk_secretsmanager::Client::new(&config)
+    }
+
+    /// Create a secret; returns its ARN.
+    pub async fn create(&self, name: &str, value: &str) -> String {
+        let out = self
+            .client()
+            .await
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap();
+        out.arn.unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Signs service-account-shaped JWTs with a key the test owns.
+pub struct TokenSigner {
+    key: jsonwebtoken::EncodingKey,
+    pub public_pem: String,
+}
+
+impl TokenSigner {
+    pub fn new() -> TokenSigner {
+        let kp = rcgen::KeyPair::generate().unwrap();
+        TokenSigner {
+            key: jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
+            public_pem: kp.public_key_pem(),
+        }
+    }
+
+    pub fn token(&self, ns: &str, sa: &str, aud: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({
+            "iss": "https://kubernetes.default.svc.cluster.local",
+            "sub": format!("system:serviceaccount:{ns}:{sa}"),
+            "aud": [aud],
+            "iat": now,
+            "nbf": now,
+            "exp": now + 600,
+            "kubernetes.io": {
+                "namespace": ns,
+                "serviceaccount": {"name": sa, "uid": "4e6c1f6a-5b8a-4a0e-9c55-0c8f3c0d7e11"},
+                "pod": {"name": "app-7d9c-x2x4z", "uid": "9f0f3c1e-4b1e-4a1b-8b64-8f1b5e3d2a10"},
+            },
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &self.key,
+        )
+        .unwrap()
+    }
+}
+
+/// A TCP forwarder to `target` that starts listening after `start_after` and delays
+/// every client-to-server chunk by `delay` (so each HTTP request pays one delay).
+pub struct TcpProxy {
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub fn start(target: u16, start_after: Duration, delay: Duration) -> TcpProxy {
+        let port = free_port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(start_after).await;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = sw.shutdown().await;
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        TcpProxy {
+            port,
+            connections,
+            task,
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An HTTP proxy in front of moto that answers the first `throttle` requests with
+/// `ThrottlingException`, as Secrets Manager does when a quota is hit.
+pub struct ThrottleProxy {
+    pub port: u16,
+    pub requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ThrottleProxy {
+    pub async fn start(target: String, throttle: usize) -> ThrottleProxy {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = requests.clone();
+        let client = http();
+        let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let count = count.clone();
+            let client = client.clone();
+            let target = target.clone();
+            async move {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                if n < throttle {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        [
+                            ("x-amzn-errortype", "ThrottlingException"),
+                            ("content-type", "application/x-amz-json-1.1"),
+                        ],
+                        r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string(),
+                    )
+                        .into_response();
+                }
+                let mut req = client.request(method, format!("{target}{uri}")).body(body);
+                for (k, v) in &headers {
+                    if k != "host" && k != "content-length" {
+                        req = req.header(k, v);
+                    }
+                }
+                let resp = req.send().await.unwrap();
+                let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+                let mut out_headers = HeaderMap::new();
+                for (k, v) in resp.headers() {
+                    if k != "content-length" && k != "transfer-encoding" {
+                        out_headers.insert(k.clone(), v.clone());
+                    }
+                }
+                let body = resp.bytes().await.unwrap();
+                (status, out_headers, body).into_response()
+            }
+        };
+        let app = axum::Router::new().fallback(handler);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        ThrottleProxy {
+            port,
+            requests,
+            task,
+        }
+    }
+}
+
+impl Drop for ThrottleProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
