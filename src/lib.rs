@@ -6,6 +6,7 @@
 //! -> [`patch`] -> response. The pure layers (`reference`, `spec`, `render`, `patch`)
 //! do no I/O; `admission`, `server`, `inject` and `certs` are the edges.
 
+pub mod accounts;
 pub mod admission;
 pub mod certs;
 pub mod cli;

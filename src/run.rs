@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use secret_injector::certs;
 use secret_injector::cli::{CertsArgs, Cli, Command, InitArgs, InjectArgs, ServeArgs};
 use secret_injector::config::Config;
 use secret_injector::metrics::Metrics;
 use secret_injector::server::{self, AppState, Limits};
 use secret_injector::tls::CertFiles;
+use secret_injector::{accounts, certs};
 
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -78,7 +78,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let admin = std::net::TcpListener::bind(args.admin_listen)
         .with_context(|| format!("bind the admin listener {}", args.admin_listen))?;
     let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(AppState::new(config, metrics.clone()));
+    let mut state = AppState::new(config, metrics.clone());
     let limits = Limits {
         body_limit: args.body_limit,
         request_timeout: args.request_timeout,
@@ -90,9 +90,21 @@ fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("start the async runtime")?;
     runtime.block_on(async move {
+        if args.kube != "off" {
+            match kube::Config::infer().await.map(kube::Client::try_from) {
+                Ok(Ok(client)) => {
+                    let (accounts, watch) = accounts::watch(client);
+                    tokio::spawn(watch);
+                    state.lookup = Arc::new(move |ns: &str, sa: &str| accounts.context(ns, sa));
+                    tracing::info!("watching ServiceAccounts for eks.amazonaws.com/role-arn");
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot build a Kubernetes client; role ARNs come from pod annotations only"),
+                Err(e) => tracing::info!(reason = %e, "no Kubernetes API configured; role ARNs come from pod annotations only"),
+            }
+        }
         tokio::spawn(files.watch(tls.clone(), loaded, args.tls_reload_interval, metrics));
         tracing::info!(listen = %args.listen, admin = %args.admin_listen, "serving admission reviews on /mutate");
-        server::run(webhook, admin, tls, state, limits, server::shutdown_signal()).await?;
+        server::run(webhook, admin, tls, Arc::new(state), limits, server::shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Moto, OpenBao, TcpProxy, ThrottleProxy, TokenSigner};
+use crate::support::{Moto, OpenBao, TcpProxy, ThrottleProxy, TokenReviewServer, TokenSigner};
 use crate::util;
 
 const NS: &str = "team-a";
@@ -640,6 +640,62 @@ fn missing_aws_secret_is_permanent_and_named() {
     assert!(
         last.contains("aws:team-a/does-not-exist") && last.contains("ResourceNotFoundException"),
         "{last}"
+    );
+    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
+}
+
+#[test]
+fn kubernetes_auth_through_token_review() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let _guard = rt.enter();
+    let (bao, reviewer) = rt.block_on(async {
+        let bao = bao_with_secrets(&signer).await;
+        let reviewer = TokenReviewServer::start(&signer.public_pem).await;
+        bao.setup_kubernetes("kubernetes", reviewer.port, &[("app", NS, "app", "app")])
+            .await;
+        (bao, reviewer)
+    });
+    // The default config: kubernetes auth at `kubernetes`, role = service account name.
+    let manifest = deployment(
+        &[("secret-db", "vault:secret/data/team-a/db#password")],
+        "app",
+    );
+    let config = format!("vault:\n  address: {}\n", bao.addr);
+    let run = run_injected(
+        &manifest,
+        &config,
+        &[(
+            "secret-injector-token-vault",
+            signer.token(NS, "app", "vault"),
+        )],
+        &[],
+    );
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert_eq!(run.file("db"), DB_PASSWORD);
+    assert!(
+        reviewer.reviews.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "OpenBao asked the TokenReview API"
+    );
+    run.assert_no_values();
+
+    // A token signed by someone else is refused by the TokenReview: permanent.
+    let forger = TokenSigner::new();
+    let run = run_injected(
+        &manifest,
+        &config,
+        &[(
+            "secret-injector-token-vault",
+            forger.token(NS, "app", "vault"),
+        )],
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    assert!(
+        run.last_line()
+            .contains("login to vault role `app` via auth/kubernetes"),
+        "{}",
+        run.last_line()
     );
     assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
 }

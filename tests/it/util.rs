@@ -95,6 +95,7 @@ impl Webhook {
             .env("RUST_LOG", "trace")
             .args([
                 "serve",
+                "--kube=off",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--admin-listen",

@@ -431,3 +431,114 @@ impl Drop for ThrottleProxy {
         self.task.abort();
     }
 }
+
+/// A stand-in for the Kubernetes TokenReview API (no API server runs here), which
+/// OpenBao's `kubernetes` auth calls: it verifies the token's signature with the test
+/// signer's public key and answers as the API server would.
+pub struct TokenReviewServer {
+    pub port: u16,
+    pub reviews: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TokenReviewServer {
+    pub async fn start(public_pem: &str) -> TokenReviewServer {
+        use axum::Json;
+        let key = jsonwebtoken::DecodingKey::from_ec_pem(public_pem.as_bytes()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let reviews = Arc::new(AtomicUsize::new(0));
+        let count = reviews.clone();
+        let handler = move |Json(review): Json<Value>| {
+            let key = key.clone();
+            let count = count.clone();
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                let token = review["spec"]["token"].as_str().unwrap_or_default();
+                let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+                validation.validate_aud = false;
+                let status = match jsonwebtoken::decode::<Value>(token, &key, &validation) {
+                    Ok(data) => json!({
+                        "authenticated": true,
+                        "user": {
+                            "username": data.claims["sub"],
+                            "uid": data.claims["kubernetes.io"]["serviceaccount"]["uid"],
+                            "groups": ["system:serviceaccounts"],
+                        },
+                        "audiences": data.claims["aud"],
+                    }),
+                    Err(e) => json!({"authenticated": false, "error": e.to_string()}),
+                };
+                Json(json!({
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenReview",
+                    "status": status,
+                }))
+            }
+        };
+        let app = axum::Router::new().route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            axum::routing::post(handler),
+        );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TokenReviewServer {
+            port,
+            reviews,
+            task,
+        }
+    }
+}
+
+impl Drop for TokenReviewServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl OpenBao {
+    /// Enable `kubernetes` auth at `mount` against a TokenReview endpoint, with a role
+    /// per (role, namespace, service account, policy).
+    pub async fn setup_kubernetes(
+        &self,
+        mount: &str,
+        reviewer_port: u16,
+        roles: &[(&str, &str, &str, &str)],
+    ) {
+        self.api(
+            "POST",
+            &format!("sys/auth/{mount}"),
+            json!({"type": "kubernetes"}),
+        )
+        .await;
+        let any_ca = rcgen::generate_simple_self_signed(vec!["kubernetes".to_string()])
+            .unwrap()
+            .cert
+            .pem();
+        self.api(
+            "POST",
+            &format!("auth/{mount}/config"),
+            json!({
+                "kubernetes_host": format!("http://127.0.0.1:{reviewer_port}"),
+                "kubernetes_ca_cert": any_ca,
+                "disable_local_ca_jwt": true,
+            }),
+        )
+        .await;
+        for (role, ns, sa, policy) in roles {
+            self.api(
+                "POST",
+                &format!("auth/{mount}/role/{role}"),
+                json!({
+                    "bound_service_account_names": [sa],
+                    "bound_service_account_namespaces": [ns],
+                    "audience": "vault",
+                    "policies": [policy],
+                    "token_ttl": "10m",
+                }),
+            )
+            .await;
+        }
+    }
+}
