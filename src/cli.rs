@@ -59,8 +59,8 @@ pub struct InitArgs {
     /// Timeout of one request attempt.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub attempt_timeout: Duration,
-    /// Most secrets fetched at once.
-    #[arg(long, default_value_t = 8)]
+    /// Most secret locations fetched at once.
+    #[arg(long, default_value_t = 20)]
     pub concurrency: usize,
     /// Do not revoke the Vault token at the end (a refresh sidecar takes it over).
     #[arg(long)]

@@ -115,6 +115,7 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
         None
     };
 
+    let logged_in = start.elapsed();
     let mut fetched: BTreeMap<String, Fetched> = BTreeMap::new();
     let mut leases = Vec::new();
     let mut errors: Vec<FetchError> = Vec::new();
@@ -189,6 +190,7 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
             Err(e) => errors.push(gave_up(e, opts.deadline)),
         }
     }
+    let fetch_done = start.elapsed();
     if !errors.is_empty() {
         errors.sort_by(|a, b| a.message.cmp(&b.message));
         let more = match errors.len() {
@@ -299,6 +301,7 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
         })?;
     }
 
+    let written = start.elapsed();
     let mut report = Report {
         files: files.iter().map(|(n, _, _)| n.clone()).collect(),
         env_vars: env_vars.len(),
@@ -314,7 +317,10 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
     tracing::info!(
         files = report.files.len(),
         env_vars = report.env_vars,
-        elapsed_ms = start.elapsed().as_millis() as u64,
+        login_ms = logged_in.as_millis() as u64,
+        fetch_ms = (fetch_done - logged_in).as_millis() as u64,
+        written_ms = written.as_millis() as u64,
+        total_ms = start.elapsed().as_millis() as u64,
         "secrets ready"
     );
     Ok(report)

@@ -331,8 +331,17 @@ impl TcpProxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
+                            let mut n = n;
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
+                                // what arrived meanwhile (a request body after its
+                                // headers) belongs to the same request: no second delay
+                                while n < buf.len() {
+                                    match cr.try_read(&mut buf[n..]) {
+                                        Ok(0) | Err(_) => break,
+                                        Ok(m) => n += m,
+                                    }
+                                }
                             }
                             if sw.write_all(&buf[..n]).await.is_err() {
                                 break;
