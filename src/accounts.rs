@@ -31,6 +31,11 @@ impl Accounts {
         Accounts { store, synced }
     }
 
+    /// The flag that turns true once the cache has synced.
+    pub fn synced_flag(&self) -> Arc<AtomicBool> {
+        self.synced.clone()
+    }
+
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Relaxed)
     }

@@ -49,7 +49,7 @@ pub struct InitArgs {
     pub plan: String,
     /// Directory of the secrets volume to write the files into.
     #[arg(long)]
-    pub out_dir: PathBuf,
+    pub out_dir: Option<PathBuf>,
     /// Directory of the env-mode volume (env file and this binary).
     #[arg(long)]
     pub env_dir: Option<PathBuf>,
@@ -148,7 +148,8 @@ pub struct ServeArgs {
     /// Extra DNS names or IPs for the --self-signed certificate.
     #[arg(long = "self-signed-name")]
     pub self_signed_names: Vec<String>,
-    /// Webhook configuration (YAML); every key can also be set as SECRET_INJECTOR_<KEY>.
+    /// Webhook configuration (YAML); every key can also be set as
+    /// SECRET_INJECTOR_<SECTION>_<KEY> (for example SECRET_INJECTOR_VAULT_ADDRESS).
     #[arg(long, env = "SECRET_INJECTOR_CONFIG")]
     pub config: Option<PathBuf>,
     /// How often the certificate files are checked for changes.

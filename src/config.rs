@@ -221,11 +221,16 @@ impl Config {
     }
 }
 
-/// Deep-merge `over` into `base` (objects merge by key, anything else replaces).
+/// Deep-merge `over` into `base` (objects merge by key, anything else replaces; a
+/// `null` removes a default, for example `resources: {limits: {cpu: null}}`).
 fn merge(base: &mut Value, over: Value) {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
+                if v.is_null() {
+                    b.remove(&k);
+                    continue;
+                }
                 match b.get_mut(&k) {
                     Some(slot) => merge(slot, v),
                     None => {
@@ -337,6 +342,14 @@ mod tests {
         assert_eq!(c.mount_path, "/etc/app");
         assert_eq!(c.token_expiration_seconds, 900);
         assert_eq!(c.resources.limits["memory"], "128Mi");
+    }
+
+    #[test]
+    fn null_removes_a_default() {
+        let c =
+            Config::from_yaml_and_env("resources:\n  limits:\n    cpu: null\n", env(&[])).unwrap();
+        assert!(!c.resources.limits.contains_key("cpu"));
+        assert_eq!(c.resources.limits["memory"], "64Mi");
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::spec::FetchPlan;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub plan: FetchPlan,
-    pub out_dir: PathBuf,
+    /// Where the files go (needed when the plan has files).
+    pub out_dir: Option<PathBuf>,
     pub env_dir: Option<PathBuf>,
     pub deadline: Duration,
     pub concurrency: usize,
@@ -267,12 +268,18 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
         env_vars.insert(var.clone(), value);
     }
 
-    write_all_or_nothing(&opts.out_dir, &files).map_err(|e| {
-        InitError(format!(
-            "cannot write the secret files in {}: {e}",
-            opts.out_dir.display()
-        ))
-    })?;
+    if !files.is_empty() {
+        let dir = opts
+            .out_dir
+            .as_ref()
+            .ok_or_else(|| InitError("the plan has files but no --out-dir".to_string()))?;
+        write_all_or_nothing(dir, &files).map_err(|e| {
+            InitError(format!(
+                "cannot write the secret files in {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
     if plan.env_mode() {
         let dir = opts
             .env_dir
@@ -335,7 +342,7 @@ async fn finish_vault(v: &Vault, leases: &[Lease], keep: bool) -> bool {
     if !leases.is_empty() {
         tracing::info!(
             leases = leases.len(),
-            "keeping the Vault token: revoking it would revoke the dynamic credentials; they expire with their TTL"
+            "keeping the Vault token: revoking it would revoke the dynamic credentials; they end when the token or the lease expires, whichever is first"
         );
         return false;
     }

@@ -69,10 +69,14 @@ pub enum Outcome {
 pub fn mutate(pod: &PodView, config: &Config, ctx: &Context) -> Outcome {
     match spec::parse(pod, config, ctx) {
         Ok(Decision::Skip(reason)) => Outcome::Skipped(reason),
-        Ok(Decision::Inject(spec)) => Outcome::Injected {
-            patch: patch::build(pod, &spec, config),
-            warnings: spec.warnings.clone(),
-        },
+        Ok(Decision::Inject(spec)) => {
+            let mut warnings = spec.warnings.clone();
+            warnings.extend(patch::aws_identity_warning(pod, &spec));
+            Outcome::Injected {
+                patch: patch::build(pod, &spec, config),
+                warnings,
+            }
+        }
         Err(problems) => Outcome::Denied(problems),
     }
 }

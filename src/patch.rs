@@ -63,6 +63,17 @@ pub fn token_path(provider: Provider) -> String {
     format!("{TOKEN_DIR}/{provider}/token")
 }
 
+/// Advice when `aws:` references have no identity the webhook can see: the SDK's default
+/// chain in the pod then decides (EKS Pod Identity, or the node's instance role).
+pub fn aws_identity_warning(pod: &PodView, spec: &InjectionSpec) -> Option<String> {
+    let unseen = spec.plan.uses(Provider::Aws)
+        && spec.aws.role_arn.is_none()
+        && copied_aws_identity(pod, spec).is_none();
+    unseen.then(|| {
+        "aws: references have no role: no secret-injector.io/aws-role-arn, no eks.amazonaws.com/role-arn on the service account, no EKS identity env in the containers; the AWS SDK's default chain in the pod decides (EKS Pod Identity, or the node's role)".to_string()
+    })
+}
+
 /// Build the patch for a validated spec.
 pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
     let mut ops = Vec::new();
@@ -87,9 +98,14 @@ pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
     } else {
         None
     };
-    let mut volumes = vec![memory_volume(FILES_VOLUME)];
+    let has_files = !plan.files.is_empty();
+    let mut volumes = Vec::new();
+    if has_files {
+        volumes.push(memory_volume(FILES_VOLUME, "16Mi"));
+    }
     if plan.env_mode() {
-        volumes.push(memory_volume(ENV_VOLUME));
+        // holds a copy of this binary besides the env file
+        volumes.push(memory_volume(ENV_VOLUME, "64Mi"));
     }
     let mut token_providers = Vec::new();
     if plan.uses(Provider::Vault) {
@@ -121,7 +137,6 @@ pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
     );
 
     // 3. Mounts (and the wrapped command) in the selected containers.
-    let has_files = !plan.files.is_empty();
     for t in &spec.targets {
         let ct = spec::container(pod, t);
         let list = if t.init {
@@ -200,8 +215,8 @@ fn append_all(ops: &mut Vec<PatchOperation>, path: &[&str], exists: bool, items:
     }
 }
 
-fn memory_volume(name: &str) -> Value {
-    json!({"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}})
+fn memory_volume(name: &str, size: &str) -> Value {
+    json!({"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": size}})
 }
 
 /// The AWS identity env and token mounts an EKS webhook already gave an app container.
@@ -269,12 +284,12 @@ fn init_container(
     copied_aws: Option<&CopiedAws>,
 ) -> Value {
     let plan = &spec.plan;
-    let mut args = vec!["init".to_string(), format!("--out-dir={INIT_FILES_DIR}")];
-    if spec.refresh_interval.is_some() {
-        // the refresh sidecar takes over the token and its leases
-        args.push("--keep-token".to_string());
+    let mut args = vec!["init".to_string()];
+    let mut mounts = Vec::new();
+    if !plan.files.is_empty() {
+        args.push(format!("--out-dir={INIT_FILES_DIR}"));
+        mounts.push(json!({"name": FILES_VOLUME, "mountPath": INIT_FILES_DIR}));
     }
-    let mut mounts = vec![json!({"name": FILES_VOLUME, "mountPath": INIT_FILES_DIR})];
     if plan.env_mode() {
         args.push(format!("--env-dir={INIT_ENV_DIR}"));
         mounts.push(json!({"name": ENV_VOLUME, "mountPath": INIT_ENV_DIR}));
@@ -477,6 +492,44 @@ mod tests {
         assert_eq!(app["args"], json!(["--port=1"]));
         let init = &out["spec"]["initContainers"][0];
         assert!(init["args"].to_string().contains("--env-dir"));
+    }
+
+    #[test]
+    fn env_only_pods_get_no_files_volume_and_room_for_the_binary() {
+        let pod = json!({
+            "metadata": {"annotations": {"secret-injector.io/env-from": "aws:prod/app", "secret-injector.io/aws-role-arn": "arn:aws:iam::123456789012:role/a"}},
+            "spec": {"containers": [{"name": "app", "command": ["/app"]}]},
+        });
+        let (out, _) = run(&pod);
+        let vols = out["spec"]["volumes"].to_string();
+        assert!(!vols.contains(FILES_VOLUME), "{vols}");
+        assert_eq!(out["spec"]["volumes"][0]["emptyDir"]["sizeLimit"], "64Mi");
+        let args = out["spec"]["initContainers"][0]["args"].to_string();
+        assert!(
+            !args.contains("--out-dir") && args.contains("--env-dir"),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn warns_when_aws_has_no_visible_identity() {
+        let with = |ann: Value| {
+            let view: PodView = serde_json::from_value(json!({
+                "metadata": {"annotations": ann},
+                "spec": {"containers": [{"name": "app"}]},
+            }))
+            .unwrap();
+            match crate::mutate(&view, &Config::default(), &Context::default()) {
+                crate::Outcome::Injected { warnings, .. } => warnings,
+                other => panic!("{other:?}"),
+            }
+        };
+        let w = with(json!({"secret-injector.io/secret-a": "aws:prod/a"}));
+        assert!(w.iter().any(|w| w.contains("default chain")), "{w:?}");
+        let w = with(
+            json!({"secret-injector.io/secret-a": "aws:prod/a", "secret-injector.io/aws-role-arn": "arn:aws:iam::123456789012:role/a"}),
+        );
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]

@@ -44,7 +44,6 @@ pub struct ContainerView {
     pub env: Option<Vec<EnvVarView>>,
     pub volume_mounts: Option<Vec<VolumeMountView>>,
     pub security_context: Option<SecurityContextView>,
-    pub restart_policy: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -376,6 +376,19 @@ mod tests {
     }
 
     #[test]
+    fn tojson_escapes_values_for_json_and_yaml_files() {
+        let secrets = BTreeMap::from([("db".to_string(), json!({"password": "a\"b"}))]);
+        let out = render(
+            "c.json",
+            "{\"pw\": {{ secrets.db.password | tojson }}}",
+            &secrets,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["pw"], "a\"b");
+    }
+
+    #[test]
     fn render_cannot_loop_forever_or_read_the_environment() {
         let secrets = BTreeMap::new();
         let e = render(

@@ -95,6 +95,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 Ok(Ok(client)) => {
                     let (accounts, watch) = accounts::watch(client);
                     tokio::spawn(watch);
+                    state.cache_synced = accounts.synced_flag();
                     state.lookup = Arc::new(move |ns: &str, sa: &str| accounts.context(ns, sa));
                     tracing::info!("watching ServiceAccounts for eks.amazonaws.com/role-arn");
                 }
@@ -228,7 +229,13 @@ fn init(args: InitArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(secret_injector::init::run(opts)) {
+    let span = tracing::info_span!(
+        "init",
+        namespace = %std::env::var("SECRET_INJECTOR_POD_NAMESPACE").unwrap_or_default(),
+        pod = %std::env::var("SECRET_INJECTOR_POD_NAME").unwrap_or_default(),
+    );
+    use tracing::Instrument;
+    match runtime.block_on(secret_injector::init::run(opts).instrument(span)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(e.0),
     }

@@ -33,6 +33,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
     pub lookup: Lookup,
+    /// Whether the ServiceAccount cache has synced (true when there is none).
+    pub cache_synced: Arc<AtomicBool>,
+    /// Readiness stops waiting for the cache after this long (the admission path then
+    /// falls back to pod annotations, and says so in its logs).
+    pub cache_wait: Duration,
+    pub started: Instant,
 }
 
 impl AppState {
@@ -42,7 +48,17 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             lookup: Arc::new(|_, _| Context::default()),
+            cache_synced: Arc::new(AtomicBool::new(true)),
+            cache_wait: Duration::from_secs(30),
+            started: Instant::now(),
         }
+    }
+
+    /// Serving, and the ServiceAccount cache synced (or waited for long enough).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+            && (self.cache_synced.load(Ordering::Relaxed)
+                || self.started.elapsed() >= self.cache_wait)
     }
 }
 
@@ -112,7 +128,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route(
             "/readyz",
             get(|State(s): State<Arc<AppState>>| async move {
-                if s.ready.load(Ordering::Relaxed) {
+                if s.is_ready() {
                     (StatusCode::OK, "ready\n")
                 } else {
                     (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
@@ -212,5 +228,22 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term => {},
         _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_waits_for_the_service_account_cache_for_a_while() {
+        let mut state = AppState::new(Config::default(), Arc::new(Metrics::new()));
+        assert!(!state.is_ready(), "not serving yet");
+        state.ready.store(true, Ordering::Relaxed);
+        assert!(state.is_ready(), "no cache to wait for");
+        state.cache_synced = Arc::new(AtomicBool::new(false));
+        assert!(!state.is_ready(), "cache not synced");
+        state.cache_wait = Duration::ZERO;
+        assert!(state.is_ready(), "waited long enough: annotations fallback");
     }
 }

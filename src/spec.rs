@@ -249,9 +249,11 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     if pod
         .init_containers()
         .iter()
-        .any(|ic| ic.name.starts_with("secret-injector"))
+        .any(|ic| ic.name == crate::patch::INIT_CONTAINER)
     {
-        return Ok(Decision::Skip("already has a secret-injector container"));
+        return Ok(Decision::Skip(
+            "already has the secret-injector-init container",
+        ));
     }
     match ours.get("inject").copied() {
         Some("false") => return Ok(Decision::Skip("secret-injector.io/inject is false")),
@@ -340,8 +342,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     let targets = select_targets(&mut c, pod, ours.get("containers").copied());
 
     // The files to write and their modes.
-    let mount_users = app_user(pod, &targets);
-    let default_mode = if mount_users.is_some() { 0o400 } else { 0o444 };
+    let default_mode = default_file_mode(pod, &targets);
     plan.default_mode = default_mode;
     for name in plan.secrets.keys().chain(plan.templates.keys()) {
         plan.files.insert(name.clone(), default_mode);
@@ -392,7 +393,15 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         check_mount_collisions(&mut c, pod, &targets, &mount_path, "mount-path");
     }
     if plan.env_mode() {
-        check_mount_collisions(&mut c, pod, &targets, ENV_MOUNT_PATH, "env-from");
+        let env_key = first_env_key(&ours);
+        for problem in collisions(pod, &targets, ENV_MOUNT_PATH) {
+            c.push(
+                &env_key,
+                format!(
+                    "env mode mounts its volume at {ENV_MOUNT_PATH}, which {problem}; move that mount elsewhere, or use files instead of env vars"
+                ),
+            );
+        }
         if has_files && overlaps(&mount_path, ENV_MOUNT_PATH) {
             c.push(
                 "mount-path",
@@ -401,24 +410,40 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
                 ),
             );
         }
-        check_entrypoints(&mut c, pod, &targets, command.as_ref(), &ours);
+        check_entrypoints(&mut c, pod, &targets, command.as_ref(), &env_key);
     } else if command.is_some() {
         warnings.push(
             "secret-injector.io/command is only used in env mode (env-<VAR> or env-from annotations); it is ignored".to_string(),
         );
     }
+    let refresh_interval = ours
+        .get("refresh-interval")
+        .and_then(|raw| parse_interval(&mut c, raw));
+    if refresh_interval.is_some() {
+        warnings.push(
+            "secret-injector.io/refresh-interval is validated, but the refresh sidecar is not part of this release yet: the secrets are fetched once, when the pod starts".to_string(),
+        );
+    }
+
+    let vault = vault_identity(&mut c, pod, config, &ours);
+    let aws = aws_identity(&mut c, config, ctx, &ours);
+
+    if pod
+        .volumes()
+        .iter()
+        .any(|v| v.name.starts_with("secret-injector-"))
+    {
+        c.push(
+            "inject",
+            "the pod already has a volume named secret-injector-*, a prefix this webhook reserves; rename that volume",
+        );
+    }
+
     if !has_files && !plan.env_mode() && c.problems.is_empty() {
         return Ok(Decision::Skip(
             "no secret-, template- or env- annotation: nothing to inject",
         ));
     }
-
-    let refresh_interval = ours
-        .get("refresh-interval")
-        .and_then(|raw| parse_interval(&mut c, raw));
-
-    let vault = vault_identity(&mut c, pod, config, &ours);
-    let aws = aws_identity(&mut c, config, ctx, &ours);
 
     if c.problems.is_empty() {
         Ok(Decision::Inject(Box::new(InjectionSpec {
@@ -573,6 +598,20 @@ pub fn app_user(pod: &PodView, targets: &[Target]) -> Option<(i64, Option<i64>)>
     users.all(|u| u == first).then_some((uid, gid))
 }
 
+/// Mode of files without `file-mode-<name>`: owner-only when the injected container can
+/// run as the app's user; group-readable when only `fsGroup` is known (the memory
+/// volume's files then belong to that group); else readable by all on the pod-private
+/// volume, because a user set only inside the image is unknown to the webhook.
+pub fn default_file_mode(pod: &PodView, targets: &[Target]) -> u32 {
+    if app_user(pod, targets).is_some() {
+        0o400
+    } else if pod.pod_security().and_then(|s| s.fs_group).is_some() {
+        0o440
+    } else {
+        0o444
+    }
+}
+
 /// The container a target points at.
 pub fn container<'a>(pod: &'a PodView, t: &Target) -> &'a ContainerView {
     if t.init {
@@ -705,6 +744,22 @@ fn overlaps(a: &str, b: &str) -> bool {
     under(a, b) || under(b, a)
 }
 
+/// Existing mounts of the selected containers that `path` would collide with.
+fn collisions(pod: &PodView, targets: &[Target], path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in targets {
+        for m in container(pod, t).volume_mounts.iter().flatten() {
+            if overlaps(path, &m.mount_path) {
+                out.push(format!(
+                    "collides with the mount of volume `{}` at {} in container `{}`",
+                    m.name, m.mount_path, t.name
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn check_mount_collisions(
     c: &mut Collector,
     pod: &PodView,
@@ -712,19 +767,24 @@ fn check_mount_collisions(
     path: &str,
     annotation: &str,
 ) {
-    for t in targets {
-        let ct = container(pod, t);
-        for m in ct.volume_mounts.iter().flatten() {
-            if overlaps(path, &m.mount_path) {
-                c.push(
-                    annotation,
-                    format!(
-                        "`{path}` collides with the mount of volume `{}` at {} in container `{}`; choose another path, for example secret-injector.io/mount-path: /var/run/secrets/app",
-                        m.name, m.mount_path, t.name
-                    ),
-                );
-            }
-        }
+    for problem in collisions(pod, targets, path) {
+        c.push(
+            annotation,
+            format!(
+                "`{path}` {problem}; choose another path, for example secret-injector.io/mount-path: /var/run/secrets/app"
+            ),
+        );
+    }
+}
+
+/// The annotation env-mode problems are reported under.
+fn first_env_key(ours: &BTreeMap<&str, &str>) -> String {
+    if ours.contains_key("env-from") {
+        "env-from".to_string()
+    } else {
+        ours.keys()
+            .find(|k| k.starts_with("env-"))
+            .map_or_else(|| "env-from".to_string(), |k| k.to_string())
     }
 }
 
@@ -733,21 +793,14 @@ fn check_entrypoints(
     pod: &PodView,
     targets: &[Target],
     command: Option<&Vec<String>>,
-    ours: &BTreeMap<&str, &str>,
+    env_key: &str,
 ) {
-    let env_key = if ours.contains_key("env-from") {
-        "env-from".to_string()
-    } else {
-        ours.keys()
-            .find(|k| k.starts_with("env-"))
-            .map_or_else(|| "env-from".to_string(), |k| k.to_string())
-    };
     for t in targets {
         let ct = container(pod, t);
         let has_command = ct.command.as_ref().is_some_and(|c| !c.is_empty());
         if !has_command && command.is_none() {
             c.push(
-                &env_key,
+                env_key,
                 format!(
                     "env mode starts container `{}` through `secret-injector exec`, so it must know the entrypoint, but the container has no `command` (the image's ENTRYPOINT is not visible to the webhook); set `command` on the container, or annotate secret-injector.io/command: '[\"/path/to/app\"]'",
                     t.name
@@ -1052,6 +1105,14 @@ mod tests {
         };
         assert_eq!(s.plan.files["a"], 0o400);
         assert_eq!(app_user(&p, &s.targets), Some((1000, None)));
+        let g = pod(
+            json!({"secret-injector.io/secret-a": "vault:kv/a"}),
+            json!({"securityContext": {"fsGroup": 2000}, "containers": [{"name": "app"}]}),
+        );
+        let Ok(Decision::Inject(s)) = parse(&g, &Config::default(), &Context::default()) else {
+            panic!()
+        };
+        assert_eq!(s.plan.files["a"], 0o440, "fsGroup only: group-readable");
     }
 
     #[test]
@@ -1160,6 +1221,45 @@ mod tests {
         assert!(matches!(ok, Ok(Decision::Inject(_))), "{ok:?}");
         let p = one_problem(json!({"secret-injector.io/env-from": "aws:x#k"}));
         assert!(p.message.contains("drop `#k`"));
+    }
+
+    #[test]
+    fn env_mode_collisions_name_the_env_annotation() {
+        let spec = json!({"containers": [{"name": "app", "command": ["/app"], "volumeMounts": [{"name": "x", "mountPath": "/secret-injector"}]}]});
+        let ps = problems(
+            json!({"secret-injector.io/env-DB_PASSWORD": "vault:kv/db#password"}),
+            spec,
+        );
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert_eq!(ps[0].annotation, "secret-injector.io/env-DB_PASSWORD");
+        assert!(
+            ps[0]
+                .message
+                .contains("env mode mounts its volume at /secret-injector"),
+            "{}",
+            ps[0].message
+        );
+    }
+
+    #[test]
+    fn reserved_volume_names_and_refresh_warning() {
+        let spec = json!({"containers": [{"name": "app"}], "volumes": [{"name": "secret-injector-files"}]});
+        let ps = problems(json!({"secret-injector.io/secret-a": "vault:kv/a"}), spec);
+        assert!(ps[0].message.contains("reserves"), "{ps:?}");
+        let s = inject(
+            json!({"secret-injector.io/secret-a": "vault:kv/a", "secret-injector.io/refresh-interval": "1m"}),
+        );
+        assert!(
+            s.warnings.iter().any(|w| w.contains("fetched once")),
+            "{:?}",
+            s.warnings
+        );
+        // identity annotations are validated even when there is nothing to inject
+        let p = pod(
+            json!({"secret-injector.io/vault-auth-method": "ldap"}),
+            one_app(),
+        );
+        assert!(parse(&p, &Config::default(), &Context::default()).is_err());
     }
 
     #[test]

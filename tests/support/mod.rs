@@ -45,7 +45,8 @@ pub fn free_port_pair() -> u16 {
     }
 }
 
-async fn wait_http(url: &str, what: &str, child: &mut Child) {
+/// Wait until `url` answers; `false` if the process exited first (a port race).
+async fn wait_http(url: &str, what: &str, child: &mut Child) -> bool {
     let client = reqwest::Client::builder()
         .tls_backend_rustls()
         .timeout(Duration::from_secs(2))
@@ -56,10 +57,11 @@ async fn wait_http(url: &str, what: &str, child: &mut Child) {
         if let Ok(r) = client.get(url).send().await
             && r.status().as_u16() < 500
         {
-            return;
+            return true;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early: {status}");
+            eprintln!("{what} exited early ({status}); retrying on another port");
+            return false;
         }
         assert!(Instant::now() < deadline, "{what} did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -85,10 +87,16 @@ pub struct OpenBao {
 
 impl OpenBao {
     pub async fn start() -> OpenBao {
-        Self::start_on(free_port_pair()).await
+        for _ in 0..5 {
+            if let Some(bao) = Self::try_start_on(free_port_pair()).await {
+                return bao;
+            }
+        }
+        panic!("OpenBao did not start");
     }
 
-    pub async fn start_on(port: u16) -> OpenBao {
+    /// Start on `port`; `None` if the port was taken meanwhile.
+    pub async fn try_start_on(port: u16) -> Option<OpenBao> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let root = "root-token-for-tests".to_string();
         let mut child = Command::new(venv_bin("bao"))
@@ -104,13 +112,15 @@ impl OpenBao {
             .spawn()
             .expect("start bao");
         let addr = format!("http://127.0.0.1:{port}");
-        wait_http(&format!("{addr}/v1/sys/health"), "OpenBao", &mut child).await;
-        OpenBao {
+        if !wait_http(&format!("{addr}/v1/sys/health"), "OpenBao", &mut child).await {
+            return None;
+        }
+        Some(OpenBao {
             child,
             port,
             addr,
             root,
-        }
+        })
     }
 
     /// A root-token API call; panics on an error status.
@@ -204,16 +214,20 @@ pub struct Moto {
 
 impl Moto {
     pub async fn start() -> Moto {
-        let port = free_port();
-        let mut child = Command::new(venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let url = format!("http://127.0.0.1:{port}");
-        wait_http(&format!("{url}/moto-api/"), "moto", &mut child).await;
-        Moto { child, port, url }
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(venv_bin("moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto_server");
+            let url = format!("http://127.0.0.1:{port}");
+            if wait_http(&format!("{url}/moto-api/"), "moto", &mut child).await {
+                return Moto { child, port, url };
+            }
+        }
+        panic!("moto did not start");
     }
 
     /// A Secrets Manager client with static test keys.
