@@ -278,6 +278,45 @@ mod tests {
         assert!(!patch.0.is_empty());
     }
 
+    /// A review as kube-apiserver sends it for a pod a ReplicaSet creates: generateName,
+    /// no namespace in the object, managedFields, the kube-api-access volume.
+    #[test]
+    fn captured_replicaset_review() {
+        let body = include_bytes!("../tests/fixtures/reviews/replicaset-pod-create.json");
+        let mut ctx_seen = None;
+        let (bytes, summary) = review(body, &Config::default(), |ns, sa| {
+            ctx_seen = Some((ns.to_string(), sa.to_string()));
+            Context {
+                service_account_role_arn: Some("arn:aws:iam::123456789012:role/deparrow".into()),
+            }
+        })
+        .unwrap();
+        assert_eq!(ctx_seen, Some(("deparrow".into(), "deparrow-api".into())));
+        assert_eq!(summary.outcome, "injected");
+        assert_eq!(summary.namespace, "deparrow");
+        let resp: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            resp["response"]["uid"],
+            "3f0b6c1e-2f7a-4d2b-9a51-6b1f0f4c2e77"
+        );
+        let mut pod: Value =
+            serde_json::from_slice::<Value>(body).unwrap()["request"]["object"].clone();
+        json_patch::patch(&mut pod, &decode_patch(&bytes).unwrap()).unwrap();
+        let init = &pod["spec"]["initContainers"][0];
+        assert_eq!(init["securityContext"]["runAsUser"], 10001);
+        assert!(
+            init.to_string()
+                .contains("arn:aws:iam::123456789012:role/deparrow")
+        );
+        assert_eq!(pod["spec"]["volumes"][0]["name"], "kube-api-access-9xk2p");
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"][1]["mountPath"],
+            "/secrets"
+        );
+        let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
+        assert_eq!(typed.spec.unwrap().init_containers.unwrap().len(), 1);
+    }
+
     #[test]
     fn non_pod_and_non_create_are_allowed_unchanged() {
         let mut body: Value =

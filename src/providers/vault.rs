@@ -96,6 +96,16 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, FetchError> {
     Ok(token.to_string())
 }
 
+/// A TLS verification failure: retrying cannot help, the trust setup must change.
+fn untrusted(detail: &str, what: &str) -> Option<FetchError> {
+    let lower = detail.to_lowercase();
+    (lower.contains("certificate") || lower.contains("unknownissuer")).then(|| {
+        FetchError::permanent(format!(
+            "{what}: Vault's TLS certificate is not trusted ({detail}); give the webhook its CA in vault.ca_cert"
+        ))
+    })
+}
+
 /// Classify a reqwest transport error.
 fn transport(e: &reqwest::Error, what: &str) -> FetchError {
     // Connection refused/reset, DNS, timeouts: the store may come back.
@@ -111,6 +121,9 @@ fn transport(e: &reqwest::Error, what: &str) -> FetchError {
     while let Some(s) = source {
         detail = s.to_string();
         source = s.source();
+    }
+    if let Some(e) = untrusted(&detail, what) {
+        return e;
     }
     let detail = if detail.is_empty() {
         String::new()
@@ -180,7 +193,8 @@ fn login_error(e: ClientError, settings: &Settings) -> FetchError {
                     detail = s.to_string();
                     cur = s.source();
                 }
-                FetchError::transient(format!("{what}: {detail}"))
+                untrusted(&detail, &what)
+                    .unwrap_or_else(|| FetchError::transient(format!("{what}: {detail}")))
             }
         },
         other => FetchError::transient(format!("{what}: {other}")),

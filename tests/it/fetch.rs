@@ -23,6 +23,8 @@ const CNPG_PASSWORD: &str = "cnpg-Zx9!aa-password";
 const PLAIN_TOKEN: &str = "plain-token-Y7u6t5";
 const JWT_SECRET: &str = "deparrow-jwt-Qq1w2e3r";
 
+static VERSION_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn all_values() -> [&'static str; 6] {
     [
         DB_PASSWORD,
@@ -293,6 +295,17 @@ fn init_fetches_from_openbao_and_moto_with_the_pods_identity() {
             )
             .await;
         moto.create("team-a/token", PLAIN_TOKEN).await;
+        moto.create("team-a/rotated", &json!({"v": "first-version"}).to_string())
+            .await;
+        let v2 = moto
+            .put(
+                "team-a/rotated",
+                &json!({"v": "second-version"}).to_string(),
+            )
+            .await;
+        moto.put("team-a/rotated", &json!({"v": "third-version"}).to_string())
+            .await;
+        VERSION_ID.set(v2).unwrap();
         moto.create(
             "deparrow/production/secrets",
             &json!({"DEPARROW_JWT_SECRET": JWT_SECRET, "REDIS_PASSWORD": "r"}).to_string(),
@@ -302,6 +315,10 @@ fn init_fetches_from_openbao_and_moto_with_the_pods_identity() {
     });
     let tokens_before = rt.block_on(bao.token_count());
     let arn_ref = format!("aws:{arn}#password");
+    let by_id = format!(
+        "aws:team-a/rotated?version-id={}#v",
+        VERSION_ID.get().unwrap()
+    );
     let manifest = deployment(
         &[
             ("secret-db-password", "vault:secret/data/team-a/db#password"),
@@ -328,6 +345,12 @@ fn init_fetches_from_openbao_and_moto_with_the_pods_identity() {
             ),
             ("file-mode-config.yaml", "0440"),
             ("aws-role-arn", "arn:aws:iam::123456789012:role/team-a-app"),
+            ("secret-rotated-current", "aws:team-a/rotated#v"),
+            (
+                "secret-rotated-previous",
+                "aws:team-a/rotated?version-stage=AWSPREVIOUS#v",
+            ),
+            ("secret-rotated-by-id", &by_id),
         ],
         "app",
     );
@@ -368,6 +391,13 @@ fn init_fetches_from_openbao_and_moto_with_the_pods_identity() {
         "a plain SecretString is written whole"
     );
     assert_eq!(run.file("jwt"), JWT_SECRET);
+    assert_eq!(run.file("rotated-current"), "third-version");
+    assert_eq!(
+        run.file("rotated-previous"),
+        "second-version",
+        "?version-stage=AWSPREVIOUS"
+    );
+    assert_eq!(run.file("rotated-by-id"), "second-version", "?version-id=");
     assert_eq!(
         run.file("config.yaml"),
         format!("db: {DB_PASSWORD}\napi: {API_KEY}\n")
@@ -696,6 +726,60 @@ fn kubernetes_auth_through_token_review() {
             .contains("login to vault role `app` via auth/kubernetes"),
         "{}",
         run.last_line()
+    );
+    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
+}
+
+#[test]
+fn vault_over_tls_trusts_the_configured_ca_only() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let tls_dir = tempfile::tempdir().unwrap();
+    let bao = rt.block_on(async {
+        let bao = OpenBao::start_tls(tls_dir.path()).await;
+        bao.kv2_put("team-a/db", json!({"password": DB_PASSWORD}))
+            .await;
+        bao.policy(
+            "app",
+            "path \"secret/data/team-a/*\" { capabilities = [\"read\"] }",
+        )
+        .await;
+        bao.setup_jwt("jwt", &signer.public_pem, &[("app", NS, "app", "app")])
+            .await;
+        bao
+    });
+    let ca = tls_dir.path().join("vault-ca.pem");
+    let manifest = deployment(
+        &[("secret-db", "vault:secret/data/team-a/db#password")],
+        "app",
+    );
+    let token = [(
+        "secret-injector-token-vault",
+        signer.token(NS, "app", "vault"),
+    )];
+    // vault.ca_cert is read by the webhook and handed to the init container as PEM.
+    let with_ca = format!(
+        "vault:\n  address: {}\n  auth_method: jwt\n  auth_path: jwt\n  ca_cert: {}\n",
+        bao.addr,
+        ca.display()
+    );
+    let run = run_injected(&manifest, &with_ca, &token, &[]);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert_eq!(run.file("db"), DB_PASSWORD);
+    run.assert_no_values();
+
+    // Without the CA the certificate is not trusted: a permanent, explained failure.
+    let run = run_injected(
+        &manifest,
+        &config(&bao.addr, "http://127.0.0.1:9"),
+        &token,
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    let last = run.last_line();
+    assert!(
+        last.contains("certificate") && last.contains("vault.ca_cert"),
+        "{last}"
     );
     assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
 }

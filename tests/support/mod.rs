@@ -47,8 +47,10 @@ pub fn free_port_pair() -> u16 {
 
 /// Wait until `url` answers; `false` if the process exited first (a port race).
 async fn wait_http(url: &str, what: &str, child: &mut Child) -> bool {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = reqwest::Client::builder()
         .tls_backend_rustls()
+        .tls_danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
@@ -68,10 +70,13 @@ async fn wait_http(url: &str, what: &str, child: &mut Child) -> bool {
     }
 }
 
+/// The tests' own client for setting servers up (it does not check dev-TLS
+/// certificates; the code under test always does).
 pub fn http() -> reqwest::Client {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
         .tls_backend_rustls()
+        .tls_danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
@@ -87,8 +92,17 @@ pub struct OpenBao {
 
 impl OpenBao {
     pub async fn start() -> OpenBao {
+        Self::start_with(None).await
+    }
+
+    /// Dev mode with TLS: OpenBao generates a CA and writes `vault-ca.pem` into `dir`.
+    pub async fn start_tls(dir: &std::path::Path) -> OpenBao {
+        Self::start_with(Some(dir)).await
+    }
+
+    async fn start_with(tls_dir: Option<&std::path::Path>) -> OpenBao {
         for _ in 0..5 {
-            if let Some(bao) = Self::try_start_on(free_port_pair()).await {
+            if let Some(bao) = Self::try_start_on(free_port_pair(), tls_dir).await {
                 return bao;
             }
         }
@@ -96,22 +110,28 @@ impl OpenBao {
     }
 
     /// Start on `port`; `None` if the port was taken meanwhile.
-    pub async fn try_start_on(port: u16) -> Option<OpenBao> {
+    async fn try_start_on(port: u16, tls_dir: Option<&std::path::Path>) -> Option<OpenBao> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let root = "root-token-for-tests".to_string();
-        let mut child = Command::new(venv_bin("bao"))
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={root}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
+        let mut cmd = Command::new(venv_bin("bao"));
+        cmd.args([
+            "server",
+            "-dev",
+            &format!("-dev-root-token-id={root}"),
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+        ]);
+        if let Some(dir) = tls_dir {
+            cmd.arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", dir.display()));
+        }
+        let mut child = cmd
             .env("HOME", std::env::temp_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start bao");
-        let addr = format!("http://127.0.0.1:{port}");
+        let scheme = if tls_dir.is_some() { "https" } else { "http" };
+        let addr = format!("{scheme}://127.0.0.1:{port}");
         if !wait_http(&format!("{addr}/v1/sys/health"), "OpenBao", &mut child).await {
             return None;
         }
@@ -241,6 +261,20 @@ impl Moto {
             .load()
             .await;
         aws_sdk_secretsmanager::Client::new(&config)
+    }
+
+    /// Put a new version of a secret; returns its version id.
+    pub async fn put(&self, name: &str, value: &str) -> String {
+        let out = self
+            .client()
+            .await
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap();
+        out.version_id.unwrap()
     }
 
     /// Create a secret; returns its ARN.
