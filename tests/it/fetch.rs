@@ -783,3 +783,117 @@ fn vault_over_tls_trusts_the_configured_ca_only() {
     );
     assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
 }
+
+#[test]
+fn env_mode_loads_variables_into_the_app_process_only() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let (bao, moto) = rt.block_on(async {
+        let bao = bao_with_secrets(&signer).await;
+        let moto = Moto::start().await;
+        moto.create(
+            "deparrow/production/secrets",
+            &json!({"DEPARROW_JWT_SECRET": JWT_SECRET, "POSTGRES_PASSWORD": CNPG_PASSWORD})
+                .to_string(),
+        )
+        .await;
+        (bao, moto)
+    });
+    let manifest = deployment(
+        &[
+            ("env-from", "aws:deparrow/production/secrets"),
+            ("env-DB_PASSWORD", "vault:secret/data/team-a/db#password"),
+            ("aws-role-arn", "arn:aws:iam::123456789012:role/deparrow"),
+        ],
+        "app",
+    );
+    assert!(all_values().iter().all(|v| !manifest.contains(v)));
+    let run = run_injected(
+        &manifest,
+        &config(&bao.addr, &moto.url),
+        &[
+            (
+                "secret-injector-token-vault",
+                signer.token(NS, "app", "vault"),
+            ),
+            (
+                "secret-injector-token-aws",
+                signer.token(NS, "app", "sts.amazonaws.com"),
+            ),
+        ],
+        &[],
+    );
+    assert!(run.out.status.success(), "{}", run.stderr());
+    run.assert_no_values();
+    let env_dir = &run.mounts["/secret-injector/env"];
+    let copied = env_dir.join("bin/secret-injector");
+    assert!(
+        copied.exists(),
+        "the binary is copied for the app container"
+    );
+    let mode = std::fs::metadata(env_dir.join("env.json"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o400);
+
+    // What the wrapped container runs: exec -- <command>, here /usr/bin/env.
+    let out = std::process::Command::new(&copied)
+        .args([
+            "exec",
+            "--env-file",
+            env_dir.join("env.json").to_str().unwrap(),
+            "--",
+            "/usr/bin/env",
+        ])
+        .env_clear()
+        .env("KEPT", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        env.contains(&format!("DEPARROW_JWT_SECRET={JWT_SECRET}")),
+        "env-from key missing"
+    );
+    assert!(env.contains(&format!("POSTGRES_PASSWORD={CNPG_PASSWORD}")));
+    assert!(
+        env.contains(&format!("DB_PASSWORD={DB_PASSWORD}")),
+        "env-<VAR> missing"
+    );
+    assert!(env.contains("KEPT=1"), "the container's own env is kept");
+
+    // Exit codes pass through, and a missing program is a clear error.
+    let status = std::process::Command::new(&copied)
+        .args([
+            "exec",
+            "--env-file",
+            env_dir.join("env.json").to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "exit 7",
+        ])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(7));
+    let out = std::process::Command::new(&copied)
+        .args([
+            "exec",
+            "--env-file",
+            env_dir.join("env.json").to_str().unwrap(),
+            "--",
+            "/nonexistent/app",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/app"), "{err}");
+    assert!(all_values().iter().all(|v| !err.contains(v)));
+}
