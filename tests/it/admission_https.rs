@@ -434,3 +434,35 @@ fn self_signed_serves_with_the_written_ca() {
         "{stderr}"
     );
 }
+
+/// A client that never finishes its headers (slowloris) is disconnected after the
+/// header timeout instead of holding a connection forever.
+#[test]
+fn slow_headers_are_cut_off() {
+    let w = Webhook::start(&["--header-timeout", "1s"]);
+    rt().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cfg = {
+            let mut c = util::rustls_client_config(&w.ca());
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            c
+        };
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", w.port))
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection still open after 10 s");
+        let elapsed = start.elapsed();
+        assert!(elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
+    });
+    // and the server still serves
+    assert_eq!(util::http_get(w.admin, "/readyz").unwrap(), "ready\n");
+}
