@@ -50,8 +50,12 @@ pub struct VaultConfig {
 pub struct AwsConfig {
     pub region: String,
     pub audience: String,
-    /// Optional endpoint override (`AWS_ENDPOINT_URL`), for VPC endpoints or tests.
+    /// Optional endpoint override for every AWS service, STS included
+    /// (`AWS_ENDPOINT_URL`), for emulators and tests.
     pub endpoint_url: String,
+    /// Optional endpoint of Secrets Manager only (`AWS_ENDPOINT_URL_SECRETS_MANAGER`),
+    /// for a VPC interface endpoint.
+    pub secretsmanager_endpoint_url: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,6 +105,7 @@ impl Default for AwsConfig {
             region: "us-east-1".to_string(),
             audience: "sts.amazonaws.com".to_string(),
             endpoint_url: String::new(),
+            secretsmanager_endpoint_url: String::new(),
         }
     }
 }

@@ -110,25 +110,32 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
     } else {
         None
     };
-    let aws = if plan.uses(Provider::Aws) {
-        Some(Aws::new(opts.aws_region.clone(), opts.attempt_timeout).await)
-    } else {
-        None
-    };
+    // One AWS client per region: the configured one, and the region of each full ARN.
+    let mut aws: BTreeMap<Option<String>, Aws> = BTreeMap::new();
+    for r in locations.values().filter(|r| r.provider == Provider::Aws) {
+        let region = arn_region(r);
+        if let std::collections::btree_map::Entry::Vacant(slot) = aws.entry(region.clone()) {
+            let configured = opts.aws_region.clone();
+            slot.insert(Aws::new(region.or(configured), opts.attempt_timeout).await);
+        }
+    }
 
     let logged_in = start.elapsed();
+    let mut leases: Vec<Lease> = Vec::new();
+    let result: Result<Report, InitError> = async {
     let mut fetched: BTreeMap<String, Fetched> = BTreeMap::new();
-    let mut leases = Vec::new();
     let mut errors: Vec<FetchError> = Vec::new();
 
-    // AWS current versions of several secrets: batches of 20.
-    let batchable: Vec<&SecretRef> = locations
-        .values()
-        .filter(|r| r.provider == Provider::Aws && r.version.is_none())
-        .collect();
-    if let Some(aws) = &aws
-        && batchable.len() >= 2
-    {
+    // AWS current versions of several secrets: batches of 20 per region.
+    for (region, client) in &aws {
+        let batchable: Vec<&SecretRef> = locations
+            .values()
+            .filter(|r| r.provider == Provider::Aws && r.version.is_none() && &arn_region(r) == region)
+            .collect();
+        if batchable.len() < 2 {
+            continue;
+        }
+        let aws = client;
         for chunk in batchable.chunks(aws::BATCH_LIMIT) {
             let ids: Vec<String> = chunk.iter().map(|r| r.path.clone()).collect();
             match retrying(deadline, || aws.batch(&ids)).await {
@@ -167,12 +174,16 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
     let results: Vec<Outcome> = futures::stream::iter(pending)
         .map(|r| {
             let vault = vault.as_ref();
-            let aws = aws.as_ref();
+            let aws = aws.get(&arn_region(&r));
             async move {
                 let result = retrying(deadline, || async {
                     match r.provider {
                         Provider::Vault => vault.expect("logged in").read(&r).await,
-                        Provider::Aws => aws.expect("client").get(&r).await.map(|v| (v, None)),
+                        Provider::Aws => aws
+                            .expect("a client per region")
+                            .get(&r)
+                            .await
+                            .map(|v| (v, None)),
                     }
                 })
                 .await;
@@ -198,9 +209,6 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
             1 => String::new(),
             n => format!(" (and {} more failures)", n - 1),
         };
-        if let Some(v) = &vault {
-            finish_vault(v, &leases, opts.keep_token).await;
-        }
         return Err(InitError(format!("{}{more}", errors[0].message)));
     }
 
@@ -309,15 +317,12 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
     }
 
     let written = start.elapsed();
-    let mut report = Report {
+    let report = Report {
         files: files.iter().map(|(n, _, _)| n.clone()).collect(),
         env_vars: env_vars.len(),
         leases: leases.clone(),
         token_revoked: false,
     };
-    if let Some(v) = &vault {
-        report.token_revoked = finish_vault(v, &leases, opts.keep_token).await;
-    }
     for (name, bytes, mode) in &files {
         tracing::info!(file = %name, mode = %format!("{mode:04o}"), bytes = bytes.len(), sha256 = %short_hash(bytes), "wrote");
     }
@@ -327,10 +332,36 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
         login_ms = logged_in.as_millis() as u64,
         fetch_ms = (fetch_done - logged_in).as_millis() as u64,
         written_ms = written.as_millis() as u64,
-        total_ms = start.elapsed().as_millis() as u64,
         "secrets ready"
     );
     Ok(report)
+    }
+    .await;
+
+    // The token: kept for leases or a sidecar after success; after a failure revoked,
+    // with any leases it made, so a crash-looping pod leaves nothing behind.
+    match (&vault, result) {
+        (Some(v), Ok(mut report)) => {
+            report.token_revoked = finish_vault(v, &leases, opts.keep_token).await;
+            Ok(report)
+        }
+        (Some(v), Err(e)) => {
+            if let Err(re) = v.revoke_self().await {
+                tracing::warn!(error = %re, "could not revoke the Vault token after the failure");
+            }
+            Err(e)
+        }
+        (None, result) => result,
+    }
+}
+
+/// The region of a full Secrets Manager ARN reference (`None`: the configured region).
+fn arn_region(r: &SecretRef) -> Option<String> {
+    r.path
+        .strip_prefix("arn:")
+        .and_then(|rest| rest.split(':').nth(2))
+        .filter(|region| !region.is_empty())
+        .map(str::to_string)
 }
 
 /// Revoke the token unless a sidecar takes it over or leases depend on it.
@@ -412,12 +443,15 @@ pub fn write_all_or_nothing(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> std
 /// Copy this binary to `<dir>/bin/secret-injector` for env-mode containers (the app's
 /// image has neither it nor a shell to copy it with).
 fn install_self(dir: &Path) -> std::io::Result<()> {
-    let exe = std::env::current_exe()?;
-    let bytes = std::fs::read(exe)?;
-    write_all_or_nothing(
-        &dir.join("bin"),
-        &[("secret-injector".to_string(), bytes, 0o555)],
-    )
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let tmp = bin.join(".secret-injector.secret-injector-tmp");
+    // a streaming copy: the binary never sits in this process's memory
+    std::fs::copy(std::env::current_exe()?, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o555))?;
+    std::fs::rename(&tmp, bin.join("secret-injector"))
 }
 
 #[cfg(test)]

@@ -32,8 +32,25 @@ const CLAMPED: &[&str] = &[
     "aws_sigv4",
 ];
 
+/// `RUST_LOG` without the directives that name a clamped library (or a module of
+/// one): those could otherwise lift it past the clamp.
+fn without_clamped(spec: &str) -> String {
+    spec.split(',')
+        .filter(|d| {
+            let target = d.split(['=', '[']).next().unwrap_or_default().trim();
+            !CLAMPED
+                .iter()
+                .chain(["vaultrs", "rustify"].iter())
+                .any(|c| target == *c || target.starts_with(&format!("{c}::")))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn init(format: LogFormat) {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let mut filter =
+        EnvFilter::try_new(without_clamped(&spec)).unwrap_or_else(|_| EnvFilter::new("info"));
     for target in CLAMPED {
         filter = filter.add_directive(format!("{target}=info").parse().expect("valid directive"));
     }
@@ -41,11 +58,29 @@ pub fn init(format: LogFormat) {
     for target in ["vaultrs", "rustify"] {
         filter = filter.add_directive(format!("{target}=off").parse().expect("valid directive"));
     }
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_for_clamped_libraries_are_dropped() {
+        assert_eq!(
+            without_clamped(
+                "trace,aws_smithy_runtime::client::orchestrator::http=trace,hyper=debug,secret_injector=debug"
+            ),
+            "trace,secret_injector=debug"
+        );
+        assert_eq!(without_clamped("vaultrs=trace"), "");
+    }
 }

@@ -223,6 +223,8 @@ fn memory_volume(name: &str, size: &str) -> Value {
 struct CopiedAws {
     env: Vec<Value>,
     mounts: Vec<Value>,
+    /// AWS_REGION (or AWS_DEFAULT_REGION) of the app container.
+    region: Option<String>,
 }
 
 fn copied_aws_identity(pod: &PodView, spec: &InjectionSpec) -> Option<CopiedAws> {
@@ -261,7 +263,14 @@ fn copied_aws_identity(pod: &PodView, spec: &InjectionSpec) -> Option<CopiedAws>
         if mounts.is_empty() {
             continue;
         }
+        let region = ct
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.name == "AWS_REGION" || e.name == "AWS_DEFAULT_REGION")
+            .find_map(|e| e.value.clone());
         return Some(CopiedAws {
+            region,
             env: env
                 .iter()
                 .map(|(k, v)| json!({"name": k, "value": v}))
@@ -332,9 +341,21 @@ fn init_container(
         }
     }
     if plan.uses(Provider::Aws) {
-        envs.push(env("AWS_REGION", spec.aws.region.clone()));
+        // The app's own region (set by the EKS webhook, say) unless the pod names one.
+        let app_region = copied_aws.and_then(|c| c.region.clone());
+        let region = match app_region {
+            Some(r) if !spec.aws.region_explicit => r,
+            _ => spec.aws.region.clone(),
+        };
+        envs.push(env("AWS_REGION", region));
         if !config.aws.endpoint_url.is_empty() {
             envs.push(env("AWS_ENDPOINT_URL", config.aws.endpoint_url.clone()));
+        }
+        if !config.aws.secretsmanager_endpoint_url.is_empty() {
+            envs.push(env(
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+                config.aws.secretsmanager_endpoint_url.clone(),
+            ));
         }
         if let Some(copied) = copied_aws {
             envs.extend(copied.env.iter().cloned());
@@ -542,6 +563,7 @@ mod tests {
                     {"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::123456789012:role/app"},
                     {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"},
                     {"name": "OTHER", "value": "x"},
+                    {"name": "AWS_REGION", "value": "eu-west-1"},
                 ],
                 "volumeMounts": [{"name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount", "readOnly": true}],
             }], "volumes": [{"name": "aws-iam-token", "projected": {"sources": []}}]},
@@ -552,6 +574,7 @@ mod tests {
         assert!(text.contains("arn:aws:iam::123456789012:role/app"));
         assert!(text.contains("aws-iam-token"));
         assert!(!text.contains("OTHER"));
+        assert!(text.contains("eu-west-1"), "the app's region: {text}");
         assert!(
             !out["spec"]["volumes"]
                 .to_string()

@@ -123,6 +123,9 @@ pub struct AwsIdentity {
     /// The role came from `secret-injector.io/aws-role-arn` (it then wins over the
     /// web identity an EKS webhook gave the app containers).
     pub explicit: bool,
+    /// The region came from `secret-injector.io/aws-region` (it then wins over the
+    /// app container's AWS_REGION).
+    pub region_explicit: bool,
 }
 
 /// The files and variables the init container produces, handed to it as JSON.
@@ -434,7 +437,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         .any(|v| v.name.starts_with("secret-injector-"))
     {
         c.push(
-            "inject",
+            "*",
             "the pod already has a volume named secret-injector-*, a prefix this webhook reserves; rename that volume",
         );
     }
@@ -990,6 +993,7 @@ fn aws_identity(
     };
     AwsIdentity {
         region,
+        region_explicit: ours.contains_key("aws-region"),
         explicit: ours.contains_key("aws-role-arn"),
         role_arn,
     }

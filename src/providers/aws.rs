@@ -37,6 +37,32 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestTimeout",
 ];
 
+/// The SDK's error context on one line.
+fn context<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
+    DisplayErrorContext(e)
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Credential problems that retrying cannot fix.
+fn credentials_refused(text: &str) -> bool {
+    [
+        "AccessDenied",
+        "InvalidIdentityToken",
+        "ExpiredToken",
+        "no credentials",
+        "NoCredentials",
+        "CredentialsNotLoaded",
+        "failed to load credentials",
+        "web identity token",
+        "No such file",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
 /// Classify an SDK error; the message names the reference and identity, never a value.
 fn classify<E, R>(e: &SdkError<E, R>, what: &str, identity: &str) -> FetchError
 where
@@ -55,19 +81,16 @@ where
             }
         }
         SdkError::TimeoutError(_) => FetchError::transient(format!("{what}: timed out")),
-        SdkError::ResponseError(_) => FetchError::transient(format!(
-            "{what}: unreadable response ({})",
-            DisplayErrorContext(e)
-        )),
+        SdkError::ResponseError(_) => {
+            FetchError::transient(format!("{what}: unreadable response ({})", context(e)))
+        }
         SdkError::DispatchFailure(df) => {
-            let text = DisplayErrorContext(e).to_string();
-            // Credentials are resolved while dispatching: an STS refusal is permanent.
-            if text.contains("AccessDenied")
-                || text.contains("InvalidIdentityToken")
-                || text.contains("ExpiredToken")
-            {
+            let text = context(e);
+            // Credentials are resolved while dispatching: a refusal or a missing
+            // identity is permanent.
+            if credentials_refused(&text) {
                 FetchError::permanent(format!(
-                    "{what}: credentials refused for {identity}: {text}"
+                    "{what}: no usable AWS credentials for {identity}: {text}"
                 ))
             } else if df.is_io()
                 || df.is_timeout()
@@ -79,7 +102,16 @@ where
                 FetchError::permanent(format!("{what}: {text}"))
             }
         }
-        _ => FetchError::permanent(format!("{what}: {}", DisplayErrorContext(e))),
+        _ => {
+            let text = context(e);
+            if credentials_refused(&text) {
+                FetchError::permanent(format!(
+                    "{what}: no usable AWS credentials for {identity}: {text}"
+                ))
+            } else {
+                FetchError::permanent(format!("{what}: {text}"))
+            }
+        }
     }
 }
 

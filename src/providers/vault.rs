@@ -175,7 +175,8 @@ fn login_error(e: ClientError, settings: &Settings) -> FetchError {
                     format!(": {}", one_line(&errors))
                 };
                 FetchError::permanent(format!(
-                    "{what} refused (HTTP {code}){detail}; check that the role exists and is bound to this service account and audience"
+                    "{what} refused (HTTP {code}){detail}; check that the auth mount `auth/{}` exists and its role `{}` is bound to this service account and audience `vault`",
+                    settings.auth_path, settings.role
                 ))
             } else {
                 status_error(code, &errors, &what, &settings.identity())

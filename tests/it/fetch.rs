@@ -556,6 +556,7 @@ fn missing_key_and_bad_token_fail_fast_and_write_nothing() {
     let rt = rt();
     let signer = TokenSigner::new();
     let bao = rt.block_on(bao_with_secrets(&signer));
+    let tokens_before = rt.block_on(bao.token_count());
     let manifest = deployment(
         &[
             ("secret-a", "vault:secret/data/team-a/db#password"),
@@ -587,6 +588,11 @@ fn missing_key_and_bad_token_fail_fast_and_write_nothing() {
         "all or nothing"
     );
     run.assert_no_values();
+    assert_eq!(
+        rt.block_on(bao.token_count()),
+        tokens_before,
+        "the token of a failed run is revoked"
+    );
 
     let run = run_injected(
         &manifest,
@@ -896,4 +902,39 @@ fn env_mode_loads_variables_into_the_app_process_only() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/app"), "{err}");
     assert!(all_values().iter().all(|v| !err.contains(v)));
+}
+
+#[test]
+fn missing_web_identity_token_is_permanent() {
+    let rt = rt();
+    let moto = rt.block_on(Moto::start());
+    let manifest = deployment(
+        &[
+            ("secret-x", "aws:team-a/x#k"),
+            ("aws-role-arn", "arn:aws:iam::123456789012:role/team-a-app"),
+        ],
+        "app",
+    );
+    // no token written into the projected volume
+    let run = run_injected(
+        &manifest,
+        &config("http://127.0.0.1:9", &moto.url),
+        &[],
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    let last = run.last_line();
+    assert!(
+        last.contains("no usable AWS credentials") && last.contains("role/team-a-app"),
+        "{last}"
+    );
+    assert_eq!(
+        run.stderr()
+            .lines()
+            .filter(|l| l.starts_with("secret-injector init:"))
+            .count(),
+        1
+    );
+    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
+    assert!(run.elapsed < Duration::from_secs(10));
 }
