@@ -246,7 +246,7 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
     let mut env_vars: BTreeMap<String, String> = BTreeMap::new();
     for r in &plan.env_from {
         match select(r)? {
-            Selected::Map(map) => {
+            Fetched::Map(map) => {
                 for (k, v) in map {
                     if !crate::exec::valid_env_name(&k) {
                         return Err(InitError(format!(
@@ -265,9 +265,9 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
     }
     for (var, r) in &plan.env {
         let value = match select(r)? {
-            Selected::Text(s) => s,
-            Selected::Map(m) => serde_json::to_string(&m).expect("a map serializes"),
-            Selected::Binary(b) => String::from_utf8(b).map_err(|_| {
+            Fetched::Text(s) => s,
+            Fetched::Map(m) => serde_json::to_string(&m).expect("a map serializes"),
+            Fetched::Binary(b) => String::from_utf8(b).map_err(|_| {
                 InitError(format!(
                     "{r}: binary secret is not UTF-8 text, so it cannot be {var}"
                 ))

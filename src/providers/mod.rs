@@ -93,16 +93,12 @@ impl Fetched {
     /// The value a reference names: the whole secret, or its `#key`.
     pub fn select(&self, r: &SecretRef) -> Result<Selected, FetchError> {
         let Some(key) = &r.key else {
-            return Ok(match self {
-                Fetched::Map(m) => Selected::Map(m.clone()),
-                Fetched::Text(s) => Selected::Text(s.clone()),
-                Fetched::Binary(b) => Selected::Binary(b.clone()),
-            });
+            return Ok(self.clone());
         };
         match self {
             Fetched::Map(m) => match m.get(key) {
-                Some(Value::String(s)) => Ok(Selected::Text(s.clone())),
-                Some(Value::Object(o)) => Ok(Selected::Map(o.clone())),
+                Some(Value::String(s)) => Ok(Fetched::Text(s.clone())),
+                Some(Value::Object(o)) => Ok(Fetched::Map(o.clone())),
                 Some(Value::Null) | None => {
                     let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
                     keys.sort_unstable();
@@ -111,7 +107,7 @@ impl Fetched {
                         keys.join(", ")
                     )))
                 }
-                Some(other) => Ok(Selected::Text(other.to_string())),
+                Some(other) => Ok(Fetched::Text(other.to_string())),
             },
             Fetched::Text(_) => Err(FetchError::permanent(format!(
                 "{r}: the secret is a plain string, not JSON, so it has no key `{key}`; drop `#{key}` to use the whole string"
@@ -123,40 +119,25 @@ impl Fetched {
     }
 }
 
-/// The value of one reference, after `#key`.
-#[derive(Clone, PartialEq)]
-pub enum Selected {
-    Map(Map<String, Value>),
-    Text(String),
-    Binary(Vec<u8>),
-}
+/// The value of one reference, after `#key`: the same shapes as a whole secret.
+pub type Selected = Fetched;
 
-impl fmt::Debug for Selected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Selected::Map(m) => write!(f, "Map({} keys)", m.len()),
-            Selected::Text(s) => write!(f, "Text({} bytes)", s.len()),
-            Selected::Binary(b) => write!(f, "Binary({} bytes)", b.len()),
-        }
-    }
-}
-
-impl Selected {
+impl Fetched {
     /// The bytes of a file holding this value: text as is, a map as JSON.
     pub fn file_bytes(&self) -> Vec<u8> {
         match self {
-            Selected::Map(m) => serde_json::to_vec(m).expect("a map serializes"),
-            Selected::Text(s) => s.as_bytes().to_vec(),
-            Selected::Binary(b) => b.clone(),
+            Fetched::Map(m) => serde_json::to_vec(m).expect("a map serializes"),
+            Fetched::Text(s) => s.as_bytes().to_vec(),
+            Fetched::Binary(b) => b.clone(),
         }
     }
 
     /// The value as templates see it.
     pub fn template_value(&self) -> Value {
         match self {
-            Selected::Map(m) => Value::Object(m.clone()),
-            Selected::Text(s) => Value::String(s.clone()),
-            Selected::Binary(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+            Fetched::Map(m) => Value::Object(m.clone()),
+            Fetched::Text(s) => Value::String(s.clone()),
+            Fetched::Binary(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
         }
     }
 }
@@ -173,11 +154,11 @@ mod tests {
         );
         assert_eq!(
             f.select(&parse("aws:db#password").unwrap()).unwrap(),
-            Selected::Text("pw-123".into())
+            Fetched::Text("pw-123".into())
         );
         assert_eq!(
             f.select(&parse("aws:db#port").unwrap()).unwrap(),
-            Selected::Text("5432".into())
+            Fetched::Text("5432".into())
         );
         let e = f.select(&parse("aws:db#pass").unwrap()).unwrap_err();
         assert_eq!(e.kind, Kind::Permanent);

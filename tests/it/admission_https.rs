@@ -11,13 +11,7 @@ use serde_json::{Value, json};
 use crate::util::{self, Webhook};
 use secret_injector::admission::request_for;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use crate::util::rt;
 
 async fn post(client: &reqwest::Client, w: &Webhook, body: Vec<u8>) -> (u16, Vec<u8>) {
     let resp = client

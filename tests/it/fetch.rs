@@ -36,13 +36,7 @@ fn all_values() -> [&'static str; 6] {
     ]
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use crate::util::rt;
 
 /// OpenBao with jwt auth at `jwt`: role `app` (team-a:app) reads team-a paths, role
 /// `other` (team-a:other) reads other paths.

@@ -1,7 +1,6 @@
 //! Helpers shared by the integration tests: the binary, free ports, a running webhook,
 //! an HTTPS client that trusts only the test CA.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -40,12 +39,15 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+pub use crate::support::free_port;
+
+/// A multi-threaded runtime for tests that drive async clients.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Write a CA and serving certificate for 127.0.0.1/localhost with the `certs` command.
