@@ -324,7 +324,8 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
         token_revoked: false,
     };
     for (name, bytes, mode) in &files {
-        tracing::info!(file = %name, mode = %format!("{mode:04o}"), bytes = bytes.len(), sha256 = %short_hash(bytes), "wrote");
+        // no hash of the content: for short values a hash is as good as the value
+        tracing::info!(file = %name, mode = %format!("{mode:04o}"), bytes = bytes.len(), "wrote");
     }
     tracing::info!(
         files = report.files.len(),
@@ -394,13 +395,6 @@ fn json_to_env(v: serde_json::Value) -> String {
         serde_json::Value::String(s) => s,
         other => other.to_string(),
     }
-}
-
-/// First 12 hex digits of the SHA-256 of a value: enough to tell versions apart in
-/// logs, useless for recovering the value.
-pub fn short_hash(bytes: &[u8]) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Write every file through a temp file in the same directory (fsync'd, with its
@@ -483,10 +477,5 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"one");
         assert!(!dir.path().join("c").exists());
         assert!(!dir.path().join(".a.secret-injector-tmp").exists());
-    }
-
-    #[test]
-    fn short_hash_is_stable_and_short() {
-        assert_eq!(short_hash(b"abc"), "ba7816bf8f01");
     }
 }

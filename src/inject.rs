@@ -77,9 +77,7 @@ pub fn inject(input: &str, config: &Config) -> Result<Report, Vec<String>> {
         if i > 0 {
             yaml.push_str("---\n");
         }
-        yaml.push_str(
-            &serde_yaml_ng::to_string(doc).map_err(|e| vec![format!("cannot write YAML: {e}")])?,
-        );
+        yaml.push_str(&to_yaml(doc));
     }
     report.yaml = yaml;
     Ok(report)
@@ -140,6 +138,21 @@ fn inject_doc(
         problems.push(format!("{name}: has no pod template at {ptr}"));
         return;
     };
+    if let Some(Value::Object(annotations)) = template.pointer("/metadata/annotations") {
+        let mut bad = false;
+        for (k, v) in annotations {
+            if !v.is_string() {
+                problems.push(format!(
+                    "{name}: annotation {k} is {v}, not a string; quote it, for example {k}: \"{}\"",
+                    v.to_string().trim_matches('"')
+                ));
+                bad = true;
+            }
+        }
+        if bad {
+            return;
+        }
+    }
     let pod: PodView = match serde_json::from_value(template.clone()) {
         Ok(p) => p,
         Err(e) => {
@@ -168,9 +181,129 @@ fn inject_doc(
     }
 }
 
+/// Block-style YAML for Kubernetes manifests. Strings are written plain only when no
+/// YAML 1.1 or 1.2 reader (kubectl, PyYAML, Go yaml) can take them for anything else;
+/// otherwise they are double-quoted with JSON escapes, which YAML reads the same way.
+/// (Generic emitters write `yes`, `on` or `0777` plain, which YAML 1.1 readers turn
+/// into booleans and numbers.)
+pub fn to_yaml(doc: &Value) -> String {
+    let mut out = String::new();
+    match doc {
+        Value::Object(m) if !m.is_empty() => emit_map(&mut out, m, 0),
+        Value::Array(a) if !a.is_empty() => emit_seq(&mut out, a, 0),
+        other => {
+            out.push_str(&scalar(other));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn plain_is_safe(s: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~",
+    ];
+    let first = s.chars().next();
+    !s.is_empty()
+        && s.len() <= 200
+        && first.is_some_and(|c| c.is_ascii_alphabetic() || c == '/' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./@+=,".contains(c))
+        && !WORDS.contains(&s.to_ascii_lowercase().as_str())
+        && !s.ends_with(':')
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) if plain_is_safe(s) => s.clone(),
+        Value::Object(_) => "{}".to_string(),
+        Value::Array(_) => "[]".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn key(k: &str) -> String {
+    if plain_is_safe(k) {
+        k.to_string()
+    } else {
+        Value::String(k.to_string()).to_string()
+    }
+}
+
+fn emit_map(out: &mut String, m: &serde_json::Map<String, Value>, indent: usize) {
+    let pad = " ".repeat(indent);
+    for (i, (k, v)) in m.iter().enumerate() {
+        // the first key of a sequence item follows its "- "
+        if i > 0 || !out.ends_with("- ") {
+            out.push_str(&pad);
+        }
+        out.push_str(&key(k));
+        out.push(':');
+        match v {
+            Value::Object(child) if !child.is_empty() => {
+                out.push('\n');
+                emit_map(out, child, indent + 2);
+            }
+            Value::Array(items) if !items.is_empty() => {
+                out.push('\n');
+                emit_seq(out, items, indent);
+            }
+            _ => {
+                out.push(' ');
+                out.push_str(&scalar(v));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+fn emit_seq(out: &mut String, items: &[Value], indent: usize) {
+    let pad = " ".repeat(indent);
+    for item in items {
+        out.push_str(&pad);
+        out.push_str("- ");
+        match item {
+            Value::Object(m) if !m.is_empty() => emit_map(out, m, indent + 2),
+            Value::Array(a) if !a.is_empty() => {
+                out.push('\n');
+                emit_seq(out, a, indent + 2);
+            }
+            _ => {
+                out.push_str(&scalar(item));
+                out.push('\n');
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_keeps_ambiguous_strings_strings() {
+        let doc = serde_json::json!({
+            "metadata": {"annotations": {"a": "on", "b": "yes", "c": "0777", "d": "1_000", "e": "", "f": "x: y", "g": "line1\nline2", "h": "N", "i": "plain-value/ok"}},
+            "spec": {"containers": [{"name": "c", "args": ["--x", "no", "~"], "env": [{"name": "A", "value": "true"}]}], "empty": {}, "list": [], "n": 3, "t": true, "z": null, "nested": [[1, 2], []]},
+        });
+        let text = to_yaml(&doc);
+        for quoted in [
+            "\"on\"",
+            "\"yes\"",
+            "\"0777\"",
+            "\"1_000\"",
+            "\"\"",
+            "\"N\"",
+            "\"no\"",
+            "\"~\"",
+            "\"true\"",
+        ] {
+            assert!(text.contains(quoted), "{quoted} not quoted in\n{text}");
+        }
+        assert!(text.contains("i: plain-value/ok"), "{text}");
+        let back: Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(back, doc, "{text}");
+    }
 
     const DEPLOY: &str = r#"
 apiVersion: apps/v1

@@ -47,12 +47,34 @@ fn without_clamped(spec: &str) -> String {
         .join(",")
 }
 
+/// The level of the clamped libraries: info, or less when RUST_LOG's default is less
+/// (a ceiling, never a floor).
+fn clamp_level(spec: &str) -> &'static str {
+    let global = spec
+        .split(',')
+        .map(str::trim)
+        .rfind(|d| !d.is_empty() && !d.contains('='))
+        .unwrap_or("info")
+        .to_ascii_lowercase();
+    match global.as_str() {
+        "off" => "off",
+        "error" => "error",
+        "warn" => "warn",
+        _ => "info",
+    }
+}
+
 pub fn init(format: LogFormat) {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
     let mut filter =
         EnvFilter::try_new(without_clamped(&spec)).unwrap_or_else(|_| EnvFilter::new("info"));
+    let level = clamp_level(&spec);
     for target in CLAMPED {
-        filter = filter.add_directive(format!("{target}=info").parse().expect("valid directive"));
+        filter = filter.add_directive(
+            format!("{target}={level}")
+                .parse()
+                .expect("valid directive"),
+        );
     }
     // vaultrs and rustify log every failed call at ERROR; our own message says it once.
     for target in ["vaultrs", "rustify"] {
@@ -82,5 +104,13 @@ mod tests {
             "trace,secret_injector=debug"
         );
         assert_eq!(without_clamped("vaultrs=trace"), "");
+    }
+
+    #[test]
+    fn the_clamp_is_a_ceiling() {
+        assert_eq!(clamp_level("trace"), "info");
+        assert_eq!(clamp_level("error"), "error");
+        assert_eq!(clamp_level("warn,secret_injector=debug"), "warn");
+        assert_eq!(clamp_level("secret_injector=debug"), "info");
     }
 }

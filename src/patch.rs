@@ -70,7 +70,7 @@ pub fn aws_identity_warning(pod: &PodView, spec: &InjectionSpec) -> Option<Strin
         && spec.aws.role_arn.is_none()
         && copied_aws_identity(pod, spec).is_none();
     unseen.then(|| {
-        "aws: references have no role: no secret-injector.io/aws-role-arn, no eks.amazonaws.com/role-arn on the service account, no EKS identity env in the containers; the AWS SDK's default chain in the pod decides (EKS Pod Identity, or the node's role)".to_string()
+        "aws: references but no role (no aws-role-arn annotation, service-account role-arn or EKS env): the SDK default chain decides, EKS Pod Identity or the node role".to_string()
     })
 }
 

@@ -72,8 +72,13 @@ impl fmt::Display for Problems {
                     "secret-injector: {} problems with the pod's annotations:",
                     many.len()
                 )?;
-                for p in many {
+                // A bounded answer however hostile the input.
+                const SHOWN: usize = 30;
+                for p in many.iter().take(SHOWN) {
                     write!(f, "\n- {p}")?;
+                }
+                if many.len() > SHOWN {
+                    write!(f, "\n- … and {} more", many.len() - SHOWN)?;
                 }
                 Ok(())
             }

@@ -46,6 +46,28 @@ fn context<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R
         .join(" ")
 }
 
+/// The innermost cause, on one line and short: what a person needs, without the
+/// SDK's internals.
+fn root_cause<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if text.len() > 200 {
+        format!(
+            "{}…",
+            &text[..text.char_indices().nth(200).map_or(text.len(), |(i, _)| i)]
+        )
+    } else {
+        text
+    }
+}
+
 /// Credential problems that retrying cannot fix.
 fn credentials_refused(text: &str) -> bool {
     [
@@ -80,7 +102,9 @@ where
                 FetchError::permanent(format!("{what}: {code} for {identity}: {msg}"))
             }
         }
-        SdkError::TimeoutError(_) => FetchError::transient(format!("{what}: timed out")),
+        SdkError::TimeoutError(_) => {
+            FetchError::transient(format!("{what}: timed out as {identity}"))
+        }
         SdkError::ResponseError(_) => {
             FetchError::transient(format!("{what}: unreadable response ({})", context(e)))
         }
@@ -97,9 +121,12 @@ where
                 || df.is_other()
                 || text.contains("dispatch failure")
             {
-                FetchError::transient(format!("{what}: {text}"))
+                FetchError::transient(format!(
+                    "{what}: cannot reach Secrets Manager as {identity}: {}",
+                    root_cause(e)
+                ))
             } else {
-                FetchError::permanent(format!("{what}: {text}"))
+                FetchError::permanent(format!("{what}: {}", root_cause(e)))
             }
         }
         _ => {

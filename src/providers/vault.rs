@@ -150,9 +150,9 @@ fn status_error(code: u16, errors: &[String], what: &str, identity: &str) -> Fet
         format!(": {}", one_line(errors))
     };
     match code {
-        429 | 412 | 500..=599 => {
-            FetchError::transient(format!("{what}: Vault answered HTTP {code}{detail}"))
-        }
+        429 | 412 | 500..=599 => FetchError::transient(format!(
+            "{what}: Vault answered HTTP {code} to {identity}{detail}"
+        )),
         403 => FetchError::permanent(format!(
             "{what}: permission denied (HTTP 403) for {identity}{detail}; check the role's policies"
         )),

@@ -147,3 +147,16 @@ fn certs_writes_a_usable_pair_and_the_ca_bundle() {
     let key = std::fs::read(dir.path().join("tls.key")).unwrap();
     secret_injector::tls::server_config(&cert, &key).unwrap();
 }
+
+#[test]
+fn inject_names_an_unquoted_annotation() {
+    let input = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    secret-injector.io/inject: false\nspec:\n  containers: [{name: c, image: c}]\n";
+    let out = run(&["inject", "-f", "-"], Some(input));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("secret-injector.io/inject is false, not a string")
+            && err.contains("\"false\""),
+        "{err}"
+    );
+}

@@ -250,10 +250,9 @@ pub fn pod_from_workload(doc: &Value) -> Value {
 }
 
 /// Apply a JSON Patch with Python's `jsonpatch` (an implementation independent of the
-/// Rust code), when the test venv is present (scripts/test.sh always sets it up).
-pub fn apply_patch_python(doc: &Value, patch: &Value) -> Option<Value> {
-    let venv = std::env::var_os("SECRET_INJECTOR_TEST_VENV")?;
-    let python = PathBuf::from(venv).join("bin/python");
+/// Rust code) from the test venv that scripts/test.sh sets up.
+pub fn apply_patch_python(doc: &Value, patch: &Value) -> Value {
+    let python = crate::support::venv_bin("python");
     let script = "import json,sys,jsonpatch\nd=json.load(sys.stdin)\nprint(json.dumps(jsonpatch.apply_patch(d['doc'], d['patch'])))";
     let input = serde_json::json!({"doc": doc, "patch": patch}).to_string();
     use std::io::Write;
@@ -276,5 +275,5 @@ pub fn apply_patch_python(doc: &Value, patch: &Value) -> Option<Value> {
         "python jsonpatch failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    serde_json::from_slice(&out.stdout).unwrap()
 }
