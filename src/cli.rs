@@ -167,6 +167,10 @@ pub struct ServeArgs {
     /// How long in-flight requests may run after SIGTERM.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// How long to keep serving (reporting not ready) after SIGTERM before closing the
+    /// listener, so no review is sent to a closed port during a rollout.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
     /// Watch ServiceAccounts (for `eks.amazonaws.com/role-arn`): `auto` when in a
     /// cluster or a kubeconfig is found, `off` to use pod annotations only.
     #[arg(long, default_value = "auto", value_parser = ["auto", "off"], env = "SECRET_INJECTOR_KUBE")]

@@ -84,6 +84,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: args.request_timeout,
         header_timeout: args.header_timeout,
         shutdown_grace: args.shutdown_grace,
+        shutdown_delay: args.shutdown_delay,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -72,6 +72,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// How long in-flight requests may run after SIGTERM.
     pub shutdown_grace: Duration,
+    /// How long to keep serving, not ready, after SIGTERM before closing the listener:
+    /// endpoints and kube-proxy need a moment to stop sending new reviews here.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for Limits {
@@ -81,6 +84,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
+            shutdown_delay: Duration::from_secs(5),
         }
     }
 }
@@ -191,12 +195,20 @@ pub async fn run(
     );
 
     let grace = limits.shutdown_grace;
+    let delay = limits.shutdown_delay;
     let stopper = {
         let state = state.clone();
         let handle = handle.clone();
         tokio::spawn(async move {
             shutdown.await;
             state.ready.store(false, Ordering::Relaxed);
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_seconds = delay.as_secs(),
+                    "not ready; still serving while endpoints update"
+                );
+                tokio::time::sleep(delay).await;
+            }
             tracing::info!(
                 grace_seconds = grace.as_secs(),
                 "shutting down: draining connections"

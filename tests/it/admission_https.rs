@@ -356,13 +356,23 @@ fn certificate_rotation_during_requests() {
 
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
-    let mut w = Webhook::start(&[]);
+    let mut w = Webhook::start(&["--shutdown-delay", "2s"]);
     let pid = w.child.id().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     assert!(status.success());
+    // During the delay: not ready, yet still answering reviews.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        util::http_get(w.admin, "/readyz")
+            .unwrap()
+            .starts_with("not ready")
+    );
+    let pod = json!({"metadata": {"name": "p", "annotations": {"secret-injector.io/secret-a": "vault:kv/a"}}, "spec": {"containers": [{"name": "c"}]}});
+    let (status, _) = rt().block_on(post(&w.client(), &w, request_for(&pod, "ns", "CREATE")));
+    assert_eq!(status, 200, "a review during the shutdown delay");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(code) = w.child.try_wait().unwrap() {
