@@ -13,7 +13,8 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::config::http::HttpResponse;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use super::{FetchError, Fetched};
 use crate::reference::{SecretRef, Version};
@@ -37,10 +38,27 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestTimeout",
 ];
 
-/// The SDK's error context on one line.
-fn context<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
-    DisplayErrorContext(e)
-        .to_string()
+/// Whether a service error is worth retrying: throttling and server-side codes, and
+/// any 429 or 5xx, whatever its body says (a load balancer's 503 page has no code).
+fn transient_service_error(code: Option<&str>, status: u16) -> bool {
+    code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) || status == 429 || status >= 500
+}
+
+/// The error and its causes (`a: b: c`) on one line, without the SDK's debug dump
+/// that `DisplayErrorContext` appends.
+fn context(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        // Layers often repeat their source's text; keep each once.
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts
+        .join(": ")
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
@@ -86,28 +104,40 @@ fn credentials_refused(text: &str) -> bool {
 }
 
 /// Classify an SDK error; the message names the reference and identity, never a value.
-fn classify<E, R>(e: &SdkError<E, R>, what: &str, identity: &str) -> FetchError
+fn classify<E>(e: &SdkError<E, HttpResponse>, what: &str, identity: &str) -> FetchError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
+    let status = e.raw_response().map(|r| r.status().as_u16());
     match e {
         SdkError::ServiceError(se) => {
             let err = se.err();
-            let code = err.code().unwrap_or("Unknown");
-            let msg = err.message().unwrap_or("");
-            if TRANSIENT_CODES.contains(&code) {
-                FetchError::transient(format!("{what}: {code}: {msg}"))
+            let status = se.raw().status().as_u16();
+            // A body that is not an AWS error (a proxy's page, an emulator's XML) has
+            // no code: say the status instead.
+            let code = err.code().map_or_else(
+                || format!("HTTP {status} without an AWS error code"),
+                str::to_string,
+            );
+            let msg = match err.message() {
+                Some(m) if !m.is_empty() => format!(": {m}"),
+                _ => String::new(),
+            };
+            if transient_service_error(err.code(), status) {
+                FetchError::transient(format!("{what}: {code}{msg}"))
             } else {
-                FetchError::permanent(format!("{what}: {code} for {identity}: {msg}"))
+                FetchError::permanent(format!("{what}: {code} for {identity}{msg}"))
             }
         }
         SdkError::TimeoutError(_) => {
             FetchError::transient(format!("{what}: timed out as {identity}"))
         }
-        SdkError::ResponseError(_) => {
-            FetchError::transient(format!("{what}: unreadable response ({})", context(e)))
-        }
+        SdkError::ResponseError(_) => match status {
+            Some(s) if (400..500).contains(&s) && s != 429 => FetchError::permanent(format!(
+                "{what}: HTTP {s} with an unreadable body for {identity}"
+            )),
+            _ => FetchError::transient(format!("{what}: unreadable response ({})", context(e))),
+        },
         SdkError::DispatchFailure(df) => {
             let text = context(e);
             // Credentials are resolved while dispatching: a refusal or a missing
@@ -121,8 +151,14 @@ where
                 || df.is_other()
                 || text.contains("dispatch failure")
             {
+                // Credentials are loaded (from STS, for web identity) on the first call.
+                let service = if text.contains("loading credentials") {
+                    "STS for credentials"
+                } else {
+                    "Secrets Manager"
+                };
                 FetchError::transient(format!(
-                    "{what}: cannot reach Secrets Manager as {identity}: {}",
+                    "{what}: cannot reach {service} as {identity}: {}",
                     root_cause(e)
                 ))
             } else {
@@ -241,5 +277,66 @@ impl Aws {
             results.insert(id, Some(Err(e)));
         }
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_codes_and_server_statuses_are_transient() {
+        assert!(transient_service_error(Some("ThrottlingException"), 400));
+        assert!(transient_service_error(Some("InternalServiceError"), 500));
+        assert!(
+            transient_service_error(None, 503),
+            "a 503 page without a code"
+        );
+        assert!(transient_service_error(None, 429));
+        assert!(transient_service_error(Some("SomethingNew"), 502));
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn context_joins_causes_once_without_debug_output() {
+        let e = Layer(
+            "dispatch failure",
+            Some(Box::new(Layer(
+                "other",
+                Some(Box::new(Layer("no  credentials\n found", None))),
+            ))),
+        );
+        assert_eq!(context(&e), "dispatch failure: other: no credentials found");
+        let repeated = Layer("io error: refused", Some(Box::new(Layer("refused", None))));
+        assert_eq!(context(&repeated), "io error: refused");
+    }
+
+    #[test]
+    fn refusals_and_client_errors_are_permanent() {
+        assert!(!transient_service_error(Some("AccessDeniedException"), 400));
+        assert!(!transient_service_error(
+            Some("ResourceNotFoundException"),
+            400
+        ));
+        assert!(!transient_service_error(Some("DecryptionFailure"), 400));
+        assert!(
+            !transient_service_error(None, 403),
+            "an XML 403 is still a 403"
+        );
+        assert!(!transient_service_error(None, 404));
     }
 }

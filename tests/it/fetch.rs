@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Moto, OpenBao, TcpProxy, ThrottleProxy, TokenReviewServer, TokenSigner};
+use crate::support::{
+    Fault, Moto, OpenBao, TcpProxy, ThrottleProxy, TokenReviewServer, TokenSigner,
+};
 use crate::util;
 
 const NS: &str = "team-a";
@@ -602,16 +604,17 @@ fn missing_key_and_bad_token_fail_fast_and_write_nothing() {
     assert!(run.elapsed < Duration::from_secs(5));
 }
 
+/// Throttling, and a 503 page without an AWS error code (a load balancer's), are
+/// transient: retried with backoff, without a storm.
 #[test]
-fn aws_throttling_is_retried_with_backoff() {
+fn aws_throttling_and_5xx_are_retried_with_backoff() {
     let rt = rt();
-    let (moto, proxy) = rt.block_on(async {
+    let moto = rt.block_on(async {
         let moto = Moto::start().await;
         moto.create("team-a/one", &json!({"k": CNPG_PASSWORD}).to_string())
             .await;
         moto.create("team-a/two", PLAIN_TOKEN).await;
-        let proxy = ThrottleProxy::start(moto.url.clone(), 3).await;
-        (moto, proxy)
+        moto
     });
     let manifest = deployment(
         &[
@@ -620,34 +623,43 @@ fn aws_throttling_is_retried_with_backoff() {
         ],
         "app",
     );
-    let _guard = rt.enter();
-    let run = run_injected(
-        &manifest,
-        &config(
-            "http://127.0.0.1:9",
-            &format!("http://127.0.0.1:{}", proxy.port),
-        ),
-        &[],
-        &[
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-        ],
-    );
-    assert!(run.out.status.success(), "{}", run.stderr());
-    assert_eq!(run.file("one"), CNPG_PASSWORD);
-    assert_eq!(run.file("two"), PLAIN_TOKEN);
-    let seen = proxy.requests.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(
-        seen >= 4,
-        "3 throttled + at least one real request, saw {seen}"
-    );
-    assert!(seen <= 8, "no retry storm: {seen} requests for 2 secrets");
-    assert!(
-        run.stderr().contains("ThrottlingException"),
-        "{}",
-        run.stderr()
-    );
-    run.assert_no_values();
+    for (fault, marker) in [
+        (Fault::Throttling, "ThrottlingException"),
+        (Fault::Unavailable, "HTTP 503 without an AWS error code"),
+    ] {
+        let proxy = rt.block_on(ThrottleProxy::start_with(moto.url.clone(), 3, fault));
+        let _guard = rt.enter();
+        let run = run_injected(
+            &manifest,
+            &config(
+                "http://127.0.0.1:9",
+                &format!("http://127.0.0.1:{}", proxy.port),
+            ),
+            &[],
+            &[
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+            ],
+        );
+        assert!(run.out.status.success(), "{marker}: {}", run.stderr());
+        assert_eq!(run.file("one"), CNPG_PASSWORD);
+        assert_eq!(run.file("two"), PLAIN_TOKEN);
+        let seen = proxy.requests.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            seen >= 4,
+            "{marker}: 3 refused + at least one real request, saw {seen}"
+        );
+        assert!(
+            seen <= 8,
+            "{marker}: no retry storm: {seen} requests for 2 secrets"
+        );
+        let stderr = run.stderr();
+        assert!(
+            stderr.contains(marker) && stderr.contains("retrying"),
+            "{stderr}"
+        );
+        run.assert_no_values();
+    }
     drop(moto);
 }
 
@@ -672,6 +684,91 @@ fn missing_aws_secret_is_permanent_and_named() {
         "{last}"
     );
     assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
+}
+
+/// moto enforcing IAM. A role that may `GetSecretValue` but not `BatchGetSecretValue`
+/// (how many IRSA policies are written) still gets its secrets: the refused batch
+/// falls back to single reads at once. A role that may not read fails fast with
+/// AccessDenied naming the role, and writes nothing.
+#[test]
+fn aws_access_is_the_roles_own() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let secrets = [("team-a/one", CNPG_PASSWORD), ("team-a/two", PLAIN_TOKEN)];
+    let aws_token = || {
+        [(
+            "secret-injector-token-aws",
+            signer.token(NS, "app", "sts.amazonaws.com"),
+        )]
+    };
+
+    let (moto, arn) = rt.block_on(Moto::start_enforcing(
+        "team-a-app",
+        "secretsmanager:GetSecretValue",
+        &secrets,
+    ));
+    let manifest = deployment(
+        &[
+            ("secret-one", "aws:team-a/one"),
+            ("secret-two", "aws:team-a/two"),
+            ("aws-role-arn", &arn),
+        ],
+        "app",
+    );
+    let run = run_injected(
+        &manifest,
+        &config("http://127.0.0.1:9", &moto.url),
+        &aws_token(),
+        &[],
+    );
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert_eq!(run.file("one"), CNPG_PASSWORD);
+    assert_eq!(run.file("two"), PLAIN_TOKEN);
+    let stderr = run.stderr();
+    // moto answers an IAM refusal with a query-protocol XML body, which carries no
+    // JSON error code: the status is what the SDK has (real AWS says AccessDeniedException).
+    assert!(
+        stderr.contains("BatchGetSecretValue failed; fetching one by one")
+            && stderr.contains("HTTP 403"),
+        "the refused batch is logged and falls back:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("retrying"),
+        "a refusal is not retried:\n{stderr}"
+    );
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+    run.assert_no_values();
+    drop(moto);
+
+    let (moto, arn) = rt.block_on(Moto::start_enforcing(
+        "team-a-lister",
+        "secretsmanager:ListSecrets",
+        &secrets[..1],
+    ));
+    let manifest = deployment(
+        &[("secret-one", "aws:team-a/one"), ("aws-role-arn", &arn)],
+        "app",
+    );
+    let run = run_injected(
+        &manifest,
+        &config("http://127.0.0.1:9", &moto.url),
+        &aws_token(),
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1), "{}", run.stderr());
+    let last = run.last_line();
+    assert!(
+        last.contains("aws:team-a/one") && last.contains("HTTP 403") && last.contains(&arn),
+        "names the reference, the cause and the role: {last}"
+    );
+    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+    assert_eq!(
+        std::fs::read_dir(run.files_dir()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    run.assert_no_values();
 }
 
 #[test]

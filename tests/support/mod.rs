@@ -234,10 +234,15 @@ pub struct Moto {
 
 impl Moto {
     pub async fn start() -> Moto {
+        Moto::start_with_env(&[]).await
+    }
+
+    async fn start_with_env(env: &[(&str, String)]) -> Moto {
         for _ in 0..5 {
             let port = free_port();
             let mut child = Command::new(venv_bin("moto_server"))
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -248,6 +253,46 @@ impl Moto {
             }
         }
         panic!("moto did not start");
+    }
+
+    /// moto that enforces IAM once it is set up: a role `role` whose only permission is
+    /// `allowed_action` (on every resource), and `secrets` created. Returns the role ARN.
+    ///
+    /// moto authorizes every action after the first `INITIAL_NO_AUTH_ACTION_COUNT`, and
+    /// cannot handle an unsigned call once it does, so the count is the setup actions
+    /// plus one: the `AssumeRoleWithWebIdentity` of the single init run that follows.
+    /// Everything that run does afterwards is signed with the role's session keys and
+    /// checked against the role's policy.
+    pub async fn start_enforcing(
+        role: &str,
+        allowed_action: &str,
+        secrets: &[(&str, &str)],
+    ) -> (Moto, String) {
+        let free = 2 + secrets.len() + 1;
+        let moto =
+            Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string())]).await;
+        let secrets: serde_json::Map<String, Value> = secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        let out = Command::new(venv_bin("python"))
+            .args([
+                "-c",
+                MOTO_IAM_SETUP,
+                &moto.url,
+                role,
+                allowed_action,
+                &Value::Object(secrets).to_string(),
+            ])
+            .output()
+            .expect("run the venv's python");
+        assert!(
+            out.status.success(),
+            "moto IAM setup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let arn = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        (moto, arn)
     }
 
     /// A Secrets Manager client with static test keys.
@@ -298,6 +343,28 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Exactly `2 + len(secrets)` moto actions: CreateRole, PutRolePolicy, CreateSecret each.
+/// boto3 comes with moto[server] in the test venv.
+const MOTO_IAM_SETUP: &str = r#"
+import json, sys
+import boto3
+url, role, action, secrets = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+kw = dict(endpoint_url=url, region_name="us-east-1",
+          aws_access_key_id="test", aws_secret_access_key="test")
+iam = boto3.client("iam", **kw)
+trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+         "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.example"},
+         "Action": "sts:AssumeRoleWithWebIdentity"}]}
+arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+policy = {"Version": "2012-10-17",
+          "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]}
+iam.put_role_policy(RoleName=role, PolicyName="allowed", PolicyDocument=json.dumps(policy))
+sm = boto3.client("secretsmanager", **kw)
+for name, value in secrets.items():
+    sm.create_secret(Name=name, SecretString=value)
+print(arn)
+"#;
 
 /// Signs service-account-shaped JWTs with a key the test owns.
 pub struct TokenSigner {
@@ -426,8 +493,22 @@ pub struct ThrottleProxy {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// What [`ThrottleProxy`] answers in place of its first requests.
+#[derive(Clone, Copy)]
+pub enum Fault {
+    /// AWS's `ThrottlingException` (HTTP 400 with the JSON error).
+    Throttling,
+    /// A load balancer's HTTP 503 page, which carries no AWS error code.
+    Unavailable,
+}
+
 impl ThrottleProxy {
     pub async fn start(target: String, throttle: usize) -> ThrottleProxy {
+        ThrottleProxy::start_with(target, throttle, Fault::Throttling).await
+    }
+
+    /// Answers the first `failures` requests with `fault`, forwards the rest.
+    pub async fn start_with(target: String, failures: usize, fault: Fault) -> ThrottleProxy {
         use axum::body::Bytes;
         use axum::http::{HeaderMap, Method, StatusCode, Uri};
         use axum::response::IntoResponse;
@@ -442,16 +523,26 @@ impl ThrottleProxy {
             let target = target.clone();
             async move {
                 let n = count.fetch_add(1, Ordering::SeqCst);
-                if n < throttle {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        [
-                            ("x-amzn-errortype", "ThrottlingException"),
-                            ("content-type", "application/x-amz-json-1.1"),
-                        ],
-                        r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string(),
-                    )
-                        .into_response();
+                if n < failures {
+                    return match fault {
+                        Fault::Throttling => (
+                            StatusCode::BAD_REQUEST,
+                            [
+                                ("x-amzn-errortype", "ThrottlingException"),
+                                ("content-type", "application/x-amz-json-1.1"),
+                            ],
+                            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#
+                                .to_string(),
+                        )
+                            .into_response(),
+                        Fault::Unavailable => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [("content-type", "text/html")],
+                            "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"
+                                .to_string(),
+                        )
+                            .into_response(),
+                    };
                 }
                 let mut req = client.request(method, format!("{target}{uri}")).body(body);
                 for (k, v) in &headers {
