@@ -180,6 +180,16 @@ impl Config {
             let slot = value.pointer_mut(path).expect("leaf path exists");
             *slot = env_value(slot, &raw).map_err(|e| Error::Config(format!("{name}: {e}")))?;
         }
+        // `cpu: 1` is as valid in YAML as in a pod spec: numbers become quantities.
+        for kind in ["requests", "limits"] {
+            if let Some(Value::Object(map)) = value.pointer_mut(&format!("/resources/{kind}")) {
+                for v in map.values_mut() {
+                    if let Value::Number(n) = v {
+                        *v = Value::String(n.to_string());
+                    }
+                }
+            }
+        }
         let config: Config = serde_json::from_value(value)
             .map_err(|e| Error::Config(format!("invalid config: {e}")))?;
         config.validate()?;
@@ -218,11 +228,102 @@ impl Config {
                 problems.push(format!("{what} must not be empty"));
             }
         }
+        if !matches!(
+            self.image_pull_policy.as_str(),
+            "Always" | "IfNotPresent" | "Never"
+        ) {
+            problems.push(format!(
+                "image_pull_policy `{}` must be Always, IfNotPresent or Never",
+                self.image_pull_policy
+            ));
+        }
+        let urls = std::iter::once(("vault.address", &self.vault.address))
+            .chain(
+                self.vault
+                    .allowed_addresses
+                    .iter()
+                    .map(|a| ("vault.allowed_addresses", a)),
+            )
+            .chain([
+                ("aws.endpoint_url", &self.aws.endpoint_url),
+                (
+                    "aws.secretsmanager_endpoint_url",
+                    &self.aws.secretsmanager_endpoint_url,
+                ),
+            ]);
+        for (what, url) in urls {
+            if what.starts_with("aws.") && url.is_empty() {
+                continue;
+            }
+            if let Err(e) = check_url(url) {
+                problems.push(format!("{what} `{url}` {e}"));
+            }
+        }
+        problems.extend(self.resources.problems());
         if problems.is_empty() {
             Ok(())
         } else {
             Err(Error::Config(problems.join("; ")))
         }
+    }
+}
+
+/// An `http(s)://host[:port]` address.
+fn check_url(url: &str) -> std::result::Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            Err("must start with https:// or http://".to_string())
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Err("has no host".to_string()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "is not a URL ({e}); for example https://vault.vault.svc:8200"
+        )),
+    }
+}
+
+impl Resources {
+    /// What the API server would refuse in the injected containers' resources: a value
+    /// that is not a Kubernetes quantity, or a request above its limit. Checked at
+    /// start, so a typo does not fail every annotated pod at admission.
+    fn problems(&self) -> Vec<String> {
+        use kube_quantity::ParsedQuantity;
+        let mut problems = Vec::new();
+        let parse = |kind: &str, name: &str, raw: &str, problems: &mut Vec<String>| {
+            match ParsedQuantity::try_from(raw) {
+                Ok(q) if q < ParsedQuantity::default() => {
+                    problems.push(format!(
+                        "resources.{kind}.{name} `{raw}` must not be negative"
+                    ));
+                    None
+                }
+                Ok(q) => Some(q),
+                Err(_) => {
+                    problems.push(format!(
+                        "resources.{kind}.{name} `{raw}` is not a Kubernetes quantity \
+                         (for example 10m or 0.5 for cpu, 16Mi or 1Gi for memory)"
+                    ));
+                    None
+                }
+            }
+        };
+        let limits: BTreeMap<&str, _> = self
+            .limits
+            .iter()
+            .map(|(name, raw)| (name.as_str(), parse("limits", name, raw, &mut problems)))
+            .collect();
+        for (name, raw) in &self.requests {
+            let request = parse("requests", name, raw, &mut problems);
+            if let (Some(request), Some(Some(limit))) = (request, limits.get(name.as_str()))
+                && &request > limit
+            {
+                problems.push(format!(
+                    "resources.requests.{name} `{raw}` is above its limit `{}`",
+                    self.limits[name]
+                ));
+            }
+        }
+        problems
     }
 }
 
@@ -312,6 +413,40 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn quantities_urls_and_pull_policy_are_checked_at_load() {
+        let err = |yaml: &str| {
+            Config::from_yaml_and_env(yaml, env(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("resources:\n  limits:\n    memory: 64MB\n");
+        assert!(
+            e.contains("resources.limits.memory `64MB` is not a Kubernetes quantity"),
+            "{e}"
+        );
+        let e = err("resources:\n  requests:\n    cpu: 500m\n");
+        assert!(
+            e.contains("resources.requests.cpu `500m` is above its limit `200m`"),
+            "{e}"
+        );
+        let e = err("resources:\n  requests:\n    memory: '-1Mi'\n");
+        assert!(e.contains("must not be negative"), "{e}");
+        let e = err("image_pull_policy: always\nvault:\n  address: vault.vault.svc:8200\n");
+        assert!(e.contains("image_pull_policy `always`"), "{e}");
+        assert!(e.contains("vault.address `vault.vault.svc:8200`"), "{e}");
+        let e = err("aws:\n  endpoint_url: 'http://'\n");
+        assert!(e.contains("aws.endpoint_url"), "{e}");
+        // What Kubernetes accepts passes, unquoted numbers included.
+        let c = Config::from_yaml_and_env(
+            "resources:\n  requests: {cpu: 0.01, memory: 16Mi}\n  limits: {cpu: 1, memory: 1e8}\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.resources.limits["cpu"], "1");
+        assert_eq!(c.resources.requests["cpu"], "0.01");
     }
 
     #[test]
