@@ -16,6 +16,17 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
 fi
 export SECRET_INJECTOR_TEST_VENV="$VENV"
 
+# PostgreSQL from Debian serves Vault's dynamic database credentials in the tests.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  echo "== installing postgresql (Debian)"
+  if [[ "$(id -u)" != 0 ]]; then
+    echo "postgresql is missing: run 'apt-get install postgresql' as root, then this again" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
