@@ -17,10 +17,11 @@ fi
 export SECRET_INJECTOR_TEST_VENV="$VENV"
 
 # PostgreSQL from Debian serves Vault's dynamic database credentials in the tests.
-if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
   echo "== installing postgresql (Debian)"
-  if [[ "$(id -u)" != 0 ]]; then
-    echo "postgresql is missing: run 'apt-get install postgresql' as root, then this again" >&2
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "PostgreSQL's server binaries (initdb, postgres, pg_ctl) are missing: install them" \
+      "(Debian: apt-get install postgresql) and run this again" >&2
     exit 1
   fi
   apt-get update -qq

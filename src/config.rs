@@ -169,6 +169,17 @@ impl Config {
                 merge(&mut value, file);
             }
         }
+        // `cpu: 1` is as valid in YAML as in a pod spec: numbers become quantities
+        // (before the env overrides, which keep the type they replace).
+        for kind in ["requests", "limits"] {
+            if let Some(Value::Object(map)) = value.pointer_mut(&format!("/resources/{kind}")) {
+                for v in map.values_mut() {
+                    if let Value::Number(n) = v {
+                        *v = Value::String(n.to_string());
+                    }
+                }
+            }
+        }
         let leaves = leaf_env_names(&value);
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
@@ -179,16 +190,6 @@ impl Config {
             };
             let slot = value.pointer_mut(path).expect("leaf path exists");
             *slot = env_value(slot, &raw).map_err(|e| Error::Config(format!("{name}: {e}")))?;
-        }
-        // `cpu: 1` is as valid in YAML as in a pod spec: numbers become quantities.
-        for kind in ["requests", "limits"] {
-            if let Some(Value::Object(map)) = value.pointer_mut(&format!("/resources/{kind}")) {
-                for v in map.values_mut() {
-                    if let Value::Number(n) = v {
-                        *v = Value::String(n.to_string());
-                    }
-                }
-            }
         }
         let config: Config = serde_json::from_value(value)
             .map_err(|e| Error::Config(format!("invalid config: {e}")))?;
@@ -256,7 +257,12 @@ impl Config {
                 continue;
             }
             if let Err(e) = check_url(url) {
-                problems.push(format!("{what} `{url}` {e}"));
+                let example = if what.starts_with("aws.") {
+                    "https://secretsmanager.eu-central-1.amazonaws.com"
+                } else {
+                    "https://vault.vault.svc:8200"
+                };
+                problems.push(format!("{what} `{url}` {e}; for example {example}"));
             }
         }
         problems.extend(self.resources.problems());
@@ -282,23 +288,64 @@ fn check_url(url: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// Kubernetes' quantity syntax: `^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$`
+/// (kube_quantity, which does the arithmetic, is more lenient: it takes `Mi` alone as 0).
+fn is_quantity(raw: &str) -> bool {
+    let s = raw.strip_prefix(['+', '-']).unwrap_or(raw);
+    let digits = |t: &str| t.bytes().take_while(u8::is_ascii_digit).count();
+    let int = digits(s);
+    let mut rest = &s[int..];
+    let mut frac = 0;
+    if let Some(r) = rest.strip_prefix('.') {
+        frac = digits(r);
+        rest = &r[frac..];
+    }
+    if int == 0 && frac == 0 {
+        return false;
+    }
+    match rest {
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T"
+        | "P" | "E" => true,
+        exp => exp
+            .strip_prefix(['e', 'E'])
+            .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+            .is_some_and(|e| !e.is_empty() && digits(e) == e.len()),
+    }
+}
+
+/// Resource names the API server takes for a container.
+fn is_resource_name(name: &str) -> bool {
+    matches!(name, "cpu" | "memory" | "ephemeral-storage")
+        || name.starts_with("hugepages-")
+        || name.contains('/')
+}
+
 impl Resources {
-    /// What the API server would refuse in the injected containers' resources: a value
-    /// that is not a Kubernetes quantity, or a request above its limit. Checked at
-    /// start, so a typo does not fail every annotated pod at admission.
+    /// What the API server would refuse in the injected containers' resources: an
+    /// unknown resource name, a value that is not a Kubernetes quantity, or a request
+    /// above its limit. Checked at start, so a typo does not fail every annotated pod
+    /// at admission.
     fn problems(&self) -> Vec<String> {
         use kube_quantity::ParsedQuantity;
+        let defaults = Resources::default();
         let mut problems = Vec::new();
-        let parse = |kind: &str, name: &str, raw: &str, problems: &mut Vec<String>| {
+        let mut parse = |kind: &str, name: &str, raw: &str| {
+            if !is_resource_name(name) {
+                problems.push(format!(
+                    "resources.{kind}.{name} is not a container resource \
+                     (cpu, memory, ephemeral-storage, hugepages-<size>)"
+                ));
+                return None;
+            }
             match ParsedQuantity::try_from(raw) {
-                Ok(q) if q < ParsedQuantity::default() => {
+                Ok(q) if is_quantity(raw) && q >= ParsedQuantity::default() => Some(q),
+                Ok(_) if is_quantity(raw) => {
                     problems.push(format!(
                         "resources.{kind}.{name} `{raw}` must not be negative"
                     ));
                     None
                 }
-                Ok(q) => Some(q),
-                Err(_) => {
+                _ => {
                     problems.push(format!(
                         "resources.{kind}.{name} `{raw}` is not a Kubernetes quantity \
                          (for example 10m or 0.5 for cpu, 16Mi or 1Gi for memory)"
@@ -310,16 +357,29 @@ impl Resources {
         let limits: BTreeMap<&str, _> = self
             .limits
             .iter()
-            .map(|(name, raw)| (name.as_str(), parse("limits", name, raw, &mut problems)))
+            .map(|(name, raw)| (name.as_str(), parse("limits", name, raw)))
             .collect();
-        for (name, raw) in &self.requests {
-            let request = parse("requests", name, raw, &mut problems);
-            if let (Some(request), Some(Some(limit))) = (request, limits.get(name.as_str()))
-                && &request > limit
+        let requests: BTreeMap<&str, _> = self
+            .requests
+            .iter()
+            .map(|(name, raw)| (name.as_str(), parse("requests", name, raw)))
+            .collect();
+        for (name, request) in &requests {
+            if let (Some(request), Some(Some(limit))) = (request, limits.get(name))
+                && request > limit
             {
+                let default = |map: &BTreeMap<String, String>, v: &str| {
+                    if map.get(*name).map(String::as_str) == Some(v) {
+                        " (the default)"
+                    } else {
+                        ""
+                    }
+                };
+                let (req, lim) = (&self.requests[*name], &self.limits[*name]);
                 problems.push(format!(
-                    "resources.requests.{name} `{raw}` is above its limit `{}`",
-                    self.limits[name]
+                    "resources.requests.{name} `{req}`{} is above resources.limits.{name} `{lim}`{}",
+                    default(&defaults.requests, req),
+                    default(&defaults.limits, lim),
                 ));
             }
         }
@@ -429,7 +489,23 @@ mod tests {
         );
         let e = err("resources:\n  requests:\n    cpu: 500m\n");
         assert!(
-            e.contains("resources.requests.cpu `500m` is above its limit `200m`"),
+            e.contains(
+                "resources.requests.cpu `500m` is above resources.limits.cpu `200m` (the default)"
+            ),
+            "{e}"
+        );
+        let e = err("resources:\n  limits:\n    memory: 8Mi\n");
+        assert!(
+            e.contains("resources.requests.memory `16Mi` (the default) is above resources.limits.memory `8Mi`"),
+            "{e}"
+        );
+        for bad in ["Mi", "m", "-", "1e3Mi", "10 m", "1.2.3", "0x10", ""] {
+            let e = err(&format!("resources:\n  limits:\n    memory: '{bad}'\n"));
+            assert!(e.contains("is not a Kubernetes quantity"), "{bad}: {e}");
+        }
+        let e = err("resources:\n  limits:\n    memroy: 64Mi\n");
+        assert!(
+            e.contains("resources.limits.memroy is not a container resource"),
             "{e}"
         );
         let e = err("resources:\n  requests:\n    memory: '-1Mi'\n");
@@ -447,6 +523,27 @@ mod tests {
         .unwrap();
         assert_eq!(c.resources.limits["cpu"], "1");
         assert_eq!(c.resources.requests["cpu"], "0.01");
+        for good in [
+            "100m",
+            "0.5",
+            ".5",
+            "1.",
+            "1e3",
+            "1E-2",
+            "+1",
+            "1Gi",
+            "128974848",
+            "1Ei",
+        ] {
+            assert!(is_quantity(good), "{good}");
+        }
+        // A number in the file can still be overridden from the environment.
+        let c = Config::from_yaml_and_env(
+            "resources:\n  limits: {cpu: 1}\n",
+            env(&[("SECRET_INJECTOR_RESOURCES_LIMITS_CPU", "500m")]),
+        )
+        .unwrap();
+        assert_eq!(c.resources.limits["cpu"], "500m");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub const BATCH_LIMIT: usize = 20;
 pub struct Aws {
     client: Client,
     identity: String,
+    /// Where the SDK gets this identity's credentials, for "cannot reach" messages.
+    credential_source: &'static str,
 }
 
 const TRANSIENT_CODES: &[&str] = &[
@@ -39,9 +41,12 @@ const TRANSIENT_CODES: &[&str] = &[
 ];
 
 /// Whether a service error is worth retrying: throttling and server-side codes, and
-/// any 429 or 5xx, whatever its body says (a load balancer's 503 page has no code).
+/// any 408, 429 or 5xx, whatever its body says (a load balancer's 503 page or a
+/// proxy's 408 has no code).
 fn transient_service_error(code: Option<&str>, status: u16) -> bool {
-    code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) || status == 429 || status >= 500
+    code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
+        || matches!(status, 408 | 429)
+        || status >= 500
 }
 
 /// The error and its causes (`a: b: c`) on one line, without the SDK's debug dump
@@ -104,10 +109,11 @@ fn credentials_refused(text: &str) -> bool {
 }
 
 /// Classify an SDK error; the message names the reference and identity, never a value.
-fn classify<E>(e: &SdkError<E, HttpResponse>, what: &str, identity: &str) -> FetchError
+fn classify<E>(e: &SdkError<E, HttpResponse>, what: &str, aws: &Aws) -> FetchError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    let identity = &aws.identity;
     let status = e.raw_response().map(|r| r.status().as_u16());
     match e {
         SdkError::ServiceError(se) => {
@@ -132,11 +138,14 @@ where
         SdkError::TimeoutError(_) => {
             FetchError::transient(format!("{what}: timed out as {identity}"))
         }
+        // Only the status: the parser's error quotes the bytes it choked on, and in a
+        // GetSecretValue answer those belong to the secret.
         SdkError::ResponseError(_) => match status {
-            Some(s) if (400..500).contains(&s) && s != 429 => FetchError::permanent(format!(
-                "{what}: HTTP {s} with an unreadable body for {identity}"
-            )),
-            _ => FetchError::transient(format!("{what}: unreadable response ({})", context(e))),
+            Some(s) if (400..500).contains(&s) && !matches!(s, 408 | 429) => FetchError::permanent(
+                format!("{what}: HTTP {s} with an unreadable body for {identity}"),
+            ),
+            Some(s) => FetchError::transient(format!("{what}: unreadable response (HTTP {s})")),
+            None => FetchError::transient(format!("{what}: unreadable response")),
         },
         SdkError::DispatchFailure(df) => {
             let text = context(e);
@@ -151,9 +160,12 @@ where
                 || df.is_other()
                 || text.contains("dispatch failure")
             {
-                // Credentials are loaded (from STS, for web identity) on the first call.
-                let service = if text.contains("loading credentials") {
-                    "STS for credentials"
+                // Credentials are loaded on the first call: STS for web identity,
+                // the Pod Identity agent, ...
+                let service = if text.contains("loading credentials")
+                    || text.contains("provider timed out")
+                {
+                    aws.credential_source
                 } else {
                     "Secrets Manager"
                 };
@@ -193,16 +205,24 @@ impl Aws {
             loader = loader.region(aws_config::Region::new(r));
         }
         let config = loader.load().await;
-        let identity = match std::env::var("AWS_ROLE_ARN") {
-            Ok(arn) if !arn.is_empty() => format!("AWS role {arn} (web identity)"),
-            _ if std::env::var_os("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some() => {
-                "AWS EKS Pod Identity".to_string()
-            }
-            _ => "the AWS default credential chain".to_string(),
+        let (identity, credential_source) = match std::env::var("AWS_ROLE_ARN") {
+            Ok(arn) if !arn.is_empty() => (
+                format!("AWS role {arn} (web identity)"),
+                "STS for credentials",
+            ),
+            _ if std::env::var_os("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some() => (
+                "AWS EKS Pod Identity".to_string(),
+                "the EKS Pod Identity agent for credentials",
+            ),
+            _ => (
+                "the AWS default credential chain".to_string(),
+                "the credential source",
+            ),
         };
         Aws {
             client: Client::new(&config),
             identity,
+            credential_source,
         }
     }
 
@@ -219,10 +239,7 @@ impl Aws {
             Some(Version::Id(id)) => req = req.version_id(id),
             _ => {}
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| classify(&e, &what, &self.identity))?;
+        let out = req.send().await.map_err(|e| classify(&e, &what, self))?;
         if let Some(s) = out.secret_string {
             Ok(Fetched::from_secret_string(s))
         } else if let Some(b) = out.secret_binary {
@@ -247,7 +264,7 @@ impl Aws {
             .set_secret_id_list(Some(ids.to_vec()))
             .send()
             .await
-            .map_err(|e| classify(&e, &what, &self.identity))?;
+            .map_err(|e| classify(&e, &what, self))?;
         let mut results: BTreeMap<String, Option<Result<Fetched, FetchError>>> =
             ids.iter().map(|id| (id.clone(), None)).collect();
         for entry in out.secret_values.unwrap_or_default() {
@@ -293,6 +310,10 @@ mod tests {
             "a 503 page without a code"
         );
         assert!(transient_service_error(None, 429));
+        assert!(
+            transient_service_error(None, 408),
+            "a proxy's request timeout"
+        );
         assert!(transient_service_error(Some("SomethingNew"), 502));
     }
 

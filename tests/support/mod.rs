@@ -703,18 +703,31 @@ pub struct Postgres {
 }
 
 impl Postgres {
+    /// A server binary of the newest PostgreSQL under /usr/lib/postgresql (Debian's
+    /// layout), else from `PATH`.
     fn bin(name: &str) -> PathBuf {
-        let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| e.path().join("bin").join(name))
-            .filter(|p| p.exists())
+            .filter_map(|e| {
+                let version = e.file_name().to_str()?.split('.').next()?.parse().ok()?;
+                Some((version, e.path().join("bin").join(name)))
+            })
+            .filter(|(_, p)| p.exists())
             .collect();
         found.sort();
-        found.pop().unwrap_or_else(|| {
-            panic!("{name} is missing: run scripts/test.sh, which installs Debian's postgresql")
-        })
+        if let Some((_, path)) = found.pop() {
+            return path;
+        }
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|dir| dir.join(name))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| {
+                panic!("{name} is missing: run scripts/test.sh, which installs Debian's postgresql")
+            })
     }
 
     /// `cmd` as the `postgres` user when we are root.
@@ -735,7 +748,11 @@ impl Postgres {
     }
 
     pub async fn start() -> Postgres {
-        let dir = tempfile::tempdir().unwrap();
+        // Under /tmp whatever TMPDIR says: the postgres user must reach it.
+        let dir = tempfile::Builder::new()
+            .prefix("secret-injector-pg")
+            .tempdir_in("/tmp")
+            .unwrap();
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
         let superuser_password = "pg-super-Xk29".to_string();
@@ -755,6 +772,9 @@ impl Postgres {
                 "--auth-local=trust",
                 "--auth-host=scram-sha-256",
                 "--no-sync",
+                // independent of the machine's LANG and installed locales
+                "--no-locale",
+                "--encoding=UTF8",
             ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .output()
@@ -796,10 +816,22 @@ impl Postgres {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            Self::stop(&data);
             let _ = child.kill();
             let _ = child.wait();
         }
         panic!("postgres did not start");
+    }
+
+    /// Stop the server fast. Killing the `runuser` wrapper would orphan it.
+    fn stop(data: &std::path::Path) {
+        let _ = Self::command(Self::bin("pg_ctl"))
+            .arg("-D")
+            .arg(data)
+            .args(["stop", "-m", "immediate", "-w"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// Run `sql` with psql as `user`/`password` over TCP; stdout, or the error.
@@ -835,15 +867,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // SIGTERM is a "smart" shutdown; SIGKILL of a runuser wrapper would orphan the
-        // server, so ask postgres itself to stop fast through pg_ctl.
-        let _ = Self::command(Self::bin("pg_ctl"))
-            .arg("-D")
-            .arg(self._dir.path().join("data"))
-            .args(["stop", "-m", "immediate", "-w"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        Self::stop(&self._dir.path().join("data"));
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
