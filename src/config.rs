@@ -282,9 +282,7 @@ fn check_url(url: &str) -> std::result::Result<(), String> {
         }
         Ok(u) if u.host_str().is_none_or(str::is_empty) => Err("has no host".to_string()),
         Ok(_) => Ok(()),
-        Err(e) => Err(format!(
-            "is not a URL ({e}); for example https://vault.vault.svc:8200"
-        )),
+        Err(e) => Err(format!("is not a URL ({e})")),
     }
 }
 
@@ -512,7 +510,10 @@ mod tests {
         assert!(e.contains("must not be negative"), "{e}");
         let e = err("image_pull_policy: always\nvault:\n  address: vault.vault.svc:8200\n");
         assert!(e.contains("image_pull_policy `always`"), "{e}");
-        assert!(e.contains("vault.address `vault.vault.svc:8200`"), "{e}");
+        assert!(
+            e.contains("vault.address `vault.vault.svc:8200` must start with https:// or http://; for example https://vault.vault.svc:8200"),
+            "{e}"
+        );
         let e = err("aws:\n  endpoint_url: 'http://'\n");
         assert!(e.contains("aws.endpoint_url"), "{e}");
         // What Kubernetes accepts passes, unquoted numbers included.
