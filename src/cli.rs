@@ -161,7 +161,7 @@ pub struct ServeArgs {
     /// Time to answer one request.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
-    /// Time a client has to send its request headers.
+    /// Time a client has for the TLS handshake, and again for its request headers.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
     /// How long in-flight requests may run after SIGTERM.

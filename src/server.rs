@@ -15,7 +15,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use hyper_util::rt::TokioTimer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -168,8 +169,14 @@ pub async fn run(
         .and_then(|_| admin.set_nonblocking(true))
         .map_err(Error::io("set listeners non-blocking"))?;
     let handle = axum_server::Handle::new();
-    let mut server = axum_server::from_tcp_rustls(webhook, tls)
+    // TCP_NODELAY: without it, Nagle holds the response behind the unacknowledged TLS
+    // 1.3 session tickets until the client's delayed ACK (40 ms) on every new connection.
+    let acceptor = RustlsAcceptor::new(tls)
+        .handshake_timeout(limits.header_timeout)
+        .acceptor(NoDelayAcceptor::new());
+    let mut server = axum_server::from_tcp(webhook)
         .map_err(Error::io("use the webhook listener"))?
+        .acceptor(acceptor)
         .handle(handle.clone())
         .first_request_timeout(limits.header_timeout);
     server

@@ -465,3 +465,23 @@ fn slow_headers_are_cut_off() {
     // and the server still serves
     assert_eq!(util::http_get(w.admin, "/readyz").unwrap(), "ready\n");
 }
+
+/// A client that connects and never starts the TLS handshake is disconnected after the
+/// same timeout (the handshake has its own, previously 10 s regardless of the flag).
+#[test]
+fn silent_connections_are_cut_off_before_the_handshake() {
+    let w = Webhook::start(&["--header-timeout", "1s"]);
+    rt().block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", w.port))
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection still open after 10 s");
+        let elapsed = start.elapsed();
+        assert!(elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
+    });
+    assert_eq!(util::http_get(w.admin, "/readyz").unwrap(), "ready\n");
+}

@@ -1,0 +1,480 @@
+//! Load over HTTPS: the real `secret-injector serve` process against a bare axum +
+//! rustls server measured in the same run. The baseline process uses the same TLS
+//! config (`tls::server_config`), the same axum-server stack with TCP_NODELAY, and the
+//! same tokio runtime;
+//! per request it parses the body into a `serde_json::Value` and answers with as many
+//! bytes as the webhook does. What is left over is the webhook's own cost: validating
+//! annotations, building the patch, metrics and the log line of every review.
+//!
+//! Three shapes of traffic, each against both servers:
+//! - HTTP/2, one connection, 64 concurrent streams (how kube-apiserver calls a webhook);
+//! - HTTP/1.1, 16 keep-alive connections;
+//! - a new TLS connection for every request (handshake cost; capped in count so the
+//!   client's ephemeral ports are not exhausted by TIME_WAIT).
+//!
+//! Prints requests/s, p50/p99 latency and server CPU per request for both, the
+//! webhook/baseline ratios, and each process's resident memory at rest and at peak.
+//! The client runs on the same machine, so absolute numbers are the machine's; the
+//! ratios are what to compare across runs.
+//!
+//! Run: `cargo bench --bench load` (`LOAD_SECONDS=N` per measurement, default 5).
+
+#[path = "common/workload.rs"]
+mod workload;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::header;
+use serde_json::Value;
+
+use secret_injector::admission::request_for;
+
+/// When set, this binary is the baseline server: `PORT CERT KEY RESPONSE_LEN`.
+const BASELINE_ENV: &str = "SECRET_INJECTOR_LOAD_BASELINE";
+/// Linux reports /proc/<pid>/stat CPU times in USER_HZ, 100 on every architecture.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if let Ok(args) = std::env::var(BASELINE_ENV) {
+        return baseline_server(&args);
+    }
+    // `cargo test --benches` runs bench targets without `--bench`: stay quick there.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load: run with `cargo bench --bench load`");
+        return;
+    }
+    let seconds: u64 = std::env::var("LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(run(Duration::from_secs(seconds)));
+}
+
+/// The baseline: the same TLS and HTTP stack, a JSON parse, a canned answer.
+fn baseline_server(args: &str) {
+    let a: Vec<&str> = args.split(' ').collect();
+    let (port, cert, key, len): (u16, &str, &str, usize) =
+        (a[0].parse().unwrap(), a[1], a[2], a[3].parse().unwrap());
+    let config = secret_injector::tls::server_config(
+        &std::fs::read(cert).unwrap(),
+        &std::fs::read(key).unwrap(),
+    )
+    .unwrap();
+    let canned = Bytes::from(vec![b' '; len]);
+    let app = axum::Router::new().route(
+        "/mutate",
+        axum::routing::post(move |body: Bytes| {
+            let canned = canned.clone();
+            async move {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                std::hint::black_box(v);
+                ([(header::CONTENT_TYPE, "application/json")], canned)
+            }
+        }),
+    );
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        axum_server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .acceptor(acceptor)
+            .serve(app.into_make_service())
+            .await
+            .unwrap();
+    });
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server process under test; killed on drop.
+struct Server {
+    name: &'static str,
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU time the process has used so far.
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0)
+            + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Duration::from_secs_f64(ticks as f64 / TICKS_PER_SECOND)
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str, server: &mut Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("{} exited before it was ready: {status}", server.name);
+        }
+        assert!(Instant::now() < deadline, "{} did not start", server.name);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn client_tls(ca: &Path, alpn: &[u8]) -> rustls::ClientConfig {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    cfg
+}
+
+#[derive(Clone, Copy)]
+struct Shape {
+    name: &'static str,
+    workers: usize,
+    http2: bool,
+    reuse_connections: bool,
+    /// Stop after this many requests even if time is left (TIME_WAIT on the client).
+    max_requests: usize,
+}
+
+const SHAPES: [Shape; 3] = [
+    Shape {
+        name: "HTTP/2, 1 connection, 64 streams",
+        workers: 64,
+        http2: true,
+        reuse_connections: true,
+        max_requests: usize::MAX,
+    },
+    Shape {
+        name: "HTTP/1.1, 16 keep-alive connections",
+        workers: 16,
+        http2: false,
+        reuse_connections: true,
+        max_requests: usize::MAX,
+    },
+    Shape {
+        name: "new TLS connection per request, 8 at once",
+        workers: 8,
+        http2: false,
+        reuse_connections: false,
+        max_requests: 4000,
+    },
+];
+
+fn client_for(shape: &Shape, ca: &Path) -> reqwest::Client {
+    let alpn: &[u8] = if shape.http2 { b"h2" } else { b"http/1.1" };
+    let mut b = reqwest::Client::builder()
+        .tls_backend_preconfigured(client_tls(ca, alpn))
+        .timeout(Duration::from_secs(10));
+    b = if shape.http2 {
+        b.http2_prior_knowledge()
+    } else {
+        b.http1_only()
+    };
+    if !shape.reuse_connections {
+        b = b.pool_max_idle_per_host(0);
+    }
+    b.build().unwrap()
+}
+
+struct Measured {
+    ok: usize,
+    errors: usize,
+    elapsed: Duration,
+    cpu: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Measured {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+    fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        self.latencies[i]
+    }
+    fn cpu_per_request(&self) -> Duration {
+        self.cpu / self.ok.max(1) as u32
+    }
+}
+
+/// Drive `server` with `shape` for `duration`.
+async fn drive(
+    server: &Server,
+    shape: &Shape,
+    ca: &Path,
+    body: &Bytes,
+    duration: Duration,
+) -> Measured {
+    let client = client_for(shape, ca);
+    let cpu_before = server.cpu();
+    let start = Instant::now();
+    let stop = start + duration;
+    let budget = Arc::new(std::sync::atomic::AtomicUsize::new(shape.max_requests));
+    let tasks: Vec<_> = (0..shape.workers)
+        .map(|_| {
+            let (client, url, body, budget) = (
+                client.clone(),
+                server.url.clone(),
+                body.clone(),
+                budget.clone(),
+            );
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0usize);
+                while Instant::now() < stop
+                    && budget
+                        .fetch_update(
+                            std::sync::atomic::Ordering::Relaxed,
+                            std::sync::atomic::Ordering::Relaxed,
+                            |n| n.checked_sub(1),
+                        )
+                        .is_ok()
+                {
+                    let t = Instant::now();
+                    let sent = client
+                        .post(&url)
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    let ok = match sent {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if ok {
+                        latencies.push(t.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut m = Measured {
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        cpu: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        m.latencies.extend(l);
+        m.errors += e;
+    }
+    m.elapsed = start.elapsed();
+    m.cpu = server.cpu().saturating_sub(cpu_before);
+    m.ok = m.latencies.len();
+    m.latencies.sort();
+    m
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+async fn run(duration: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+    let bundle = secret_injector::certs::generate(&names, None, 1).unwrap();
+    secret_injector::certs::write(&bundle, dir.path()).unwrap();
+    let (cert, key, ca) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("ca.crt"),
+    );
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+
+    // The webhook as it runs in a cluster, logging at info to a file.
+    let (port, admin) = (free_port(), free_port());
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut webhook = Server {
+        name: "webhook",
+        child: Command::new(env!("CARGO_BIN_EXE_secret-injector"))
+            .args(["serve", "--kube", "off"])
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .env_remove("SECRET_INJECTOR_CONFIG")
+            .env("RUST_LOG", std::env::var("LOAD_WEBHOOK_LOG").unwrap_or("info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+        url: format!("https://127.0.0.1:{port}/mutate"),
+    };
+    wait_ready(
+        &plain,
+        &format!("http://127.0.0.1:{admin}/readyz"),
+        &mut webhook,
+    )
+    .await;
+
+    // A typical pod (3 containers, 5 secrets, 2 templates), as in the admission bench.
+    let body = Bytes::from(request_for(&workload::pod(3, 5, 2), "prod", "CREATE"));
+    let probe = client_for(&SHAPES[1], &ca);
+    let answer: Value = probe
+        .post(&webhook.url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], true, "{answer}");
+    assert!(response["patch"].is_string(), "no patch: {answer}");
+    let response_len = serde_json::to_vec(&answer).unwrap().len();
+
+    let bport = free_port();
+    let mut baseline = Server {
+        name: "baseline",
+        child: Command::new(std::env::current_exe().unwrap())
+            .env(
+                BASELINE_ENV,
+                format!(
+                    "{bport} {} {} {response_len}",
+                    cert.display(),
+                    key.display()
+                ),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        url: format!("https://127.0.0.1:{bport}/mutate"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while probe
+        .post(&baseline.url)
+        .body(body.clone())
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        if let Ok(Some(status)) = baseline.child.try_wait() {
+            panic!("baseline exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "baseline did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rest = [
+        webhook.proc_status_kib("VmRSS:"),
+        baseline.proc_status_kib("VmRSS:"),
+    ];
+
+    println!(
+        "load: typical pod review ({} bytes in, {response_len} out), {}s per measurement, {} CPUs",
+        body.len(),
+        duration.as_secs(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    for shape in &SHAPES {
+        // Warm both up (connections, allocator, branch predictors), then measure.
+        for s in [&baseline, &webhook] {
+            drive(s, shape, &ca, &body, Duration::from_millis(500)).await;
+        }
+        let b = drive(&baseline, shape, &ca, &body, duration).await;
+        let w = drive(&webhook, shape, &ca, &body, duration).await;
+        println!("\n{}", shape.name);
+        println!(
+            "  {:<9} {:>10} {:>10} {:>10} {:>12} {:>7}",
+            "", "req/s", "p50", "p99", "CPU/request", "errors"
+        );
+        for (name, m) in [("baseline", &b), ("webhook", &w)] {
+            println!(
+                "  {:<9} {:>10.0} {:>10} {:>10} {:>12} {:>7}",
+                name,
+                m.rps(),
+                ms(m.quantile(0.5)),
+                ms(m.quantile(0.99)),
+                us(m.cpu_per_request()),
+                m.errors
+            );
+        }
+        let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { f64::NAN };
+        println!(
+            "  ratio webhook/baseline: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x, CPU/request {:.2}x",
+            ratio(w.rps(), b.rps()),
+            ratio(w.quantile(0.5).as_secs_f64(), b.quantile(0.5).as_secs_f64()),
+            ratio(
+                w.quantile(0.99).as_secs_f64(),
+                b.quantile(0.99).as_secs_f64()
+            ),
+            ratio(
+                w.cpu_per_request().as_secs_f64(),
+                b.cpu_per_request().as_secs_f64()
+            ),
+        );
+        assert_eq!(w.errors, 0, "the webhook failed requests under load");
+    }
+    println!("\nresident memory (RSS)");
+    for (i, s) in [&webhook, &baseline].into_iter().enumerate() {
+        println!(
+            "  {:<9} at rest {:>6} KiB, peak {:>6} KiB",
+            s.name,
+            rest[i],
+            s.proc_status_kib("VmHWM:")
+        );
+    }
+}
