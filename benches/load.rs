@@ -1,16 +1,18 @@
 //! Load over HTTPS: the real `secret-injector serve` process against a bare axum +
-//! rustls server measured in the same run. The baseline process uses the same TLS
-//! config (`tls::server_config`), the same axum-server stack with TCP_NODELAY, and the
-//! same tokio runtime;
-//! per request it parses the body into a `serde_json::Value` and answers with as many
-//! bytes as the webhook does. What is left over is the webhook's own cost: validating
-//! annotations, building the patch, metrics and the log line of every review.
+//! rustls server measured in the same run. The baseline process is built from the
+//! webhook's own server parts (`tls::server_config`, `server::https_server`,
+//! `server::with_limits`) on the same tokio runtime; per request it parses the body into
+//! a `serde_json::Value` and answers with as many bytes as the webhook does. What is
+//! left over is the webhook's own cost: validating annotations, building the patch,
+//! metrics and the log line of every review. Every answer's length is checked, so a
+//! denial or an error page counts as an error, not as speed.
 //!
 //! Three shapes of traffic, each against both servers:
 //! - HTTP/2, one connection, 64 concurrent streams (how kube-apiserver calls a webhook);
 //! - HTTP/1.1, 16 keep-alive connections;
-//! - a new TLS connection for every request (handshake cost; capped in count so the
-//!   client's ephemeral ports are not exhausted by TIME_WAIT).
+//! - a new TLS connection for every request, a full handshake without resumption as
+//!   Go clients make (capped at 4000 requests, so this run is shorter than
+//!   `LOAD_SECONDS`, and TIME_WAIT does not exhaust the client's ephemeral ports).
 //!
 //! Prints requests/s, p50/p99 latency and server CPU per request for both, the
 //! webhook/baseline ratios, and each process's resident memory at rest and at peak.
@@ -23,7 +25,7 @@
 mod workload;
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,16 +35,16 @@ use axum::http::header;
 use serde_json::Value;
 
 use secret_injector::admission::request_for;
+use secret_injector::server::{self, Limits};
 
-/// When set, this binary is the baseline server: `PORT CERT KEY RESPONSE_LEN`.
+/// When set, this binary is the baseline server, with arguments
+/// `PORT CERT KEY RESPONSE_LEN`.
 const BASELINE_ENV: &str = "SECRET_INJECTOR_LOAD_BASELINE";
-/// Linux reports /proc/<pid>/stat CPU times in USER_HZ, 100 on every architecture.
-const TICKS_PER_SECOND: f64 = 100.0;
 
 fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    if let Ok(args) = std::env::var(BASELINE_ENV) {
-        return baseline_server(&args);
+    if std::env::var_os(BASELINE_ENV).is_some() {
+        return baseline_server();
     }
     // `cargo test --benches` runs bench targets without `--bench`: stay quick there.
     if !std::env::args().any(|a| a == "--bench") {
@@ -58,34 +60,38 @@ fn main() {
         .block_on(run(Duration::from_secs(seconds)));
 }
 
-/// The baseline: the same TLS and HTTP stack, a JSON parse, a canned answer.
-fn baseline_server(args: &str) {
-    let a: Vec<&str> = args.split(' ').collect();
+/// The baseline: the webhook's own TLS and HTTP stack (`server::https_server`,
+/// `server::with_limits`), a JSON parse, a canned answer.
+fn baseline_server() {
+    let a: Vec<String> = std::env::args().skip(1).collect();
     let (port, cert, key, len): (u16, &str, &str, usize) =
-        (a[0].parse().unwrap(), a[1], a[2], a[3].parse().unwrap());
+        (a[0].parse().unwrap(), &a[1], &a[2], a[3].parse().unwrap());
     let config = secret_injector::tls::server_config(
         &std::fs::read(cert).unwrap(),
         &std::fs::read(key).unwrap(),
     )
     .unwrap();
     let canned = Bytes::from(vec![b' '; len]);
-    let app = axum::Router::new().route(
-        "/mutate",
-        axum::routing::post(move |body: Bytes| {
-            let canned = canned.clone();
-            async move {
-                let v: Value = serde_json::from_slice(&body).unwrap();
-                std::hint::black_box(v);
-                ([(header::CONTENT_TYPE, "application/json")], canned)
-            }
-        }),
+    let limits = Limits::default();
+    let app = server::with_limits(
+        axum::Router::new().route(
+            "/mutate",
+            axum::routing::post(move |body: Bytes| {
+                let canned = canned.clone();
+                async move {
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    std::hint::black_box(v);
+                    ([(header::CONTENT_TYPE, "application/json")], canned)
+                }
+            }),
+        ),
+        &limits,
     );
     tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
-        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
-            .acceptor(axum_server::accept::NoDelayAcceptor::new());
-        axum_server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-            .acceptor(acceptor)
+        server::https_server(listener, tls, &limits)
+            .unwrap()
             .serve(app.into_make_service())
             .await
             .unwrap();
@@ -126,7 +132,7 @@ impl Server {
     }
 
     /// User + system CPU time the process has used so far.
-    fn cpu(&self) -> Duration {
+    fn cpu(&self, ticks_per_second: f64) -> Duration {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are 14 and 15.
@@ -134,7 +140,7 @@ impl Server {
         let f: Vec<&str> = after.split_whitespace().collect();
         let ticks: u64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0)
             + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        Duration::from_secs_f64(ticks as f64 / TICKS_PER_SECOND)
+        Duration::from_secs_f64(ticks as f64 / ticks_per_second)
     }
 }
 
@@ -154,7 +160,7 @@ async fn wait_ready(client: &reqwest::Client, url: &str, server: &mut Server) {
     }
 }
 
-fn client_tls(ca: &Path, alpn: &[u8]) -> rustls::ClientConfig {
+fn client_tls(ca: &Path, alpn: &[u8], resume: bool) -> rustls::ClientConfig {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -168,6 +174,10 @@ fn client_tls(ca: &Path, alpn: &[u8]) -> rustls::ClientConfig {
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![alpn.to_vec()];
+    if !resume {
+        // Full handshakes, as Go clients (kube-apiserver) make without a session cache.
+        cfg.resumption = rustls::client::Resumption::disabled();
+    }
     cfg
 }
 
@@ -197,7 +207,7 @@ const SHAPES: [Shape; 3] = [
         max_requests: usize::MAX,
     },
     Shape {
-        name: "new TLS connection per request, 8 at once",
+        name: "new TLS connection (full handshake) per request, 8 at once",
         workers: 8,
         http2: false,
         reuse_connections: false,
@@ -208,7 +218,7 @@ const SHAPES: [Shape; 3] = [
 fn client_for(shape: &Shape, ca: &Path) -> reqwest::Client {
     let alpn: &[u8] = if shape.http2 { b"h2" } else { b"http/1.1" };
     let mut b = reqwest::Client::builder()
-        .tls_backend_preconfigured(client_tls(ca, alpn))
+        .tls_backend_preconfigured(client_tls(ca, alpn, shape.reuse_connections))
         .timeout(Duration::from_secs(10));
     b = if shape.http2 {
         b.http2_prior_knowledge()
@@ -245,26 +255,31 @@ impl Measured {
     }
 }
 
-/// Drive `server` with `shape` for `duration`.
-async fn drive(
-    server: &Server,
-    shape: &Shape,
-    ca: &Path,
-    body: &Bytes,
-    duration: Duration,
-) -> Measured {
-    let client = client_for(shape, ca);
-    let cpu_before = server.cpu();
+/// What every measurement sends and expects.
+struct Load {
+    ca: PathBuf,
+    body: Bytes,
+    /// The length of a correct answer (the webhook's is the same for every request);
+    /// anything else counts as an error.
+    answer_len: usize,
+    ticks_per_second: f64,
+}
+
+/// Drive `server` with `shape` for `duration` (or `shape.max_requests`).
+async fn drive(server: &Server, shape: &Shape, load: &Load, duration: Duration) -> Measured {
+    let client = client_for(shape, &load.ca);
+    let cpu_before = server.cpu(load.ticks_per_second);
     let start = Instant::now();
     let stop = start + duration;
     let budget = Arc::new(std::sync::atomic::AtomicUsize::new(shape.max_requests));
     let tasks: Vec<_> = (0..shape.workers)
         .map(|_| {
-            let (client, url, body, budget) = (
+            let (client, url, body, budget, answer_len) = (
                 client.clone(),
                 server.url.clone(),
-                body.clone(),
+                load.body.clone(),
                 budget.clone(),
+                load.answer_len,
             );
             tokio::spawn(async move {
                 let (mut latencies, mut errors) = (Vec::new(), 0usize);
@@ -285,7 +300,10 @@ async fn drive(
                         .send()
                         .await;
                     let ok = match sent {
-                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Ok(r) if r.status().is_success() => {
+                            r.bytes().await.is_ok_and(|b| b.len() == answer_len)
+                        }
+                        Ok(_) => false,
                         Err(_) => false,
                     };
                     if ok {
@@ -311,10 +329,43 @@ async fn drive(
         m.errors += e;
     }
     m.elapsed = start.elapsed();
-    m.cpu = server.cpu().saturating_sub(cpu_before);
+    m.cpu = server.cpu(load.ticks_per_second).saturating_sub(cpu_before);
     m.ok = m.latencies.len();
     m.latencies.sort();
     m
+}
+
+/// The webhook's own account of the time spent in `admission::review` (the pure path):
+/// the sum and count of `secret_injector_admission_duration_seconds`.
+async fn review_seconds(client: &reqwest::Client, metrics_url: &str) -> (f64, f64) {
+    let text = client
+        .get(metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("secret_injector_admission_duration_seconds_sum"),
+        value("secret_injector_admission_duration_seconds_count"),
+    )
+}
+
+/// USER_HZ, the unit of the CPU times in /proc/<pid>/stat.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn ms(d: Duration) -> String {
@@ -354,7 +405,10 @@ async fn run(duration: Duration) {
             .arg("--tls-key")
             .arg(&key)
             .env_remove("SECRET_INJECTOR_CONFIG")
-            .env("RUST_LOG", std::env::var("LOAD_WEBHOOK_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("LOAD_WEBHOOK_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -371,33 +425,31 @@ async fn run(duration: Duration) {
     // A typical pod (3 containers, 5 secrets, 2 templates), as in the admission bench.
     let body = Bytes::from(request_for(&workload::pod(3, 5, 2), "prod", "CREATE"));
     let probe = client_for(&SHAPES[1], &ca);
-    let answer: Value = probe
+    let raw = probe
         .post(&webhook.url)
         .header(header::CONTENT_TYPE, "application/json")
         .body(body.clone())
         .send()
         .await
         .unwrap()
-        .json()
+        .bytes()
         .await
         .unwrap();
+    let answer: Value = serde_json::from_slice(&raw).unwrap();
     let response = &answer["response"];
     assert_eq!(response["allowed"], true, "{answer}");
     assert!(response["patch"].is_string(), "no patch: {answer}");
-    let response_len = serde_json::to_vec(&answer).unwrap().len();
+    let response_len = raw.len();
 
     let bport = free_port();
     let mut baseline = Server {
         name: "baseline",
         child: Command::new(std::env::current_exe().unwrap())
-            .env(
-                BASELINE_ENV,
-                format!(
-                    "{bport} {} {} {response_len}",
-                    cert.display(),
-                    key.display()
-                ),
-            )
+            .env(BASELINE_ENV, "1")
+            .arg(bport.to_string())
+            .arg(&cert)
+            .arg(&key)
+            .arg(response_len.to_string())
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -423,20 +475,38 @@ async fn run(duration: Duration) {
         baseline.proc_status_kib("VmRSS:"),
     ];
 
+    let load = Load {
+        ca,
+        body,
+        answer_len: response_len,
+        ticks_per_second: clock_ticks(),
+    };
     println!(
         "load: typical pod review ({} bytes in, {response_len} out), {}s per measurement, {} CPUs",
-        body.len(),
+        load.body.len(),
         duration.as_secs(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     for shape in &SHAPES {
         // Warm both up (connections, allocator, branch predictors), then measure.
         for s in [&baseline, &webhook] {
-            drive(s, shape, &ca, &body, Duration::from_millis(500)).await;
+            drive(s, shape, &load, Duration::from_millis(500)).await;
         }
-        let b = drive(&baseline, shape, &ca, &body, duration).await;
-        let w = drive(&webhook, shape, &ca, &body, duration).await;
-        println!("\n{}", shape.name);
+        let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
+        let b = drive(&baseline, shape, &load, duration).await;
+        let before = review_seconds(&plain, &metrics_url).await;
+        let w = drive(&webhook, shape, &load, duration).await;
+        let after = review_seconds(&plain, &metrics_url).await;
+        let in_review =
+            Duration::from_secs_f64((after.0 - before.0) / (after.1 - before.1).max(1.0));
+        println!(
+            "\n{} ({} requests in {:.1}s to the baseline, {} in {:.1}s to the webhook)",
+            shape.name,
+            b.ok,
+            b.elapsed.as_secs_f64(),
+            w.ok,
+            w.elapsed.as_secs_f64()
+        );
         println!(
             "  {:<9} {:>10} {:>10} {:>10} {:>12} {:>7}",
             "", "req/s", "p50", "p99", "CPU/request", "errors"
@@ -466,7 +536,12 @@ async fn run(duration: Duration) {
                 b.cpu_per_request().as_secs_f64()
             ),
         );
+        println!(
+            "  webhook time inside admission::review (its /metrics): {} per review",
+            us(in_review)
+        );
         assert_eq!(w.errors, 0, "the webhook failed requests under load");
+        assert_eq!(b.errors, 0, "the baseline failed requests under load");
     }
     println!("\nresident memory (RSS)");
     for (i, s) in [&webhook, &baseline].into_iter().enumerate() {

@@ -117,14 +117,51 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
 }
 
 pub fn webhook_router(state: Arc<AppState>, limits: &Limits) -> Router {
-    Router::new()
-        .route("/mutate", post(mutate))
+    with_limits(
+        Router::new()
+            .route("/mutate", post(mutate))
+            .with_state(state),
+        limits,
+    )
+}
+
+/// The body limit and the request timeout, around any router.
+pub fn with_limits(router: Router, limits: &Limits) -> Router {
+    router
         .layer(DefaultBodyLimit::max(limits.body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
-        .with_state(state)
+}
+
+/// The HTTPS server: rustls behind `tls` (which reloads), TCP_NODELAY, and the
+/// handshake, header and first-request timeouts.
+pub fn https_server(
+    listener: std::net::TcpListener,
+    tls: RustlsConfig,
+    limits: &Limits,
+) -> Result<axum_server::Server<std::net::SocketAddr, RustlsAcceptor<NoDelayAcceptor>>> {
+    // TCP_NODELAY: without it, Nagle holds the response behind the unacknowledged TLS
+    // 1.3 session tickets until the client's delayed ACK (40 ms) on every new connection.
+    let acceptor = RustlsAcceptor::new(tls)
+        .handshake_timeout(limits.header_timeout)
+        .acceptor(NoDelayAcceptor::new());
+    let mut server = axum_server::from_tcp(listener)
+        .map_err(Error::io("use the webhook listener"))?
+        .acceptor(acceptor)
+        .first_request_timeout(limits.header_timeout);
+    server
+        .http_builder()
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    server
+        .http_builder()
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    Ok(server)
 }
 
 pub fn admin_router(state: Arc<AppState>) -> Router {
@@ -169,26 +206,7 @@ pub async fn run(
         .and_then(|_| admin.set_nonblocking(true))
         .map_err(Error::io("set listeners non-blocking"))?;
     let handle = axum_server::Handle::new();
-    // TCP_NODELAY: without it, Nagle holds the response behind the unacknowledged TLS
-    // 1.3 session tickets until the client's delayed ACK (40 ms) on every new connection.
-    let acceptor = RustlsAcceptor::new(tls)
-        .handshake_timeout(limits.header_timeout)
-        .acceptor(NoDelayAcceptor::new());
-    let mut server = axum_server::from_tcp(webhook)
-        .map_err(Error::io("use the webhook listener"))?
-        .acceptor(acceptor)
-        .handle(handle.clone())
-        .first_request_timeout(limits.header_timeout);
-    server
-        .http_builder()
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    server
-        .http_builder()
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let server = https_server(webhook, tls, &limits)?.handle(handle.clone());
 
     let admin =
         tokio::net::TcpListener::from_std(admin).map_err(Error::io("use the admin listener"))?;
