@@ -15,11 +15,13 @@
 //!   `LOAD_SECONDS`, and TIME_WAIT does not exhaust the client's ephemeral ports).
 //!
 //! Prints requests/s, p50/p99 latency and server CPU per request for both, the
-//! webhook/baseline ratios, and each process's resident memory at rest and at peak.
+//! webhook/baseline ratios, the time the webhook spent inside `admission::review` (from
+//! its own /metrics), and each process's resident memory at rest and at peak.
 //! The client runs on the same machine, so absolute numbers are the machine's; the
 //! ratios are what to compare across runs.
 //!
-//! Run: `cargo bench --bench load` (`LOAD_SECONDS=N` per measurement, default 5).
+//! Run: `cargo bench --bench load` (`LOAD_SECONDS=N` per measurement, default 5;
+//! `LOAD_WEBHOOK_LOG=warn` to see what the per-review log line costs).
 
 #[path = "common/workload.rs"]
 mod workload;
