@@ -23,6 +23,8 @@
 //! Run: `cargo bench --bench load` (`LOAD_SECONDS=N` per measurement, default 5;
 //! `LOAD_WEBHOOK_LOG=warn` to see what the per-review log line costs).
 
+#[path = "../tests/support/mod.rs"]
+mod support;
 #[path = "common/workload.rs"]
 mod workload;
 
@@ -38,6 +40,7 @@ use serde_json::Value;
 
 use secret_injector::admission::request_for;
 use secret_injector::server::{self, Limits};
+use support::{free_port, rustls_client_config, wait_http};
 
 /// When set, this binary is the baseline server, with arguments
 /// `PORT CERT KEY RESPONSE_LEN`.
@@ -100,14 +103,6 @@ fn baseline_server() {
     });
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A server process under test; killed on drop.
 struct Server {
     name: &'static str,
@@ -146,35 +141,8 @@ impl Server {
     }
 }
 
-async fn wait_ready(client: &reqwest::Client, url: &str, server: &mut Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(url).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        if let Ok(Some(status)) = server.child.try_wait() {
-            panic!("{} exited before it was ready: {status}", server.name);
-        }
-        assert!(Instant::now() < deadline, "{} did not start", server.name);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn client_tls(ca: &Path, alpn: &[u8], resume: bool) -> rustls::ClientConfig {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut cfg = rustls_client_config(ca);
     cfg.alpn_protocols = vec![alpn.to_vec()];
     if !resume {
         // Full handshakes, as Go clients (kube-apiserver) make without a session cache.
@@ -417,12 +385,12 @@ async fn run(duration: Duration) {
             .unwrap(),
         url: format!("https://127.0.0.1:{port}/mutate"),
     };
-    wait_ready(
-        &plain,
-        &format!("http://127.0.0.1:{admin}/readyz"),
-        &mut webhook,
-    )
-    .await;
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    assert!(
+        wait_http(&ready, "webhook", &mut webhook.child).await,
+        "the webhook exited before it was ready: {}",
+        std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+    );
 
     // A typical pod (3 containers, 5 secrets, 2 templates), as in the admission bench.
     let body = Bytes::from(request_for(&workload::pod(3, 5, 2), "prod", "CREATE"));

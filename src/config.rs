@@ -335,15 +335,18 @@ impl Resources {
                 ));
                 return None;
             }
-            match ParsedQuantity::try_from(raw) {
-                Ok(q) if is_quantity(raw) && q >= ParsedQuantity::default() => Some(q),
-                Ok(_) if is_quantity(raw) => {
+            let quantity = is_quantity(raw)
+                .then(|| ParsedQuantity::try_from(raw).ok())
+                .flatten();
+            match quantity {
+                Some(q) if q >= ParsedQuantity::default() => Some(q),
+                Some(_) => {
                     problems.push(format!(
                         "resources.{kind}.{name} `{raw}` must not be negative"
                     ));
                     None
                 }
-                _ => {
+                None => {
                     problems.push(format!(
                         "resources.{kind}.{name} `{raw}` is not a Kubernetes quantity \
                          (for example 10m or 0.5 for cpu, 16Mi or 1Gi for memory)"

@@ -114,7 +114,6 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let identity = &aws.identity;
-    let status = e.raw_response().map(|r| r.status().as_u16());
     match e {
         SdkError::ServiceError(se) => {
             let err = se.err();
@@ -140,13 +139,16 @@ where
         }
         // Only the status: the parser's error quotes the bytes it choked on, and in a
         // GetSecretValue answer those belong to the secret.
-        SdkError::ResponseError(_) => match status {
-            Some(s) if (400..500).contains(&s) && !matches!(s, 408 | 429) => FetchError::permanent(
-                format!("{what}: HTTP {s} with an unreadable body for {identity}"),
-            ),
-            Some(s) => FetchError::transient(format!("{what}: unreadable response (HTTP {s})")),
-            None => FetchError::transient(format!("{what}: unreadable response")),
-        },
+        SdkError::ResponseError(re) => {
+            let s = re.raw().status().as_u16();
+            if s >= 400 && !transient_service_error(None, s) {
+                FetchError::permanent(format!(
+                    "{what}: HTTP {s} with an unreadable body for {identity}"
+                ))
+            } else {
+                FetchError::transient(format!("{what}: unreadable response (HTTP {s})"))
+            }
+        }
         SdkError::DispatchFailure(df) => {
             let text = context(e);
             // Credentials are resolved while dispatching: a refusal or a missing

@@ -126,6 +126,17 @@ impl InitRun {
         self.stderr().lines().last().unwrap_or_default().to_string()
     }
 
+    /// A permanent failure: exit code 1 and no retry. Returns the last line.
+    fn failed_without_retry(&self) -> String {
+        assert_eq!(self.out.status.code(), Some(1), "{}", self.stderr());
+        assert!(
+            !self.stderr().contains("retrying"),
+            "a permanent error must not retry:\n{}",
+            self.stderr()
+        );
+        self.last_line()
+    }
+
     fn assert_no_values(&self) {
         let text = self.output_text();
         for v in all_values() {
@@ -440,19 +451,13 @@ fn a_token_for_another_service_account_is_refused_at_once() {
         )],
         &[],
     );
-    assert_eq!(run.out.status.code(), Some(1), "{}", run.stderr());
-    let last = run.last_line();
+    let last = run.failed_without_retry();
     assert!(last.starts_with("secret-injector init: "), "{last}");
     assert!(
         last.contains("vault role `app`"),
         "names the identity: {last}"
     );
     assert!(last.contains("refused"), "{last}");
-    assert!(
-        !run.stderr().contains("retrying"),
-        "a permanent error must not retry:\n{}",
-        run.stderr()
-    );
     assert!(run.elapsed < Duration::from_secs(5));
     assert!(
         std::fs::read_dir(run.files_dir()).unwrap().next().is_none(),
@@ -677,13 +682,11 @@ fn missing_aws_secret_is_permanent_and_named() {
             ("AWS_SECRET_ACCESS_KEY", "test"),
         ],
     );
-    assert_eq!(run.out.status.code(), Some(1));
-    let last = run.last_line();
+    let last = run.failed_without_retry();
     assert!(
         last.contains("aws:team-a/does-not-exist") && last.contains("ResourceNotFoundException"),
         "{last}"
     );
-    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
 }
 
 /// moto enforcing IAM. A role that may `GetSecretValue` but not `BatchGetSecretValue`
@@ -755,15 +758,13 @@ fn aws_access_is_the_roles_own() {
         &aws_token(),
         &[],
     );
-    assert_eq!(run.out.status.code(), Some(1), "{}", run.stderr());
-    let last = run.last_line();
+    let last = run.failed_without_retry();
     assert!(
         last.contains("aws:team-a/one")
             && (last.contains("HTTP 403") || last.contains("AccessDenied"))
             && last.contains(&arn),
         "names the reference, the cause and the role: {last}"
     );
-    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
     assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
     assert_eq!(
         std::fs::read_dir(run.files_dir()).unwrap().count(),
@@ -819,14 +820,11 @@ fn kubernetes_auth_through_token_review() {
         )],
         &[],
     );
-    assert_eq!(run.out.status.code(), Some(1));
+    let last = run.failed_without_retry();
     assert!(
-        run.last_line()
-            .contains("login to vault role `app` via auth/kubernetes"),
-        "{}",
-        run.last_line()
+        last.contains("login to vault role `app` via auth/kubernetes"),
+        "{last}"
     );
-    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
 }
 
 #[test]
@@ -874,13 +872,11 @@ fn vault_over_tls_trusts_the_configured_ca_only() {
         &token,
         &[],
     );
-    assert_eq!(run.out.status.code(), Some(1));
-    let last = run.last_line();
+    let last = run.failed_without_retry();
     assert!(
         last.contains("certificate") && last.contains("vault.ca_cert"),
         "{last}"
     );
-    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
 }
 
 #[test]
@@ -1015,8 +1011,7 @@ fn missing_web_identity_token_is_permanent() {
         &[],
         &[],
     );
-    assert_eq!(run.out.status.code(), Some(1));
-    let last = run.last_line();
+    let last = run.failed_without_retry();
     assert!(
         last.contains("no usable AWS credentials") && last.contains("role/team-a-app"),
         "{last}"
@@ -1028,7 +1023,6 @@ fn missing_web_identity_token_is_permanent() {
             .count(),
         1
     );
-    assert!(!run.stderr().contains("retrying"), "{}", run.stderr());
     assert!(run.elapsed < Duration::from_secs(10));
 }
 

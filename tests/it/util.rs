@@ -39,7 +39,7 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-pub use crate::support::free_port;
+pub use crate::support::{free_port, rustls_client_config};
 
 /// A multi-threaded runtime for tests that drive async clients.
 pub fn rt() -> tokio::runtime::Runtime {
@@ -175,21 +175,6 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default())
-}
-
-pub fn rustls_client_config(ca: &Path) -> rustls::ClientConfig {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }
 
 /// An HTTPS client that trusts only the test CA (so the server's chain is verified).

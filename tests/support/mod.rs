@@ -46,7 +46,7 @@ pub fn free_port_pair() -> u16 {
 }
 
 /// Wait until `url` answers; `false` if the process exited first (a port race).
-async fn wait_http(url: &str, what: &str, child: &mut Child) -> bool {
+pub async fn wait_http(url: &str, what: &str, child: &mut Child) -> bool {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = reqwest::Client::builder()
         .tls_backend_rustls()
@@ -871,4 +871,20 @@ impl Drop for Postgres {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client TLS config that trusts only the PEM CA at `ca`.
+pub fn rustls_client_config(ca: &std::path::Path) -> rustls::ClientConfig {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
