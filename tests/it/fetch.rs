@@ -126,6 +126,20 @@ impl InitRun {
         self.stderr().lines().last().unwrap_or_default().to_string()
     }
 
+    /// A run with `SECRET_INJECTOR_DEADLINE=3s` that kept retrying and then gave up:
+    /// exit code 1, one line, after about the deadline. Returns that line.
+    fn gave_up_at_a_3s_deadline(&self) -> String {
+        assert_eq!(self.out.status.code(), Some(1));
+        let stderr = self.stderr();
+        assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+        assert!(
+            self.elapsed >= Duration::from_secs(2) && self.elapsed < Duration::from_secs(15),
+            "{:?}",
+            self.elapsed
+        );
+        stderr
+    }
+
     /// A permanent failure: exit code 1 and no retry. Returns the last line.
     fn failed_without_retry(&self) -> String {
         assert_eq!(self.out.status.code(), Some(1), "{}", self.stderr());
@@ -538,17 +552,10 @@ fn store_down_past_the_deadline_fails_with_one_clear_line() {
         )],
         &[("SECRET_INJECTOR_DEADLINE", "3s"), ("RUST_LOG", "error")],
     );
-    assert_eq!(run.out.status.code(), Some(1));
-    let stderr = run.stderr();
-    assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+    let stderr = run.gave_up_at_a_3s_deadline();
     assert!(
         stderr.starts_with("secret-injector init: gave up after 3s: login to vault role `app`"),
         "{stderr}"
-    );
-    assert!(
-        run.elapsed >= Duration::from_secs(2) && run.elapsed < Duration::from_secs(15),
-        "{:?}",
-        run.elapsed
     );
 }
 
@@ -1186,16 +1193,9 @@ fn unreachable_sts_is_named_and_retried_until_the_deadline() {
         )],
         &[("SECRET_INJECTOR_DEADLINE", "3s"), ("RUST_LOG", "error")],
     );
-    assert_eq!(run.out.status.code(), Some(1));
-    let stderr = run.stderr();
-    assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+    let stderr = run.gave_up_at_a_3s_deadline();
     assert!(
         stderr.starts_with("secret-injector init: gave up after 3s: aws:team-a/x: cannot reach STS for credentials as AWS role arn:aws:iam::123456789012:role/team-a-app (web identity)"),
         "{stderr}"
-    );
-    assert!(
-        run.elapsed >= Duration::from_secs(2) && run.elapsed < Duration::from_secs(15),
-        "{:?}",
-        run.elapsed
     );
 }
