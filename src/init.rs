@@ -397,9 +397,16 @@ fn json_to_env(v: serde_json::Value) -> String {
     }
 }
 
-/// Write every file through a temp file in the same directory (fsync'd, with its
-/// mode), then rename them all. If any write fails, the temp files are removed and no
-/// file is replaced.
+/// The temp file of `name` in `dir`: `..tmp.<name>`. File names may not start with `..`
+/// (`spec::check_file_name`), so no file, and no other file's temp file, can have it;
+/// Kubernetes' atomic volume writer reserves `..`-names (`..data`) the same way.
+pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("..tmp.{name}"))
+}
+
+/// Write every file through a temp file in the same directory ([`temp_path`], fsync'd,
+/// with its mode), then rename them all. If any write fails, the temp files are removed
+/// and no file is replaced.
 pub fn write_all_or_nothing(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -407,7 +414,7 @@ pub fn write_all_or_nothing(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> std
     let mut temps: Vec<(PathBuf, PathBuf)> = Vec::new();
     let result = (|| {
         for (name, bytes, mode) in files {
-            let tmp = dir.join(format!(".{name}.secret-injector-tmp"));
+            let tmp = temp_path(dir, name);
             let _ = std::fs::remove_file(&tmp);
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -440,7 +447,7 @@ fn install_self(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin)?;
-    let tmp = bin.join(".secret-injector.secret-injector-tmp");
+    let tmp = temp_path(&bin, "secret-injector");
     // a streaming copy: the binary never sits in this process's memory
     std::fs::copy(std::env::current_exe()?, &tmp)?;
     std::fs::File::open(&tmp)?.sync_all()?;
@@ -468,7 +475,7 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o400);
         // A name that cannot be created (a directory is in the way) leaves nothing new.
-        std::fs::create_dir(dir.path().join(".c.secret-injector-tmp")).unwrap();
+        std::fs::create_dir(temp_path(dir.path(), "c")).unwrap();
         let bad = vec![
             ("a".to_string(), b"changed".to_vec(), 0o400),
             ("c".to_string(), b"x".to_vec(), 0o400),
@@ -476,6 +483,44 @@ mod tests {
         assert!(write_all_or_nothing(dir.path(), &bad).is_err());
         assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"one");
         assert!(!dir.path().join("c").exists());
-        assert!(!dir.path().join(".a.secret-injector-tmp").exists());
+        assert!(!temp_path(dir.path(), "a").exists());
+    }
+
+    /// The review's reproduction: a file named like the old temp name of another
+    /// (`.a.secret-injector-tmp` beside `a`) took over `a`, with its own mode. In the
+    /// plan's order (a BTreeMap: `.` sorts before `a`).
+    #[test]
+    fn no_file_name_reaches_another_files_temp_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![
+            (
+                ".a.secret-injector-tmp".to_string(),
+                b"other secret".to_vec(),
+                0o444,
+            ),
+            ("a".to_string(), b"a's secret".to_vec(), 0o400),
+        ];
+        write_all_or_nothing(dir.path(), &files).unwrap();
+        for (name, bytes, mode) in &files {
+            let path = dir.path().join(name);
+            assert_eq!(&std::fs::read(&path).unwrap(), bytes, "{name}");
+            let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(got, *mode, "{name}: mode {got:o}");
+        }
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".a.secret-injector-tmp", "a"], "no temp file left");
+        // every temp name starts with `..`, which no valid file name does
+        assert!(
+            temp_path(dir.path(), "x")
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("..")
+        );
     }
 }

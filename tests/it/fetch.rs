@@ -1199,3 +1199,41 @@ fn unreachable_sts_is_named_and_retried_until_the_deadline() {
         "{stderr}"
     );
 }
+
+/// A file may be named like another file's temp name under the old scheme
+/// (`.a.secret-injector-tmp` beside `a`): each keeps its own value and mode.
+#[test]
+fn a_file_named_like_a_temp_file_does_not_take_over_another() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let bao = rt.block_on(bao_with_secrets(&signer));
+    let manifest = deployment(
+        &[
+            ("secret-a", "vault:secret/data/team-a/db#password"),
+            ("secret-.a.secret-injector-tmp", "vault:kv1/team-a/api#key"),
+            ("file-mode-.a.secret-injector-tmp", "0444"),
+        ],
+        "app",
+    );
+    let run = run_injected(
+        &manifest,
+        &config(&bao.addr, "http://127.0.0.1:9"),
+        &[(
+            "secret-injector-token-vault",
+            signer.token(NS, "app", "vault"),
+        )],
+        &[],
+    );
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert_eq!(run.file("a"), DB_PASSWORD);
+    assert_eq!(run.mode("a"), 0o400, "a's own mode");
+    assert_eq!(run.file(".a.secret-injector-tmp"), API_KEY);
+    assert_eq!(run.mode(".a.secret-injector-tmp"), 0o444);
+    let mut names: Vec<String> = std::fs::read_dir(run.files_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".a.secret-injector-tmp", "a"], "no temp file left");
+    run.assert_no_values();
+}
