@@ -182,6 +182,21 @@ fn login_error(e: ClientError, settings: &Settings) -> FetchError {
                 status_error(code, &errors, &what, &settings.identity())
             }
         }
+        // A success status with a body that is not a login answer: not JSON, or without
+        // auth.client_token. Something other than Vault's auth mount answered, and will
+        // again, so it fails at once. Never the body or the parser's message: both can
+        // quote the token.
+        ClientError::RestClientError {
+            source:
+                rustify::errors::ClientError::ResponseParseError { .. }
+                | rustify::errors::ClientError::ResponseConversionError { .. },
+        }
+        | ClientError::ResponseEmptyError
+        | ClientError::ResponseDataEmptyError
+        | ClientError::JsonParseError { .. } => FetchError::permanent(format!(
+            "{what}: the answer is not a Vault login (not JSON, or no auth.client_token in it); check that {} is Vault or OpenBao itself and that auth/{} is a {} auth mount with role `{}`",
+            settings.address, settings.auth_path, settings.auth_method, settings.role
+        )),
         ClientError::RestClientError { source } => match &source {
             rustify::errors::ClientError::ServerResponseError { code, .. } => {
                 status_error(*code, &[], &what, &settings.identity())
@@ -394,6 +409,50 @@ mod tests {
         assert!(e.message.contains("not a JWT"));
         std::fs::write(&p, "a.b.c\n").unwrap();
         assert_eq!(read_token_file(&p).unwrap(), "a.b.c");
+    }
+
+    /// A success status whose body is not a login answer (a proxy's page, another
+    /// service, a token-less answer) fails at once, naming the mount and role, never
+    /// quoting the body.
+    #[tokio::test]
+    async fn a_login_answer_that_is_not_a_login_fails_at_once() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "a.b.c").unwrap();
+        for body in [
+            "<html><body>portal body-canary-1</body></html>",
+            r#"{"data": {"client_token": "body-canary-2"}}"#,
+            r#"{"auth": {"client_token": 7, "accessor": "body-canary-3"}}"#,
+            r#"{"request_id": "", "lease_id": "", "lease_duration": 0, "renewable": false, "auth": null}"#,
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let app = axum::Router::new().fallback(move || async move { body });
+            let server = tokio::spawn(async move { axum::serve(listener, app).await });
+            let settings = Settings {
+                address: format!("http://127.0.0.1:{port}"),
+                role: "app".into(),
+                auth_path: "kubernetes-prod".into(),
+                auth_method: "kubernetes".into(),
+                token_file: token_file.clone(),
+                namespace: None,
+                ca_pem: None,
+                timeout: Duration::from_secs(5),
+            };
+            let Err(e) = Vault::login(settings).await else {
+                panic!("{body}: logged in")
+            };
+            server.abort();
+            assert!(!e.is_transient(), "{body}: {e}");
+            assert!(
+                e.message.contains("not a Vault login")
+                    && e.message.contains("auth/kubernetes-prod")
+                    && e.message.contains("role `app`"),
+                "{body}: {e}"
+            );
+            assert!(!e.message.contains("canary"), "{e}");
+        }
     }
 
     #[test]

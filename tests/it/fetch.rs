@@ -1237,3 +1237,42 @@ fn a_file_named_like_a_temp_file_does_not_take_over_another() {
     assert_eq!(names, [".a.secret-injector-tmp", "a"], "no temp file left");
     run.assert_no_values();
 }
+
+/// A login answered with 200 and a body that is not a login (a proxy's page) fails at
+/// once, naming the auth mount and role, without quoting the body.
+#[test]
+fn a_login_answer_that_is_not_a_login_fails_at_once() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let port = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new()
+            .fallback(|| async { "<html><body>welcome page body-canary-Lk3</body></html>" });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    });
+    let manifest = deployment(
+        &[("secret-db", "vault:secret/data/team-a/db#password")],
+        "app",
+    );
+    let run = run_injected(
+        &manifest,
+        &config(&format!("http://127.0.0.1:{port}"), "http://127.0.0.1:9"),
+        &[(
+            "secret-injector-token-vault",
+            signer.token(NS, "app", "vault"),
+        )],
+        &[],
+    );
+    let last = run.failed_without_retry();
+    assert!(
+        last.contains("login to vault role `app` via auth/jwt")
+            && last.contains("not a Vault login")
+            && last.contains("auth/jwt is a jwt auth mount with role `app`"),
+        "{last}"
+    );
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+    assert!(!run.output_text().contains("body-canary"));
+    assert_eq!(std::fs::read_dir(run.files_dir()).unwrap().count(), 0);
+}
