@@ -1,10 +1,18 @@
 //! `secret-injector exec -- CMD ARGS...`: the env-mode wrapper. Loads the variables the
 //! init container wrote, then `execve`s the original program: same PID, signals go
 //! straight to the app, its exit code is the container's.
+//!
+//! The program is resolved with the container's own `PATH` before any variable is
+//! applied, and the env file may set a loader variable ([`is_loader_variable`]) only
+//! when it lists it as allowed: whoever writes a secret must not choose what code the
+//! app runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 /// A POSIX-portable variable name: letters, digits and `_`, not starting with a digit.
 pub fn valid_env_name(name: &str) -> bool {
@@ -15,12 +23,78 @@ pub fn valid_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Prefixes of the dynamic loaders' variables (glibc/musl `ld.so`, macOS `dyld`).
+pub const LOADER_PREFIXES: &[&str] = &["LD_", "DYLD_"];
+
+/// Variables that choose which program or which code a process loads: `PATH`, glibc's
+/// "unsecure" variables (those it drops for setuid programs), and the code-loading
+/// variables of common language runtimes and shells. Matched exactly (Linux names are
+/// case-sensitive); every `LD_*` and `DYLD_*` name counts too ([`LOADER_PREFIXES`]).
+pub const LOADER_VARIABLES: &[&str] = &[
+    "PATH",
+    // glibc's unsecure-envvars list, besides LD_*
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_TRACE",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TMPDIR",
+    "TZDIR",
+    // language runtimes and shells
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PYTHONHOME",
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "PS4",
+    "IFS",
+];
+
+/// A variable that changes which program or code the app runs. `env-from` loads one only
+/// when the pod lists it in `secret-injector.io/env-from-allow`.
+pub fn is_loader_variable(name: &str) -> bool {
+    LOADER_VARIABLES.contains(&name) || LOADER_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The env file `init` writes and `exec` reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvFile {
+    /// Name -> value.
+    pub vars: BTreeMap<String, String>,
+    /// The loader variables of `vars` that init let through (named by an
+    /// `env-<VAR>` annotation, or listed in `env-from-allow`). `exec` refuses any other.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub loader_allowed: BTreeSet<String>,
+}
+
 /// Read and check the env file. Errors name the variable, never its value.
 pub fn load(path: &Path) -> Result<BTreeMap<String, String>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let vars: BTreeMap<String, String> = serde_json::from_slice(&bytes)
-        .map_err(|_| format!("{} is not a JSON object of strings", path.display()))?;
-    for (name, value) in &vars {
+    let file: EnvFile = serde_json::from_slice(&bytes).map_err(|_| {
+        format!(
+            "{} is not an env file of secret-injector init (a JSON object with `vars`, an object of strings)",
+            path.display()
+        )
+    })?;
+    for (name, value) in &file.vars {
         if !valid_env_name(name) {
             return Err(format!(
                 "{}: `{name}` is not a valid variable name",
@@ -33,8 +107,46 @@ pub fn load(path: &Path) -> Result<BTreeMap<String, String>, String> {
                 path.display()
             ));
         }
+        if is_loader_variable(name) && !file.loader_allowed.contains(name) {
+            return Err(format!(
+                "{}: sets `{name}`, a loader variable (it changes which code the app runs) that init did not allow; name it with secret-injector.io/env-{name}, or add it to secret-injector.io/env-from-allow",
+                path.display()
+            ));
+        }
     }
-    Ok(vars)
+    Ok(file.vars)
+}
+
+/// The program `exec` runs: as given when it contains a `/`, else the first executable
+/// regular file named `program` in the directories of `path` (the container's own
+/// `PATH`, never the injected one; unset: `/bin:/usr/bin`, as glibc's `execvp`; an
+/// empty entry is the current directory, as in `execvp`).
+pub fn resolve(program: &str, path: Option<&OsStr>) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.is_empty() {
+        return Err("the command is an empty string".to_string());
+    }
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = path.unwrap_or(OsStr::new("/bin:/usr/bin"));
+    for dir in std::env::split_paths(path) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let candidate = dir.join(program);
+        if std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "cannot run {program}: not found in the container's PATH ({})",
+        path.to_string_lossy()
+    ))
 }
 
 /// Replace this process with `argv`, with the variables added to the environment.
@@ -47,7 +159,13 @@ pub fn exec(env_file: &Path, argv: &[String]) -> String {
         Ok(v) => v,
         Err(e) => return e,
     };
-    let err = std::process::Command::new(program)
+    // Resolved before the variables apply: an injected PATH cannot pick the binary.
+    let resolved = match resolve(program, std::env::var_os("PATH").as_deref()) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let err = std::process::Command::new(&resolved)
+        .arg0(program)
         .args(args)
         .envs(vars)
         .exec();
@@ -57,6 +175,12 @@ pub fn exec(env_file: &Path, argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env_file(dir: &Path, json: &str) -> PathBuf {
+        let p = dir.join("env.json");
+        std::fs::write(&p, json).unwrap();
+        p
+    }
 
     #[test]
     fn names_and_values_are_checked() {
@@ -68,11 +192,112 @@ mod tests {
                 && !valid_env_name("A=B")
         );
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("env.json");
-        std::fs::write(&p, r#"{"GOOD":"v","BAD=NAME":"hidden-value"}"#).unwrap();
+        let p = env_file(
+            dir.path(),
+            r#"{"vars":{"GOOD":"v","BAD=NAME":"hidden-value"}}"#,
+        );
         let e = load(&p).unwrap_err();
         assert!(e.contains("BAD=NAME") && !e.contains("hidden-value"), "{e}");
-        std::fs::write(&p, "{\"A\":\"x\\u0000y\"}").unwrap();
+        let p = env_file(dir.path(), "{\"vars\":{\"A\":\"x\\u0000y\"}}");
         assert!(load(&p).unwrap_err().contains("NUL"));
+        // the old flat format, or anything else, is refused without quoting it
+        let p = env_file(dir.path(), r#"{"A":"hidden-value"}"#);
+        let e = load(&p).unwrap_err();
+        assert!(
+            e.contains("not an env file") && !e.contains("hidden-value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn loader_variables() {
+        for name in [
+            "PATH",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "LD_AUDIT",
+            "DYLD_INSERT_LIBRARIES",
+            "GLIBC_TUNABLES",
+            "GCONV_PATH",
+            "TMPDIR",
+            "NODE_OPTIONS",
+            "PYTHONPATH",
+            "PERL5OPT",
+            "RUBYOPT",
+            "JAVA_TOOL_OPTIONS",
+            "_JAVA_OPTIONS",
+            "BASH_ENV",
+            "ENV",
+            "IFS",
+        ] {
+            assert!(is_loader_variable(name), "{name}");
+        }
+        for name in [
+            "DB_PASSWORD",
+            "Path",
+            "ld_preload",
+            "OLD_PATH",
+            "PATH_PREFIX",
+            "ENVIRONMENT",
+            "NODE_ENV",
+            "LD",
+        ] {
+            assert!(!is_loader_variable(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn exec_refuses_loader_variables_the_file_does_not_allow() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = env_file(
+            dir.path(),
+            r#"{"vars":{"A":"1","LD_PRELOAD":"/tmp/evil-value.so"}}"#,
+        );
+        let e = load(&p).unwrap_err();
+        assert!(
+            e.contains("`LD_PRELOAD`") && e.contains("env-from-allow") && !e.contains("evil-value"),
+            "{e}"
+        );
+        // listed as allowed: loaded
+        let p = env_file(
+            dir.path(),
+            r#"{"vars":{"A":"1","LD_PRELOAD":"/x.so"},"loader_allowed":["LD_PRELOAD"]}"#,
+        );
+        assert_eq!(load(&p).unwrap()["LD_PRELOAD"], "/x.so");
+        // and what init writes reads back
+        let f = EnvFile {
+            vars: BTreeMap::from([("PATH".to_string(), "/opt".to_string())]),
+            loader_allowed: BTreeSet::from(["PATH".to_string()]),
+        };
+        let p = env_file(dir.path(), &serde_json::to_string(&f).unwrap());
+        assert_eq!(load(&p).unwrap(), f.vars);
+    }
+
+    #[test]
+    fn the_program_is_resolved_with_the_containers_own_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mk = |sub: &str, exec: bool| {
+            let d = dir.path().join(sub);
+            std::fs::create_dir_all(&d).unwrap();
+            let f = d.join("app");
+            std::fs::write(&f, "#!/bin/sh\n").unwrap();
+            let mode = if exec { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            d
+        };
+        let noexec = mk("noexec", false);
+        let real = mk("real", true);
+        let own = std::env::join_paths([&noexec, &real]).unwrap();
+        assert_eq!(resolve("app", Some(&own)).unwrap(), real.join("app"));
+        assert_eq!(
+            resolve("./app", Some(&own)).unwrap(),
+            PathBuf::from("./app"),
+            "a path is used as given"
+        );
+        let e = resolve("app", Some(dir.path().join("none").as_os_str())).unwrap_err();
+        assert!(e.contains("not found in the container's PATH"), "{e}");
+        assert!(resolve("", Some(&own)).is_err());
+        assert!(resolve("sh", None).unwrap().ends_with("sh"));
     }
 }

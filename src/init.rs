@@ -247,6 +247,7 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
     for r in &plan.env_from {
         match select(r)? {
             Fetched::Map(map) => {
+                check_loader_keys(r, map.keys(), plan)?;
                 for (k, v) in map {
                     if !crate::exec::valid_env_name(&k) {
                         return Err(InitError(format!(
@@ -293,7 +294,16 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
             .env_dir
             .as_ref()
             .ok_or_else(|| InitError("env-mode references need --env-dir".to_string()))?;
-        let json = serde_json::to_vec(&env_vars).expect("env serializes");
+        // What init let through: exec refuses any other loader variable.
+        let env_file = crate::exec::EnvFile {
+            loader_allowed: env_vars
+                .keys()
+                .filter(|k| crate::exec::is_loader_variable(k))
+                .cloned()
+                .collect(),
+            vars: env_vars.clone(),
+        };
+        let json = serde_json::to_vec(&env_file).expect("env serializes");
         write_all_or_nothing(
             dir,
             &[(
@@ -388,6 +398,54 @@ async fn finish_vault(v: &Vault, leases: &[Lease], keep: bool) -> bool {
             false
         }
     }
+}
+
+/// Keys of an `env-from` secret that are loader variables ([`crate::exec::is_loader_variable`])
+/// are refused unless the pod allows them with `env-from-allow`, or names the variable
+/// itself with `env-<VAR>` (whose value then wins). The secret's writer chooses the keys;
+/// only the pod's author may choose what code the app loads.
+fn check_loader_keys<'a>(
+    r: &SecretRef,
+    keys: impl Iterator<Item = &'a String>,
+    plan: &FetchPlan,
+) -> Result<(), InitError> {
+    let mut refused: Vec<&str> = keys
+        .filter(|k| crate::exec::is_loader_variable(k))
+        .filter(|k| !plan.env_from_allow.contains(*k) && !plan.env.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    refused.sort_unstable();
+    let names = refused
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (what, they, them) = if refused.len() == 1 {
+        (
+            format!("key {names} is a loader variable"),
+            "it changes",
+            "it",
+        )
+    } else {
+        (
+            format!("keys {names} are loader variables"),
+            "they change",
+            "them",
+        )
+    };
+    let example: Vec<&str> = plan
+        .env_from_allow
+        .iter()
+        .map(String::as_str)
+        .chain(refused.iter().copied())
+        .collect();
+    Err(InitError(format!(
+        "{r}: {what} ({they} which code the app runs), so env-from refuses {them}; if the app needs {them} from this secret, add {them} to secret-injector.io/env-from-allow (for example secret-injector.io/env-from-allow: {})",
+        example.join(",")
+    )))
 }
 
 fn json_to_env(v: serde_json::Value) -> String {
@@ -521,6 +579,51 @@ mod tests {
                 .unwrap()
                 .to_string_lossy()
                 .starts_with("..")
+        );
+    }
+
+    fn plan(env_from_allow: &[&str], env: &[&str]) -> FetchPlan {
+        let r = crate::reference::parse("vault:kv/x").unwrap();
+        FetchPlan {
+            env_from: vec![r.clone()],
+            env_from_allow: env_from_allow.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|v| (v.to_string(), r.clone())).collect(),
+            ..FetchPlan::default()
+        }
+    }
+
+    #[test]
+    fn env_from_refuses_loader_variables_unless_allowed() {
+        let r = crate::reference::parse("aws:team/app").unwrap();
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let ok = keys(&["DB_PASSWORD", "API_KEY"]);
+        assert!(check_loader_keys(&r, ok.iter(), &plan(&[], &[])).is_ok());
+
+        let bad = keys(&["DB_PASSWORD", "LD_PRELOAD"]);
+        let e = check_loader_keys(&r, bad.iter(), &plan(&[], &[]))
+            .unwrap_err()
+            .0;
+        assert!(
+            e.starts_with("aws:team/app: key `LD_PRELOAD` is a loader variable")
+                && e.contains(
+                    "add it to secret-injector.io/env-from-allow (for example secret-injector.io/env-from-allow: LD_PRELOAD)"
+                )
+                && !e.contains('\n'),
+            "{e}"
+        );
+        // allowed by the pod, or named by the pod itself: loaded
+        assert!(check_loader_keys(&r, bad.iter(), &plan(&["LD_PRELOAD"], &[])).is_ok());
+        assert!(check_loader_keys(&r, bad.iter(), &plan(&[], &["LD_PRELOAD"])).is_ok());
+
+        // several: all named, and the example keeps what is already allowed
+        let bad = keys(&["PATH", "NODE_OPTIONS", "LD_AUDIT"]);
+        let e = check_loader_keys(&r, bad.iter(), &plan(&["NODE_OPTIONS"], &[]))
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("keys `LD_AUDIT`, `PATH` are loader variables")
+                && e.contains("env-from-allow: NODE_OPTIONS,LD_AUDIT,PATH"),
+            "{e}"
         );
     }
 }

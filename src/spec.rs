@@ -35,6 +35,7 @@ const EXACT_KEYS: &[&str] = &[
     "command",
     "refresh-interval",
     "env-from",
+    "env-from-allow",
     "vault-role",
     "vault-auth-path",
     "vault-auth-method",
@@ -152,6 +153,10 @@ pub struct FetchPlan {
     /// `env-from`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_from: Vec<SecretRef>,
+    /// `env-from-allow`: loader variables (`exec::is_loader_variable`) that `env-from`
+    /// may load; init refuses any other.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub env_from_allow: BTreeSet<String>,
     /// Mode of files without `file-mode-<name>`, and of the env file.
     #[serde(default = "default_mode")]
     pub default_mode: u32,
@@ -169,6 +174,7 @@ impl Default for FetchPlan {
             files: BTreeMap::new(),
             env: BTreeMap::new(),
             env_from: Vec::new(),
+            env_from_allow: BTreeSet::new(),
             default_mode: default_mode(),
         }
     }
@@ -334,6 +340,9 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
                 Err(e) => c.push("env-from", e.0),
             }
         }
+    }
+    if let Some(list) = ours.get("env-from-allow") {
+        plan.env_from_allow = parse_env_from_allow(&mut c, &mut warnings, list, &plan);
     }
 
     check_duplicates(&mut c, &plan);
@@ -545,6 +554,67 @@ fn check_env_name(c: &mut Collector, suffix: &str, var: &str) -> bool {
         );
     }
     valid
+}
+
+/// `env-from-allow`: comma-separated loader variables that `env-from` may load (see
+/// `exec::is_loader_variable`; init refuses the others).
+fn parse_env_from_allow(
+    c: &mut Collector,
+    warnings: &mut Vec<String>,
+    list: &str,
+    plan: &FetchPlan,
+) -> BTreeSet<String> {
+    let example = "for example secret-injector.io/env-from-allow: LD_LIBRARY_PATH,NODE_OPTIONS";
+    let names: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        c.push(
+            "env-from-allow",
+            format!(
+                "is empty; list the variable names env-from may set, separated by commas, {example}"
+            ),
+        );
+    }
+    let mut allowed = BTreeSet::new();
+    for name in names {
+        if crate::exec::valid_env_name(name) {
+            allowed.insert(name.to_string());
+        } else {
+            c.push(
+                "env-from-allow",
+                format!(
+                    "`{name}` is not an environment variable name (letters, digits and `_`, not starting with a digit); {example}"
+                ),
+            );
+        }
+    }
+    if plan.env_from.is_empty() {
+        warnings.push(
+            "secret-injector.io/env-from-allow only applies to variables loaded by secret-injector.io/env-from, which this pod does not use; it is ignored".to_string(),
+        );
+    } else {
+        let plain: Vec<&str> = allowed
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !crate::exec::is_loader_variable(n))
+            .collect();
+        if !plain.is_empty() {
+            let shown: Vec<&str> = plain.iter().copied().take(5).collect();
+            let more = if plain.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            };
+            warnings.push(format!(
+                "secret-injector.io/env-from-allow lists {}{more}, which env-from loads without being allowed (only loader variables such as PATH, LD_* or NODE_OPTIONS need it); listing them changes nothing",
+                shown.join(", ")
+            ));
+        }
+    }
+    allowed
 }
 
 fn check_duplicates(c: &mut Collector, plan: &FetchPlan) {
@@ -1230,6 +1300,71 @@ mod tests {
         assert!(matches!(ok, Ok(Decision::Inject(_))), "{ok:?}");
         let p = one_problem(json!({"secret-injector.io/env-from": "aws:x#k"}));
         assert!(p.message.contains("drop `#k`"));
+    }
+
+    #[test]
+    fn env_from_allow_names_loader_variables() {
+        let s = inject(json!({
+            "secret-injector.io/env-from": "aws:team/app",
+            "secret-injector.io/env-from-allow": " LD_LIBRARY_PATH, NODE_OPTIONS,,",
+        }));
+        assert_eq!(
+            s.plan.env_from_allow,
+            BTreeSet::from(["LD_LIBRARY_PATH".to_string(), "NODE_OPTIONS".to_string()])
+        );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        // carried to init in the plan, and absent when unused
+        let plan = serde_json::to_value(&s.plan).unwrap();
+        assert_eq!(
+            plan["env_from_allow"],
+            json!(["LD_LIBRARY_PATH", "NODE_OPTIONS"])
+        );
+        let plain = inject(json!({"secret-injector.io/env-from": "aws:team/app"}));
+        assert!(serde_json::to_value(&plain.plan).unwrap()["env_from_allow"].is_null());
+
+        let p = one_problem(json!({
+            "secret-injector.io/env-from": "aws:team/app",
+            "secret-injector.io/env-from-allow": "LD_PRELOAD,LD-AUDIT",
+        }));
+        assert_eq!(p.annotation, "secret-injector.io/env-from-allow");
+        assert!(
+            p.message
+                .contains("`LD-AUDIT` is not an environment variable name")
+                && p.message
+                    .contains("secret-injector.io/env-from-allow: LD_LIBRARY_PATH,NODE_OPTIONS"),
+            "{}",
+            p.message
+        );
+        let p = one_problem(json!({
+            "secret-injector.io/env-from": "aws:team/app",
+            "secret-injector.io/env-from-allow": " , ",
+        }));
+        assert!(p.message.starts_with("is empty"), "{}", p.message);
+
+        // without env-from it changes nothing: a warning, not a denial
+        let s = inject(json!({
+            "secret-injector.io/env-DB": "aws:team/app#db",
+            "secret-injector.io/env-from-allow": "LD_PRELOAD",
+        }));
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("env-from-allow only applies")),
+            "{:?}",
+            s.warnings
+        );
+        // a variable that needs no allowing: warned
+        let s = inject(json!({
+            "secret-injector.io/env-from": "aws:team/app",
+            "secret-injector.io/env-from-allow": "DB_PASSWORD,PATH",
+        }));
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("lists DB_PASSWORD, which")),
+            "{:?}",
+            s.warnings
+        );
     }
 
     #[test]

@@ -1238,6 +1238,73 @@ fn a_file_named_like_a_temp_file_does_not_take_over_another() {
     run.assert_no_values();
 }
 
+/// `env-from` loads the keys a secret's writer chose: a loader variable among them
+/// (`LD_PRELOAD`) fails init with one line naming it and the fix, and nothing is
+/// written; the pod's `env-from-allow` lets it through.
+#[test]
+fn env_from_refuses_loader_variables_unless_the_pod_allows_them() {
+    const PRELOAD: &str = "/nonexistent/preload-canary-Zq7.so";
+    let rt = rt();
+    let moto = rt.block_on(async {
+        let moto = Moto::start().await;
+        moto.create(
+            "team-a/env",
+            &json!({"POSTGRES_PASSWORD": CNPG_PASSWORD, "LD_PRELOAD": PRELOAD}).to_string(),
+        )
+        .await;
+        moto
+    });
+    let aws_env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let cfg = config("http://127.0.0.1:9", &moto.url);
+
+    let manifest = deployment(&[("env-from", "aws:team-a/env")], "app");
+    let run = run_injected(&manifest, &cfg, &[], &aws_env);
+    let last = run.failed_without_retry();
+    assert!(
+        last.starts_with(
+            "secret-injector init: aws:team-a/env: key `LD_PRELOAD` is a loader variable"
+        ) && last.contains(
+            "add it to secret-injector.io/env-from-allow (for example secret-injector.io/env-from-allow: LD_PRELOAD)"
+        ),
+        "{last}"
+    );
+    assert!(
+        !run.output_text().contains(PRELOAD),
+        "a value in the output"
+    );
+    run.assert_no_values();
+    let env_dir = &run.mounts["/secret-injector/env"];
+    assert_eq!(
+        std::fs::read_dir(env_dir).unwrap().count(),
+        0,
+        "no env file, no binary"
+    );
+
+    let manifest = deployment(
+        &[
+            ("env-from", "aws:team-a/env"),
+            ("env-from-allow", "LD_PRELOAD"),
+        ],
+        "app",
+    );
+    let run = run_injected(&manifest, &cfg, &[], &aws_env);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    let env_dir = &run.mounts["/secret-injector/env"];
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(env_dir.join("env.json")).unwrap()).unwrap();
+    assert!(
+        file["vars"]["LD_PRELOAD"] == PRELOAD && file["vars"]["POSTGRES_PASSWORD"] == CNPG_PASSWORD,
+        "both variables are written"
+    );
+    assert_eq!(file["loader_allowed"], json!(["LD_PRELOAD"]));
+    assert!(!run.output_text().contains(PRELOAD));
+    run.assert_no_values();
+    drop(moto);
+}
+
 /// A login answered with 200 and a body that is not a login (a proxy's page) fails at
 /// once, naming the auth mount and role, without quoting the body.
 #[test]

@@ -3,6 +3,7 @@
 
 mod admission_https;
 mod cli;
+mod exec;
 mod fetch;
 #[path = "../support/mod.rs"]
 mod support;
