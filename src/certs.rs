@@ -100,7 +100,9 @@ pub fn generate(names: &[String], ca: Option<(&str, &str)>, days: u32) -> Result
 }
 
 /// Write `ca.crt`, `ca.key`, `tls.crt`, `tls.key` and `ca-bundle.b64` into `dir`
-/// (keys with mode 0600). Returns the paths written.
+/// (keys 0600, certificates 0644), each with [`write_atomic`]. Creates `dir` if it is
+/// missing; `serve --self-signed` checks it with [`private_dir`] first. Returns the paths
+/// written.
 pub fn write(bundle: &Bundle, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     let files = [
@@ -119,31 +121,129 @@ pub fn write(bundle: &Bundle, dir: &Path) -> Result<Vec<PathBuf>> {
         write_atomic(&path, content.as_bytes(), mode)?;
         written.push(path);
     }
+    // The renames are durable once the directory itself is synced.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(written)
 }
 
-/// Write through a temp file and a rename, so a reader (the reloading server) never
-/// sees half a file.
+/// Make `dir` fit to hold `serve --self-signed`'s keys, or refuse with the reason and the
+/// fix. The default, `$TMPDIR/secret-injector`, sits in a folder every user can write, so
+/// whoever creates that name first decides what it is.
+///
+/// - Missing: created with mode 0700 (its parents as `create_dir_all` makes them).
+/// - Present: it must be a directory, not a symlink to one (it is opened with
+///   `O_NOFOLLOW`), owned by the effective uid, and not writable by group or others. A
+///   group/other-writable directory is refused even when it is ours: anyone could have
+///   planted or swapped entries in it, and a later chmod cannot tell.
+/// - Ours and acceptable: its mode is tightened to 0700 (through the opened descriptor,
+///   so the change lands on the directory that was checked).
+///
+/// Only `dir` itself is checked: its parent must not let others rename it away (a sticky
+/// folder such as `/tmp` does not).
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    let shown = dir.display();
+    let fix = "choose another directory with --self-signed-dir";
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(Error::io(format!("create {}", parent.display())))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(format!("create {shown}"))(e)),
+    }
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(dir);
+    let d = match opened {
+        Ok(d) => d,
+        // O_NOFOLLOW|O_DIRECTORY on a symlink fails with ELOOP or ENOTDIR, depending on
+        // the kernel; lstat says which it was.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+            let what = match std::fs::symlink_metadata(dir) {
+                Ok(m) if m.file_type().is_symlink() => "a symlink",
+                _ => "not a directory",
+            };
+            return Err(Error::Tls(format!(
+                "refusing the self-signed directory {shown}: it is {what}; {fix}"
+            )));
+        }
+        Err(e) => return Err(Error::io(format!("open {shown}"))(e)),
+    };
+    let meta = d.metadata().map_err(Error::io(format!("stat {shown}")))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(Error::Tls(format!(
+            "refusing the self-signed directory {shown}: it is owned by uid {}, not by this process (uid {uid}), so its owner could swap the key files; {fix}",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Error::Tls(format!(
+            "refusing the self-signed directory {shown}: its mode {mode:04o} lets group or others add and rename files in it; run `chmod 700 {shown}` or {fix}"
+        )));
+    }
+    if mode != 0o700 {
+        d.set_permissions(std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::io(format!("chmod 700 {shown}")))?;
+    }
+    Ok(())
+}
+
+/// Write `content` to `path` with exactly `mode`, through a fresh temp file and a rename,
+/// so a reader (the reloading server) never sees half a file. Used by `certs` and by
+/// `serve --self-signed`.
+///
+/// The temp file has a random name and is created with `O_CREAT|O_EXCL|O_NOFOLLOW`, so
+/// nothing planted in the directory (a symlink, a file with a wide mode) is ever opened;
+/// its mode is set on the descriptor, whatever the umask. The rename replaces whatever
+/// `path` is, a symlink included, and never follows it.
 pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(Error::io(format!("create {}", tmp.display())))?;
-    f.write_all(content)
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let (tmp, mut f) = {
+        let mut attempt = 0;
+        loop {
+            let tmp = dir.join(format!(
+                ".{name}.tmp-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(mode)
+                .open(&tmp)
+            {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(Error::io(format!("create {}", tmp.display()))(e)),
+            }
+        }
+    };
+    let result = f
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|_| f.write_all(content))
         .and_then(|_| f.sync_all())
-        .map_err(Error::io(format!("write {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(format!("rename to {}", path.display())))
+        .map_err(Error::io(format!("write {}", tmp.display())))
+        .and_then(|_| {
+            std::fs::rename(&tmp, path).map_err(Error::io(format!("rename to {}", path.display())))
+        });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -163,5 +263,104 @@ mod tests {
             .decode(a.ca_bundle_b64())
             .unwrap();
         assert_eq!(decoded, a.ca_cert_pem.as_bytes());
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn set_mode(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_replaces_a_planted_symlink_and_sets_the_exact_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "victim").unwrap();
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("tls.key")).unwrap();
+        std::fs::write(dir.join("ca.key"), "old").unwrap();
+        set_mode(&dir.join("ca.key"), 0o666);
+
+        write_atomic(&dir.join("tls.key"), b"key", 0o600).unwrap();
+        write_atomic(&dir.join("ca.key"), b"ca", 0o600).unwrap();
+        write_atomic(&dir.join("ca.crt"), b"crt", 0o644).unwrap();
+
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
+        assert!(
+            std::fs::symlink_metadata(dir.join("tls.key"))
+                .unwrap()
+                .is_file()
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("tls.key")).unwrap(), "key");
+        assert_eq!(mode(&dir.join("tls.key")), 0o600);
+        assert_eq!(mode(&dir.join("ca.key")), 0o600);
+        assert_eq!(mode(&dir.join("ca.crt")), 0o644);
+        // No temp file is left behind.
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["ca.crt", "ca.key", "tls.key"]);
+    }
+
+    #[test]
+    fn private_dir_creates_0700_and_tightens_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("a/b");
+        private_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+
+        let loose = tmp.path().join("loose");
+        std::fs::create_dir(&loose).unwrap();
+        set_mode(&loose, 0o755);
+        private_dir(&loose).unwrap();
+        assert_eq!(mode(&loose), 0o700);
+    }
+
+    #[test]
+    fn private_dir_refuses_a_symlink_a_file_and_a_shared_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        set_mode(&real, 0o700);
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = private_dir(&link).unwrap_err().to_string();
+        assert!(
+            err.contains("is a symlink") && err.contains("--self-signed-dir"),
+            "{err}"
+        );
+
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = private_dir(&file).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+
+        for shared in [0o777, 0o770, 0o1777] {
+            set_mode(&real, shared);
+            let err = private_dir(&real).unwrap_err().to_string();
+            assert!(err.contains("chmod 700"), "{shared:o}: {err}");
+            assert_eq!(mode(&real), shared, "a refused directory is left as it is");
+        }
+    }
+
+    #[test]
+    fn private_dir_refuses_a_dir_owned_by_someone_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        set_mode(&theirs, 0o700);
+        // Only root can give a directory away; as anyone else there is nothing to test.
+        if std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).is_err() {
+            return;
+        }
+        let err = private_dir(&theirs).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
     }
 }

@@ -39,44 +39,24 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let config = load_config(args.config.as_deref())?;
-    let files = match (&args.tls_cert, &args.tls_key, args.self_signed) {
-        (Some(cert), Some(key), _) => CertFiles {
+    let given = match (&args.tls_cert, &args.tls_key, args.self_signed) {
+        (Some(cert), Some(key), _) => Some(CertFiles {
             cert: cert.clone(),
             key: key.clone(),
-        },
-        (None, None, true) => {
-            let mut names = vec![
-                "localhost".to_string(),
-                "127.0.0.1".to_string(),
-                "::1".to_string(),
-            ];
-            names.extend(certs::service_names(
-                "secret-injector",
-                "secret-injector-system",
-            ));
-            names.extend(args.self_signed_names.iter().cloned());
-            let bundle = certs::generate(&names, None, 30)?;
-            certs::write(&bundle, &args.self_signed_dir)?;
-            let ca = args.self_signed_dir.join("ca.crt");
-            eprintln!(
-                "secret-injector: self-signed certificate for {}; CA written to {} (curl --cacert {} https://localhost:{}/mutate)",
-                names.join(", "),
-                ca.display(),
-                ca.display(),
-                args.listen.port()
-            );
-            CertFiles {
-                cert: args.self_signed_dir.join("tls.crt"),
-                key: args.self_signed_dir.join("tls.key"),
-            }
-        }
+        }),
+        (None, None, true) => None,
         _ => bail!("give --tls-cert and --tls-key, or --self-signed"),
     };
-    let (tls, loaded) = files.load()?;
+    // Bind first: a port in use must fail the start before anything is written to disk.
     let webhook = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("bind the webhook listener {}", args.listen))?;
     let admin = std::net::TcpListener::bind(args.admin_listen)
         .with_context(|| format!("bind the admin listener {}", args.admin_listen))?;
+    let files = match given {
+        Some(files) => files,
+        None => write_self_signed(&args)?,
+    };
+    let (tls, loaded) = files.load()?;
     let metrics = Arc::new(Metrics::new());
     let mut state = AppState::new(config, metrics.clone());
     let limits = Limits {
@@ -109,6 +89,37 @@ fn serve(args: ServeArgs) -> Result<()> {
         server::run(webhook, admin, tls, Arc::new(state), limits, server::shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
+    })
+}
+
+/// `serve --self-signed`: a fresh CA and serving certificate in a private directory
+/// (`certs::private_dir`), written without following anything planted there.
+fn write_self_signed(args: &ServeArgs) -> Result<CertFiles> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    names.extend(certs::service_names(
+        "secret-injector",
+        "secret-injector-system",
+    ));
+    names.extend(args.self_signed_names.iter().cloned());
+    let bundle = certs::generate(&names, None, 30)?;
+    let dir = &args.self_signed_dir;
+    certs::private_dir(dir)?;
+    certs::write(&bundle, dir)?;
+    let ca = dir.join("ca.crt");
+    eprintln!(
+        "secret-injector: self-signed certificate for {}; CA written to {} (curl --cacert {} https://localhost:{}/mutate)",
+        names.join(", "),
+        ca.display(),
+        ca.display(),
+        args.listen.port()
+    );
+    Ok(CertFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
     })
 }
 
