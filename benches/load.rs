@@ -1,6 +1,6 @@
 //! Load over HTTPS: the real `secret-injector serve` process against a bare axum +
 //! rustls server measured in the same run. The baseline process is built from the
-//! webhook's own server parts (`tls::server_config`, `server::https_server`,
+//! webhook's own server parts (`tls::server_config`, `https::serve`,
 //! `server::with_limits`) on the same tokio runtime; per request it parses the body into
 //! a `serde_json::Value` and answers with as many bytes as the webhook does. What is
 //! left over is the webhook's own cost: validating annotations, building the patch,
@@ -65,7 +65,7 @@ fn main() {
         .block_on(run(Duration::from_secs(seconds)));
 }
 
-/// The baseline: the webhook's own TLS and HTTP stack (`server::https_server`,
+/// The baseline: the webhook's own TLS and HTTP stack (`https::serve`,
 /// `server::with_limits`), a JSON parse, a canned answer.
 fn baseline_server() {
     let a: Vec<String> = std::env::args().skip(1).collect();
@@ -95,9 +95,7 @@ fn baseline_server() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
-        server::https_server(listener, tls, &limits)
-            .unwrap()
-            .serve(app.into_make_service())
+        secret_injector::https::serve(listener, tls, &limits, app, std::future::pending())
             .await
             .unwrap();
     });

@@ -106,8 +106,8 @@ pub fn review(
     {
         return Err(BadReview(format!(
             "expected apiVersion {API_VERSION} and kind AdmissionReview, got {} {}",
-            input.api_version.as_deref().unwrap_or("<none>"),
-            input.kind.as_deref().unwrap_or("<none>")
+            crate::logging::Escaped(input.api_version.as_deref().unwrap_or("<none>")),
+            crate::logging::Escaped(input.kind.as_deref().unwrap_or("<none>"))
         )));
     }
     let Some(req) = input.request else {

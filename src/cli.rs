@@ -171,6 +171,10 @@ pub struct ServeArgs {
     /// listener, so no review is sent to a closed port during a rollout.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
+    /// Close a webhook connection after this long without a request (HTTP/2 keep-alive
+    /// pings do not count); the API server opens a new one for its next review.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
     /// Watch ServiceAccounts (for `eks.amazonaws.com/role-arn`): `auto` when in a
     /// cluster or a kubeconfig is found, `off` to use pod annotations only.
     #[arg(long, default_value = "auto", value_parser = ["auto", "off"], env = "SECRET_INJECTOR_KUBE")]

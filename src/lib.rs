@@ -12,6 +12,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod https;
 pub mod init;
 pub mod inject;
 pub mod logging;

@@ -91,9 +91,57 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// A string that came from a request (a pod or namespace name, an annotation key), fit
+/// for a log line or a message: control and bidi-override characters are escaped
+/// (`\n`, `\u{1b}`), so a name cannot forge a line or recolour a terminal, and only
+/// the first 200 characters are kept. The API server validates names only after the
+/// mutating webhooks have run, so a review can carry anything.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        const SHOWN: usize = 200;
+        for (i, ch) in self.0.chars().enumerate() {
+            if i == SHOWN {
+                return write!(f, "…({} bytes)", self.0.len());
+            }
+            let invisible = matches!(ch, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if ch.is_control() || invisible || ch == '\\' {
+                write!(f, "{}", ch.escape_default())?;
+            } else {
+                f.write_char(ch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_fields_are_escaped_and_cut() {
+        let forged = "web\n2026-01-01T00:00:00Z INFO injected namespace=kube-system pod=\u{1b}[2Kx";
+        let shown = Escaped(forged).to_string();
+        assert!(
+            !shown.contains('\n') && !shown.contains('\u{1b}'),
+            "{shown}"
+        );
+        assert!(shown.starts_with("web\\n2026"), "{shown}");
+        assert!(shown.contains("\\u{1b}"), "{shown}");
+        assert_eq!(Escaped("a\\b").to_string(), "a\\\\b");
+        assert_eq!(Escaped("\u{202e}x").to_string(), "\\u{202e}x");
+        let long = "n".repeat(1 << 20);
+        let shown = Escaped(&long).to_string();
+        assert!(
+            shown.len() < 300 && shown.ends_with("…(1048576 bytes)"),
+            "{}",
+            shown.len()
+        );
+        assert_eq!(Escaped("prod-eu").to_string(), "prod-eu");
+    }
 
     #[test]
     fn directives_for_clamped_libraries_are_dropped() {

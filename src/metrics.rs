@@ -17,6 +17,10 @@ pub struct NamespaceLabels {
     pub namespace: String,
 }
 
+/// The `namespace` label of injections in namespaces not known to exist. Not a valid
+/// namespace name, so it cannot collide with one.
+pub const UNKNOWN_NAMESPACE: &str = "_unknown";
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<OutcomeLabels, Counter>,
@@ -71,7 +75,11 @@ impl Metrics {
         }
     }
 
-    pub fn record(&self, outcome: &str, namespace: &str, seconds: f64) {
+    /// Count one answered review. `namespace` labels the injections counter only when
+    /// `known` (the namespace exists, as the ServiceAccount cache tells): the label
+    /// comes from the request, and unchecked it would let one caller create a series
+    /// per made-up name. Others count under [`UNKNOWN_NAMESPACE`].
+    pub fn record(&self, outcome: &str, namespace: &str, known: bool, seconds: f64) {
         self.requests
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_string(),
@@ -81,7 +89,7 @@ impl Metrics {
         if outcome == "injected" {
             self.injections
                 .get_or_create(&NamespaceLabels {
-                    namespace: namespace.to_string(),
+                    namespace: if known { namespace } else { UNKNOWN_NAMESPACE }.to_string(),
                 })
                 .inc();
         }
@@ -103,8 +111,11 @@ mod tests {
     #[test]
     fn counts_outcomes_and_namespaces() {
         let m = Metrics::new();
-        m.record("injected", "prod", 0.001);
-        m.record("denied", "prod", 0.001);
+        m.record("injected", "prod", true, 0.001);
+        m.record("denied", "prod", true, 0.001);
+        for i in 0..1000 {
+            m.record("injected", &format!("made-up-{i}"), false, 0.001);
+        }
         let text = m.encode();
         assert!(
             text.contains("secret_injector_admission_requests_total{outcome=\"injected\"} 1"),
@@ -115,7 +126,12 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("secret_injector_admission_duration_seconds_count 2"),
+            text.contains("secret_injector_injections_total{namespace=\"_unknown\"} 1000"),
+            "{text}"
+        );
+        assert_eq!(text.matches("secret_injector_injections_total{").count(), 2);
+        assert!(
+            text.contains("secret_injector_admission_duration_seconds_count 1002"),
             "{text}"
         );
     }

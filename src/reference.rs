@@ -323,11 +323,26 @@ fn parse_params(provider: Provider, params: &str) -> Result<Option<Version>, Ref
     Ok(version)
 }
 
+/// Longest word (and candidate) that gets a "did you mean" suggestion: typos are in
+/// names people type, and the edit distance costs `len(word) * len(candidate)`.
+pub const MAX_SUGGEST_LEN: usize = 64;
+/// Most candidates compared for one suggestion.
+const MAX_SUGGEST_CANDIDATES: usize = 256;
+
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
+///
+/// Bounded whatever the input: words or candidates longer than [`MAX_SUGGEST_LEN`] get
+/// no suggestion, and only the first [`MAX_SUGGEST_CANDIDATES`] candidates are compared,
+/// so one call costs at most 256 * 64 * 64 steps.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    if word.len() > MAX_SUGGEST_LEN {
+        return None;
+    }
     let limit = (word.chars().count() / 3).max(2);
     candidates
         .into_iter()
+        .take(MAX_SUGGEST_CANDIDATES)
+        .filter(|c| c.len() <= MAX_SUGGEST_LEN)
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
@@ -337,6 +352,18 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suggestions_are_bounded_for_long_input() {
+        assert_eq!(closest("vualt", ["vault", "aws"]), Some("vault"));
+        let long = "x-".repeat(1000);
+        // Too long to compare: no suggestion, even for an exact match.
+        assert_eq!(closest(&long, [long.as_str()]), None);
+        let many: Vec<String> = (0..100_000).map(|i| format!("c{i}")).collect();
+        // Only the first candidates are compared.
+        assert_eq!(closest("c9", many.iter().map(String::as_str)), Some("c9"));
+        assert_eq!(closest("c99999", many.iter().map(String::as_str)), None);
+    }
 
     fn ok(s: &str) -> SecretRef {
         parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))

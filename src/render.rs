@@ -2,7 +2,8 @@
 //! the environment or the file system, bounded work (fuel and recursion limits).
 //!
 //! Two entry points share one environment:
-//! - [`check`] at admission: syntax, and that every secret named exists, without values;
+//! - [`check`] at admission: bounded size and nesting, syntax, and that every name it
+//!   uses exists; static, it never executes the template (no values, no work);
 //! - [`render`] in the pod: the fetched values in, the file content out.
 //!
 //! In a template for file `<name>`, the fields of the secret `<name>` (if declared) are
@@ -11,9 +12,8 @@
 //! `secrets['<name-with-dashes>']`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 
-use minijinja::value::{Enumerator, Object, Value};
+use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 /// Upper bound on template work: enough for any config file, not for a runaway loop.
@@ -104,14 +104,135 @@ fn src_block_is_expr(out: &str) -> bool {
     out.ends_with("{{")
 }
 
+/// Largest template accepted, in bytes: a config file, not a program.
+pub const MAX_TEMPLATE_BYTES: usize = 32 * 1024;
+/// Most tokens in one `{{ … }}` or `{% … %}` tag. The parser builds filter chains and
+/// operator chains (`a ~ a ~ a …`) as nested nodes that the compiler walks
+/// recursively, so this bounds the depth of that walk.
+const MAX_TAG_TOKENS: usize = 200;
+/// Deepest nesting of blocks (`if`, `for`, `with`, `filter`, block `set`, …).
+const MAX_BLOCK_DEPTH: usize = 32;
+
+/// Bounds checked on the source before the parser sees it, so that parsing, compiling
+/// and walking a template take bounded time and stack whatever its content.
+pub fn check_bounds(src: &str) -> Result<(), String> {
+    if src.len() > MAX_TEMPLATE_BYTES {
+        return Err(format!(
+            "the template is {} bytes; at most {MAX_TEMPLATE_BYTES} (32 KiB)",
+            src.len()
+        ));
+    }
+    let mut depth = 0usize;
+    let mut rest = src;
+    while let Some(start) = find_tag_start(rest) {
+        let opener = &rest[start..start + 2];
+        rest = &rest[start + 2..];
+        if opener == "{#" {
+            rest = rest.find("#}").map_or("", |end| &rest[end + 2..]);
+            continue;
+        }
+        let close = if opener == "{{" { "}}" } else { "%}" };
+        let (tokens, first_word, has_assign, end) = scan_tag(rest, close);
+        let line = src[..src.len() - rest.len()].lines().count().max(1);
+        if tokens > MAX_TAG_TOKENS {
+            return Err(format!(
+                "the tag on line {line} has more than {MAX_TAG_TOKENS} parts (names, operators, filters); split it with {{% set %}}"
+            ));
+        }
+        if opener == "{%" {
+            match first_word {
+                w if w.starts_with("end") => depth = depth.saturating_sub(1),
+                "if" | "for" | "with" | "filter" | "autoescape" | "macro" | "call" | "block" => {
+                    depth += 1
+                }
+                "set" if !has_assign => depth += 1,
+                "raw" => {
+                    // Literal text up to {% endraw %}: no tags inside.
+                    rest = &rest[end..];
+                    rest = rest.find("endraw").map_or("", |i| &rest[i..]);
+                    continue;
+                }
+                _ => {}
+            }
+            if depth > MAX_BLOCK_DEPTH {
+                return Err(format!(
+                    "blocks are nested more than {MAX_BLOCK_DEPTH} deep (line {line})"
+                ));
+            }
+        }
+        rest = &rest[end..];
+    }
+    Ok(())
+}
+
+fn find_tag_start(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    (0..bytes.len().saturating_sub(1))
+        .find(|&i| bytes[i] == b'{' && matches!(bytes[i + 1], b'{' | b'%' | b'#'))
+}
+
+/// Tokens of one tag up to `close` (outside string literals), its first word, whether
+/// it has a lone `=`, and the offset just past the tag.
+fn scan_tag<'a>(tag: &'a str, close: &str) -> (usize, &'a str, bool, usize) {
+    let bytes = tag.as_bytes();
+    let (mut tokens, mut i, mut has_assign) = (0usize, 0usize, false);
+    let mut first_word = "";
+    while i < bytes.len() {
+        let b = bytes[i];
+        if tag[i..].starts_with(close) {
+            return (tokens, first_word, has_assign, i + close.len());
+        }
+        if b.is_ascii_whitespace() || (tokens == 0 && matches!(b, b'-' | b'+' | b'~')) {
+            i += 1;
+        } else if b == b'"' || b == b'\'' {
+            let end = tag[i + 1..]
+                .find(b as char)
+                .map_or(bytes.len(), |e| i + 2 + e);
+            tokens += 1;
+            i = end;
+        } else if b.is_ascii_alphanumeric() || b == b'_' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            if tokens == 0 {
+                first_word = &tag[start..i];
+            }
+            tokens += 1;
+        } else {
+            let pair = bytes.get(i + 1).copied();
+            if b == b'='
+                && pair != Some(b'=')
+                && !matches!(
+                    bytes.get(i.wrapping_sub(1)),
+                    Some(b'!' | b'<' | b'>' | b'=')
+                )
+            {
+                has_assign = true;
+            }
+            tokens += 1;
+            i += tag[i..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    (tokens, first_word, has_assign, bytes.len())
+}
+
 /// Admission-time check of template `name`. `declared` holds every declared secret name.
 /// Returns a message fit for a denial.
+///
+/// Static: the template is parsed and compiled, never executed. Its size and nesting
+/// are bounded first ([`check_bounds`]); then every name it uses is checked (secrets,
+/// fields of its own secret, filters, tests and functions) on every branch, taken or
+/// not. What only values can decide (arithmetic, slicing, filters on values) is left
+/// to the render in the pod, which the pod's own memory limit and the fuel bound.
 pub fn check(name: &str, src: &str, declared: &BTreeSet<String>) -> Result<(), String> {
+    check_bounds(src)?;
     let env = environment();
     let normalized = normalize(src);
     let tmpl = env
         .template_from_named_str(name, &normalized)
         .map_err(|e| format!("the template does not parse: {}", describe(&e)))?;
+    let globals: BTreeSet<&str> = env.globals().map(|(k, _)| k).collect();
     let has_own = declared.contains(name);
     let mut undeclared: Vec<String> = Vec::new();
     for var in tmpl.undeclared_variables(true) {
@@ -123,47 +244,65 @@ pub fn check(name: &str, src: &str, declared: &BTreeSet<String>) -> Result<(), S
             {
                 undeclared.push(secret.to_string());
             }
-        } else if !has_own {
+        } else if !has_own && !globals.contains(top) {
             return Err(format!(
                 "`{top}` is not defined: there is no `secret-injector.io/secret-{name}` whose fields it could be; declare that secret, or write `secrets.<name>.{top}` for a declared secret"
             ));
         }
     }
+    undeclared.sort();
     if let Some(missing) = undeclared.first() {
         return Err(undeclared_message(missing, declared));
     }
-    // A dry run catches what the static pass cannot see (`secrets['db-creds']`).
-    let probe = Arc::new(SecretsProbe {
-        declared: declared.clone(),
-        missing: Mutex::new(None),
-    });
-    let root = Value::from_object(RootProbe {
-        secrets: Value::from_dyn_object(probe.clone()),
-        has_own,
-    });
-    match tmpl.render(root) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            if let Some(missing) = probe.missing.lock().expect("not poisoned").clone() {
-                Err(undeclared_message(&missing, declared))
-            } else {
-                use minijinja::ErrorKind::*;
-                match e.kind() {
-                    // Names that do not exist whatever the values are.
-                    UnknownFilter | UnknownTest | UnknownFunction | UnknownMethod
-                    | TemplateNotFound | SyntaxError => {
-                        Err(format!("the template fails: {}", describe(&e)))
-                    }
-                    OutOfFuel => {
-                        Err("the template does too much work (loop limit reached)".to_string())
-                    }
-                    // Arithmetic, slicing or filters on placeholder values: the real
-                    // values decide, in the pod.
-                    _ => Ok(()),
+    check_names(&env, &tmpl, &globals, declared)
+}
+
+/// Filters, tests and functions that exist, and `secrets['<name>']` for declared
+/// names, read off the compiled instructions (a flat list: no recursion).
+fn check_names(
+    env: &Environment<'_>,
+    tmpl: &minijinja::Template<'_, '_>,
+    globals: &BTreeSet<&str>,
+    declared: &BTreeSet<String>,
+) -> Result<(), String> {
+    use minijinja::ErrorKind;
+    use minijinja::machinery::Instruction as I;
+    let state = env.empty_state();
+    let instructions = &minijinja::machinery::get_compiled_template(tmpl).instructions;
+    let at = |i: usize| instructions.get(i as u32);
+    for i in 0..instructions.len() {
+        match at(i) {
+            Some(I::ApplyFilter(filter, ..)) => {
+                let probe = state.apply_filter(filter, &[]);
+                if probe.is_err_and(|e| e.kind() == ErrorKind::UnknownFilter) {
+                    return Err(format!("the template uses an unknown filter `{filter}`"));
                 }
             }
+            Some(I::PerformTest(test, ..)) => {
+                let probe = state.perform_test(test, &[]);
+                if probe.is_err_and(|e| e.kind() == ErrorKind::UnknownTest) {
+                    return Err(format!("the template uses an unknown test `{test}`"));
+                }
+            }
+            Some(I::CallFunction(function, ..)) if !globals.contains(function) => {
+                return Err(format!(
+                    "the template calls an unknown function `{function}` (known: {})",
+                    globals.iter().copied().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            Some(I::GetItem) if i >= 2 => {
+                if let (Some(I::Lookup("secrets")), Some(I::LoadConst(key))) =
+                    (at(i - 2), at(i - 1))
+                    && let Some(secret) = key.as_str()
+                    && !declared.contains(secret)
+                {
+                    return Err(undeclared_message(secret, declared));
+                }
+            }
+            _ => {}
         }
     }
+    Ok(())
 }
 
 fn undeclared_message(missing: &str, declared: &BTreeSet<String>) -> String {
@@ -209,6 +348,7 @@ pub fn render(
         file: name.to_string(),
         message,
     };
+    check_bounds(src).map_err(err)?;
     let env = environment();
     let normalized = normalize(src);
     let tmpl = env
@@ -237,75 +377,6 @@ pub fn render(
     })
 }
 
-/// Admission-time stand-in for a value: any field of it exists.
-#[derive(Debug)]
-struct Placeholder;
-
-impl Object for Placeholder {
-    fn get_value(self: &Arc<Self>, _key: &Value) -> Option<Value> {
-        Some(Value::from_object(Placeholder))
-    }
-
-    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("x")
-    }
-
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Empty
-    }
-
-    fn is_true(self: &Arc<Self>) -> bool {
-        true
-    }
-}
-
-/// Admission-time `secrets`: declared names resolve, others are recorded.
-#[derive(Debug)]
-struct SecretsProbe {
-    declared: BTreeSet<String>,
-    missing: Mutex<Option<String>>,
-}
-
-impl Object for SecretsProbe {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        let key = key.as_str()?;
-        if self.declared.contains(key) {
-            Some(Value::from_object(Placeholder))
-        } else {
-            self.missing
-                .lock()
-                .expect("not poisoned")
-                .get_or_insert_with(|| key.to_string());
-            None
-        }
-    }
-
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Values(
-            self.declared
-                .iter()
-                .map(|s| Value::from(s.as_str()))
-                .collect(),
-        )
-    }
-}
-
-#[derive(Debug)]
-struct RootProbe {
-    secrets: Value,
-    has_own: bool,
-}
-
-impl Object for RootProbe {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        match key.as_str()? {
-            "secrets" => Some(self.secrets.clone()),
-            _ if self.has_own => Some(Value::from_object(Placeholder)),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +384,118 @@ mod tests {
 
     fn declared(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The security review's reproductions: each is answered at once, none executes.
+    #[test]
+    fn hostile_templates_cost_nothing_at_admission() {
+        let d = declared(&["x"]);
+        // 806 bytes that double a string 40 times: valid, so admitted; the render in
+        // the pod is bounded by the pod's own memory limit, not the webhook's.
+        let doubling = format!(
+            "{{% set a = \"xxxxxxxxxxxxxxxx\" %}}{}{{{{ a }}}}",
+            "{% set a = a ~ a %}".repeat(40)
+        );
+        check("x", &doubling, &d).unwrap();
+        check(
+            "x",
+            "{% for i in range(1000) %}{{ (\"x\"*3000000)|upper }}{% endfor %}",
+            &d,
+        )
+        .unwrap();
+        // A filter chain of 10,000 links overflowed the stack: refused before parsing.
+        let chain = format!("{{{{ x{} }}}}", "|upper".repeat(10_000));
+        let m = check("x", &chain, &d).unwrap_err();
+        assert!(m.contains("32 KiB"), "{m}");
+        let chain = format!("{{{{ x{} }}}}", "|upper".repeat(1_000));
+        let m = check("x", &chain, &d).unwrap_err();
+        assert!(
+            m.contains("more than 200 parts") && m.contains("line 1"),
+            "{m}"
+        );
+        let concat = format!("{{{{ x{} }}}}", " ~ x".repeat(150));
+        assert!(check("x", &concat, &d).unwrap_err().contains("parts"));
+        // 50,000 nested ifs took 32.8 s to fail; 33 levels are refused, 32 pass.
+        let nested = |n: usize| format!("{}y{}", "{% if x %}".repeat(n), "{% endif %}".repeat(n));
+        let m = check("x", &nested(33), &d).unwrap_err();
+        assert!(m.contains("nested more than 32"), "{m}");
+        check("x", &nested(32), &d).unwrap();
+        assert!(check("x", &nested(50_000), &d).is_err());
+        // Within the bounds, the deepest chains still compile on a small stack.
+        let chain = format!("{{{{ x{} }}}}", "|upper".repeat(99));
+        let concat = format!("{{{{ x{} }}}}", " ~ x".repeat(99));
+        std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(move || {
+                check("x", &chain, &declared(&["x"])).unwrap();
+                check("x", &concat, &declared(&["x"])).unwrap();
+                check("x", &nested(32), &declared(&["x"])).unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn bounds_ignore_strings_comments_and_raw_blocks() {
+        let d = declared(&["x"]);
+        let long_string = format!("{{{{ '{}' ~ x }}}}", "| ".repeat(500));
+        check("x", &long_string, &d).unwrap();
+        let comment = format!("{{# {} #}}ok", "{% if %}".repeat(100));
+        check("x", &comment, &d).unwrap();
+        let raw = format!("{{% raw %}}{}{{% endraw %}}", "{% if x %}".repeat(100));
+        check("x", &raw, &d).unwrap();
+        check(
+            "x",
+            "{% set y %}{{ x }}{% endset %}{% set z = y %}{{ z }}",
+            &d,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn names_are_checked_on_every_branch_without_running() {
+        let d = declared(&["db"]);
+        // `range` and the other globals need no secret of the template's name.
+        check(
+            "config",
+            "{% for i in range(3) %}{{ secrets.db.password }}{% endfor %}",
+            &d,
+        )
+        .unwrap();
+        check("config", "{{ dict(a=1) }}{{ namespace() }}", &d).unwrap();
+        let m = check(
+            "config",
+            "{% if false %}{{ secrets.db.pw | nosuch }}{% endif %}",
+            &d,
+        )
+        .unwrap_err();
+        assert!(m.contains("unknown filter `nosuch`"), "{m}");
+        let m = check(
+            "config",
+            "{% if false %}{{ 1 is nosuchtest }}{% endif %}",
+            &d,
+        )
+        .unwrap_err();
+        assert!(m.contains("unknown test `nosuchtest`"), "{m}");
+        let m = check("config", "{% if false %}{{ env('HOME') }}{% endif %}", &d).unwrap_err();
+        assert!(m.contains("`env` is not defined"), "{m}");
+        let own = declared(&["config"]);
+        let m = check("config", "{% if false %}{{ env('HOME') }}{% endif %}", &own).unwrap_err();
+        assert!(m.contains("unknown function `env`"), "{m}");
+        let m = check(
+            "config",
+            "{% if false %}{{ secrets['db-x'].a }}{% endif %}",
+            &d,
+        )
+        .unwrap_err();
+        assert!(m.contains("secret `db-x`"), "{m}");
+        check(
+            "config",
+            "{% for k in ['db'] %}{{ secrets[k] }}{% endfor %}",
+            &d,
+        )
+        .unwrap();
     }
 
     #[test]

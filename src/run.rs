@@ -65,6 +65,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         header_timeout: args.header_timeout,
         shutdown_grace: args.shutdown_grace,
         shutdown_delay: args.shutdown_delay,
+        idle_timeout: args.idle_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

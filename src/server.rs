@@ -15,13 +15,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use hyper_util::rt::TokioTimer;
+use axum_server::tls_rustls::RustlsConfig;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission;
 use crate::config::Config;
+use crate::logging::Escaped;
 use crate::metrics::Metrics;
 use crate::spec::Context;
 use crate::{Error, Result};
@@ -29,11 +28,19 @@ use crate::{Error, Result};
 /// Resolves facts about a pod's service account from a cache (never an API call).
 pub type Lookup = Arc<dyn Fn(&str, &str) -> Context + Send + Sync>;
 
+/// Whether a namespace is known to exist (from the same cache); labels metrics.
+pub type KnownNamespace = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 pub struct AppState {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
     pub lookup: Lookup,
+    pub known_namespace: KnownNamespace,
+    /// Reviews run on the blocking pool, this many at a time: the CPU work of admission
+    /// never occupies the async workers that answer `/healthz`, and a flood of heavy
+    /// reviews queues here instead of multiplying.
+    pub reviews: Arc<tokio::sync::Semaphore>,
     /// Whether the ServiceAccount cache has synced (true when there is none).
     pub cache_synced: Arc<AtomicBool>,
     /// Readiness stops waiting for the cache after this long (the admission path then
@@ -49,6 +56,10 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             lookup: Arc::new(|_, _| Context::default()),
+            known_namespace: Arc::new(|_| false),
+            reviews: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             cache_synced: Arc::new(AtomicBool::new(true)),
             cache_wait: Duration::from_secs(30),
             started: Instant::now(),
@@ -76,6 +87,9 @@ pub struct Limits {
     /// How long to keep serving, not ready, after SIGTERM before closing the listener:
     /// endpoints and kube-proxy need a moment to stop sending new reviews here.
     pub shutdown_delay: Duration,
+    /// How long a connection may stay open without a request (HTTP/2 pings do not
+    /// count) before the server closes it.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -86,31 +100,55 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
             shutdown_delay: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let start = Instant::now();
-    let result = admission::review(&body, &state.config, |ns, sa| (state.lookup)(ns, sa));
+    let Ok(permit) = state.reviews.clone().acquire_owned().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    // The permit moves into the blocking task: if the request times out, the slot stays
+    // taken until the work really ends, so timed-out reviews cannot pile up.
+    let worker = state.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        admission::review(&body, &worker.config, |ns, sa| (worker.lookup)(ns, sa))
+    })
+    .await;
     let seconds = start.elapsed().as_secs_f64();
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "an admission review failed unexpectedly");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
     match result {
         Ok((bytes, s)) => {
-            state.metrics.record(s.outcome, &s.namespace, seconds);
+            let known = s.outcome == "injected" && (state.known_namespace)(&s.namespace);
+            state
+                .metrics
+                .record(s.outcome, &s.namespace, known, seconds);
+            let (namespace, pod, detail) =
+                (Escaped(&s.namespace), Escaped(&s.pod), Escaped(&s.detail));
             match s.outcome {
                 "denied" => {
-                    tracing::info!(namespace = %s.namespace, pod = %s.pod, problems = %s.detail, "denied")
+                    tracing::info!(%namespace, %pod, problems = %detail, "denied")
                 }
-                "injected" => tracing::info!(namespace = %s.namespace, pod = %s.pod, "injected"),
+                "injected" => tracing::info!(%namespace, %pod, "injected"),
                 _ => {
-                    tracing::debug!(namespace = %s.namespace, pod = %s.pod, outcome = s.outcome, reason = %s.detail, "not injected")
+                    tracing::debug!(%namespace, %pod, outcome = s.outcome, reason = %detail, "not injected")
                 }
             }
             ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
         }
         Err(bad) => {
-            state.metrics.record("invalid", "", seconds);
-            tracing::warn!(error = %bad, "rejected a malformed admission request");
+            state.metrics.record("invalid", "", false, seconds);
+            let error = bad.to_string();
+            tracing::warn!(error = %Escaped(&error), "rejected a malformed admission request");
             (StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()
         }
     }
@@ -133,35 +171,6 @@ pub fn with_limits(router: Router, limits: &Limits) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
-}
-
-/// The HTTPS server: rustls behind `tls` (which reloads), TCP_NODELAY, and the
-/// handshake, header and first-request timeouts.
-pub fn https_server(
-    listener: std::net::TcpListener,
-    tls: RustlsConfig,
-    limits: &Limits,
-) -> Result<axum_server::Server<std::net::SocketAddr, RustlsAcceptor<NoDelayAcceptor>>> {
-    // TCP_NODELAY: without it, Nagle holds the response behind the unacknowledged TLS
-    // 1.3 session tickets until the client's delayed ACK (40 ms) on every new connection.
-    let acceptor = RustlsAcceptor::new(tls)
-        .handshake_timeout(limits.header_timeout)
-        .acceptor(NoDelayAcceptor::new());
-    let mut server = axum_server::from_tcp(listener)
-        .map_err(Error::io("use the webhook listener"))?
-        .acceptor(acceptor)
-        .first_request_timeout(limits.header_timeout);
-    server
-        .http_builder()
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    server
-        .http_builder()
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    Ok(server)
 }
 
 pub fn admin_router(state: Arc<AppState>) -> Router {
@@ -201,13 +210,9 @@ pub async fn run(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    webhook
+    admin
         .set_nonblocking(true)
-        .and_then(|_| admin.set_nonblocking(true))
-        .map_err(Error::io("set listeners non-blocking"))?;
-    let handle = axum_server::Handle::new();
-    let server = https_server(webhook, tls, &limits)?.handle(handle.clone());
-
+        .map_err(Error::io("set the admin listener non-blocking"))?;
     let admin =
         tokio::net::TcpListener::from_std(admin).map_err(Error::io("use the admin listener"))?;
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -221,10 +226,9 @@ pub async fn run(
 
     let grace = limits.shutdown_grace;
     let delay = limits.shutdown_delay;
-    let stopper = {
+    let stopping = {
         let state = state.clone();
-        let handle = handle.clone();
-        tokio::spawn(async move {
+        async move {
             shutdown.await;
             state.ready.store(false, Ordering::Relaxed);
             if !delay.is_zero() {
@@ -238,15 +242,12 @@ pub async fn run(
                 grace_seconds = grace.as_secs(),
                 "shutting down: draining connections"
             );
-            handle.graceful_shutdown(Some(grace));
-        })
+        }
     };
 
     state.ready.store(true, Ordering::Relaxed);
-    let served = server
-        .serve(webhook_router(state.clone(), &limits).into_make_service())
-        .await;
-    stopper.abort();
+    let router = webhook_router(state.clone(), &limits);
+    let served = crate::https::serve(webhook, tls, &limits, router, stopping).await;
     let _ = admin_stop_tx.send(());
     let _ = admin_task.await;
     served.map_err(Error::io("webhook server"))

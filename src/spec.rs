@@ -46,6 +46,16 @@ const EXACT_KEYS: &[&str] = &[
 
 const PREFIX_KEYS: &[&str] = &["secret-", "template-", "file-mode-", "env-"];
 
+/// What Kubernetes accepts for all of an object's annotations together (keys and
+/// values). The API server checks it only after the mutating webhooks have run, so a
+/// review can carry more: it is refused before any other work.
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+/// Longest name part of an annotation key (after `secret-injector.io/`).
+const MAX_KEY_NAME: usize = 63;
+/// "Did you mean" suggestions are computed for this many problems at most: as many as
+/// a denial message shows.
+const MAX_SUGGESTIONS: usize = 30;
+
 /// One problem with one annotation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -227,6 +237,11 @@ struct Collector {
 }
 
 impl Collector {
+    /// Whether a suggestion is still worth its cost (see [`MAX_SUGGESTIONS`]).
+    fn may_suggest(&self) -> bool {
+        self.problems.len() < MAX_SUGGESTIONS
+    }
+
     fn push(&mut self, suffix: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             annotation: key(suffix),
@@ -238,6 +253,15 @@ impl Collector {
 /// Read the pod's annotations and decide. Pure.
 pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, Problems> {
     let annotations = pod.annotations();
+    let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_ANNOTATION_BYTES {
+        return Err(Problems(vec![Problem {
+            annotation: key("*"),
+            message: format!(
+                "the pod's annotations total {total} bytes; Kubernetes accepts at most {MAX_ANNOTATION_BYTES} (256 KiB) for all annotations together, so the pod would be refused anyway; shorten them"
+            ),
+        }]));
+    }
     let ours: BTreeMap<&str, &str> = annotations
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|s| (s, v.as_str())))
@@ -445,16 +469,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     let vault = vault_identity(&mut c, pod, config, &ours);
     let aws = aws_identity(&mut c, config, ctx, &ours);
 
-    if pod
-        .volumes()
-        .iter()
-        .any(|v| v.name.starts_with("secret-injector-"))
-    {
-        c.push(
-            "*",
-            "the pod already has a volume named secret-injector-*, a prefix this webhook reserves; rename that volume",
-        );
-    }
+    check_reserved_names(&mut c, pod);
 
     if !has_files && !plan.env_mode() && c.problems.is_empty() {
         return Ok(Decision::Skip(
@@ -478,18 +493,73 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     }
 }
 
-fn unknown_key(c: &mut Collector, suffix: &str) {
-    // Candidates: the exact keys, and each prefixed key with the user's own name kept.
-    let mut candidates: Vec<String> = EXACT_KEYS.iter().map(|s| s.to_string()).collect();
-    for (i, _) in suffix.match_indices('-') {
-        let name = &suffix[i + 1..];
-        if !name.is_empty() {
-            candidates.extend(PREFIX_KEYS.iter().map(|p| format!("{p}{name}")));
-        }
+/// Volumes named `secret-injector-*` are the webhook's: the token volumes, the env
+/// volume and the files volume. A pod may neither declare one nor mount one: a mount
+/// of a name it does not declare would attach the webhook's volume (a token, or the
+/// writable env volume) to a container the webhook did not select.
+fn check_reserved_names(c: &mut Collector, pod: &PodView) {
+    const RESERVED: &str = "secret-injector-";
+    if let Some(v) = pod.volumes().iter().find(|v| v.name.starts_with(RESERVED)) {
+        c.push(
+            "*",
+            format!(
+                "the pod already has a volume named `{}`; the prefix {RESERVED} is reserved for this webhook's volumes, rename that volume",
+                crate::logging::Escaped(&v.name)
+            ),
+        );
     }
-    let hint = closest(suffix, candidates.iter().map(String::as_str))
-        .map(|s| format!("did you mean `{}`? ", key(s)))
-        .unwrap_or_default();
+    let mounts = pod
+        .containers()
+        .iter()
+        .chain(pod.init_containers())
+        .flat_map(|ct| {
+            ct.volume_mounts
+                .iter()
+                .flatten()
+                .map(move |m| (ct.name.as_str(), m.name.as_str()))
+        });
+    for (container, volume) in mounts
+        .filter(|(_, v)| v.starts_with(RESERVED))
+        .take(MAX_SUGGESTIONS)
+    {
+        c.push(
+            "*",
+            format!(
+                "container `{}` mounts volume `{}`; the prefix {RESERVED} is reserved for this webhook's volumes, which it mounts only into the containers it selects; remove that volumeMount or rename the volume",
+                crate::logging::Escaped(container),
+                crate::logging::Escaped(volume)
+            ),
+        );
+    }
+}
+
+fn unknown_key(c: &mut Collector, suffix: &str) {
+    if suffix.len() > MAX_KEY_NAME {
+        let shown: String = suffix.chars().take(MAX_KEY_NAME).collect();
+        c.problems.push(Problem {
+            annotation: key(&format!("{shown}…")),
+            message: format!(
+                "unknown annotation, and its name is {} characters where Kubernetes allows {MAX_KEY_NAME} after the prefix; remove it",
+                suffix.len()
+            ),
+        });
+        return;
+    }
+    // Candidates: the exact keys, and each prefixed key with the user's own name kept.
+    let hint = if c.may_suggest() {
+        let mut candidates: Vec<String> = EXACT_KEYS.iter().map(|s| s.to_string()).collect();
+        for (i, _) in suffix.match_indices('-') {
+            let name = &suffix[i + 1..];
+            if !name.is_empty() {
+                candidates.extend(PREFIX_KEYS.iter().map(|p| format!("{p}{name}")));
+            }
+        }
+        closest(suffix, candidates.iter().map(String::as_str))
+            .map(|s| format!("did you mean `{}`? ", key(s)))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     c.push(
         suffix,
         format!(
@@ -737,48 +807,69 @@ fn select_targets(c: &mut Collector, pod: &PodView, list: Option<&str>) -> Vec<T
             "is empty; list container names separated by commas, for example secret-injector.io/containers: app,worker",
         );
     }
-    let all_names = || {
+    // One index of the pod's containers, so a long list costs linear time.
+    let mut index: std::collections::HashMap<&str, (bool, usize)> = inits
+        .iter()
+        .enumerate()
+        .map(|(i, ct)| (ct.name.as_str(), (true, i)))
+        .collect();
+    index.extend(
         containers
             .iter()
-            .chain(inits)
-            .map(|ct| ct.name.as_str())
-            .collect::<Vec<_>>()
-    };
+            .enumerate()
+            .map(|(i, ct)| (ct.name.as_str(), (false, i))),
+    );
+    let all_names: Vec<&str> = containers
+        .iter()
+        .chain(inits)
+        .map(|ct| ct.name.as_str())
+        .collect();
+    let listed = shorten_list(&all_names);
+    let mut seen = BTreeSet::new();
     for name in names {
-        if targets.iter().any(|t: &Target| t.name == name) {
+        if !seen.insert(name) {
             c.push(
                 "containers",
                 format!("`{name}` is listed twice; list each container once"),
             );
             continue;
         }
-        if let Some(index) = containers.iter().position(|ct| ct.name == name) {
+        if let Some(&(init, index)) = index.get(name) {
             targets.push(Target {
-                init: false,
-                index,
-                name: name.to_string(),
-            });
-        } else if let Some(index) = inits.iter().position(|ct| ct.name == name) {
-            targets.push(Target {
-                init: true,
+                init,
                 index,
                 name: name.to_string(),
             });
         } else {
-            let names = all_names();
-            let hint = closest(name, names.iter().copied())
-                .map(|n| format!(" (did you mean `{n}`?)"))
-                .unwrap_or_default();
+            let hint = if c.may_suggest() {
+                closest(name, all_names.iter().copied())
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
             c.push(
                 "containers",
-                format!(
-                    "the pod has no container `{name}`{hint}; its containers are: {}",
-                    names.join(", ")
-                ),
+                format!("the pod has no container `{name}`{hint}; its containers are: {listed}"),
             );
         }
     }
     targets
+}
+
+/// At most the first 20 names, comma-separated: messages stay short whatever the pod.
+fn shorten_list(names: &[&str]) -> String {
+    const SHOWN: usize = 20;
+    let mut out = names
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        out.push_str(&format!(", … ({} in all)", names.len()));
+    }
+    out
 }
 
 fn check_mount_path(c: &mut Collector, path: &str) -> String {
@@ -1389,7 +1480,32 @@ mod tests {
     fn reserved_volume_names_and_refresh_warning() {
         let spec = json!({"containers": [{"name": "app"}], "volumes": [{"name": "secret-injector-files"}]});
         let ps = problems(json!({"secret-injector.io/secret-a": "vault:kv/a"}), spec);
-        assert!(ps[0].message.contains("reserves"), "{ps:?}");
+        assert!(ps[0].message.contains("reserved"), "{ps:?}");
+        // Mounting a reserved volume without declaring it would attach the webhook's
+        // token or env volume to a container it did not select: refused too.
+        for (field, volume) in [
+            ("containers", "secret-injector-token-vault"),
+            ("containers", "secret-injector-env"),
+            ("initContainers", "secret-injector-token-aws"),
+        ] {
+            let mut spec = json!({"containers": [{"name": "app"}, {"name": "sidecar"}]});
+            let mount = json!([{"name": volume, "mountPath": "/steal"}]);
+            if field == "containers" {
+                spec["containers"][1]["volumeMounts"] = mount;
+            } else {
+                spec["initContainers"] = json!([{"name": "setup", "volumeMounts": mount}]);
+            }
+            let ps = problems(
+                json!({"secret-injector.io/secret-a": "vault:kv/a", "secret-injector.io/containers": "app"}),
+                spec,
+            );
+            assert!(
+                ps.iter()
+                    .any(|p| p.message.contains(&format!("mounts volume `{volume}`"))
+                        && p.message.contains("reserved")),
+                "{volume}: {ps:?}"
+            );
+        }
         let s = inject(
             json!({"secret-injector.io/secret-a": "vault:kv/a", "secret-injector.io/refresh-interval": "1m"}),
         );

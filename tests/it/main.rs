@@ -5,6 +5,7 @@ mod admission_https;
 mod cli;
 mod exec;
 mod fetch;
+mod hostile;
 mod self_signed;
 #[path = "../support/mod.rs"]
 mod support;

@@ -88,6 +88,11 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn start(extra: &[&str]) -> Webhook {
+        Webhook::start_env(&[], extra)
+    }
+
+    /// Like [`Webhook::start`], with extra environment variables for the process.
+    pub fn start_env(env: &[(&str, &str)], extra: &[&str]) -> Webhook {
         let certs = tempfile::tempdir().unwrap();
         make_certs(certs.path(), None);
         let port = free_port();
@@ -108,6 +113,7 @@ impl Webhook {
                 certs.path().join("tls.key").to_str().unwrap(),
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -142,6 +148,14 @@ impl Webhook {
 
     pub fn ca(&self) -> PathBuf {
         self.certs.path().join("ca.crt")
+    }
+
+    /// The process is running (not exited, not a zombie).
+    pub fn child_alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|s| s.rsplit(") ").next().map(|rest| !rest.starts_with('Z')))
+            .unwrap_or(false)
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,424 @@
+//! The security review's reproductions (issue 11), each sent over HTTPS to a webhook
+//! that runs on ONE async worker thread, the setting in which a blocked worker also
+//! blocks `/healthz`. For every one: the review is answered within the request timeout,
+//! a normal review sent meanwhile is answered, `/healthz` answers within a second
+//! throughout, and the process's peak RSS stays under the Deployment's 128 MiB limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{self, Webhook, rt};
+use secret_injector::admission::request_for;
+
+/// The Deployment's memory limit (manifests/base/deployment.yaml).
+const MEMORY_LIMIT_KB: u64 = 128 * 1024;
+/// The webhook's default request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn pod(annotations: Value) -> Value {
+    json!({
+        "metadata": {"generateName": "app-", "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+    })
+}
+
+fn normal_pod() -> Value {
+    pod(json!({"secret-injector.io/secret-db": "vault:secret/data/db#password"}))
+}
+
+/// Peak resident set of a process, from /proc (VmHWM, kB).
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// Polls `/healthz` every 100 ms from a thread of its own; reports the slowest answer.
+struct HealthProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Duration>,
+}
+
+impl HealthProbe {
+    fn start(admin: u16) -> HealthProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut slowest = Duration::ZERO;
+            while !flag.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let body = util::http_get(admin, "/healthz").unwrap_or_default();
+                let took = start.elapsed();
+                assert_eq!(body, "ok\n", "/healthz failed after {took:?}");
+                slowest = slowest.max(took);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            slowest
+        });
+        HealthProbe { stop, thread }
+    }
+
+    fn slowest(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the health probe")
+    }
+}
+
+struct Answer {
+    status: u16,
+    review: Value,
+    took: Duration,
+}
+
+async fn post(client: &reqwest::Client, w: &Webhook, body: Vec<u8>) -> Answer {
+    let start = Instant::now();
+    let resp = client
+        .post(w.url())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e:?}\n{}", w.log_text()));
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.unwrap();
+    Answer {
+        status,
+        review: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        took: start.elapsed(),
+    }
+}
+
+/// Send `hostile` and, while it is being answered, a normal review; both must be
+/// answered within the request timeout, the normal one with a patch.
+async fn survive(client: &reqwest::Client, w: &Webhook, what: &str, hostile: Vec<u8>) -> Answer {
+    let normal = request_for(&normal_pod(), "team-a", "CREATE");
+    let (bad, good) = tokio::join!(post(client, w, hostile), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        post(client, w, normal).await
+    });
+    assert!(
+        bad.took < REQUEST_TIMEOUT && bad.status == 200,
+        "{what}: HTTP {} after {:?}",
+        bad.status,
+        bad.took
+    );
+    assert_eq!(good.status, 200, "{what}: the normal review failed");
+    assert_eq!(good.review["response"]["allowed"], true, "{what}");
+    assert!(good.review["response"]["patch"].is_string(), "{what}");
+    assert!(
+        w.child_alive(),
+        "{what}: the webhook exited\n{}",
+        w.log_text()
+    );
+    bad
+}
+
+fn message(a: &Answer) -> &str {
+    a.review["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[test]
+fn one_review_cannot_take_the_webhook_down() {
+    let mut w = Webhook::start_env(&[("TOKIO_WORKER_THREADS", "1")], &[]);
+    let pid = w.child.id();
+    let probe = HealthProbe::start(w.admin);
+    let client = w.client();
+    rt().block_on(async {
+        // 1. Template dry-run memory: 806 bytes that double a string 40 times aborted
+        // the process; 25 doublings peaked at 1.3 GB; a loop of 3 MB uppercases took
+        // 76 s. Templates are no longer executed at admission: valid ones are admitted.
+        for doublings in [40, 25] {
+            let template = format!(
+                "{{% set a = \"xxxxxxxxxxxxxxxx\" %}}{}{{{{ a }}}}",
+                "{% set a = a ~ a %}".repeat(doublings)
+            );
+            let a = survive(
+                &client,
+                &w,
+                "doubling template",
+                request_for(
+                    &pod(json!({
+                        "secret-injector.io/secret-x": "vault:secret/data/x",
+                        "secret-injector.io/template-x": template,
+                    })),
+                    "team-a",
+                    "CREATE",
+                ),
+            )
+            .await;
+            assert_eq!(a.review["response"]["allowed"], true, "{}", a.review);
+        }
+        let upper = "{% for i in range(100) %}{{ (\"x\"*3000000)|upper }}{% endfor %}";
+        survive(
+            &client,
+            &w,
+            "uppercase loop",
+            request_for(
+                &pod(json!({
+                    "secret-injector.io/secret-x": "vault:secret/data/x",
+                    "secret-injector.io/template-x": upper,
+                })),
+                "team-a",
+                "CREATE",
+            ),
+        )
+        .await;
+
+        // 2. Parse depth: a 10,000-link filter chain overflowed the stack; 50,000
+        // nested ifs took 32.8 s. Both are refused before parsing, naming the fix.
+        let chain = format!("{{{{ x{} }}}}", "|upper".repeat(10_000));
+        let nested = format!(
+            "{}y{}",
+            "{% if x %}".repeat(50_000),
+            "{% endif %}".repeat(50_000)
+        );
+        // (50,000 ifs are 1 MB: past what Kubernetes accepts for all annotations.)
+        for (what, template, annotation, needle) in [
+            ("filter chain", chain, "template-x", "32 KiB"),
+            ("nested ifs", nested, "*", "256 KiB"),
+            (
+                "1,000 nested ifs",
+                format!(
+                    "{}y{}",
+                    "{% if x %}".repeat(1_000),
+                    "{% endif %}".repeat(1_000)
+                ),
+                "template-x",
+                "nested more than 32",
+            ),
+            (
+                "long tag",
+                format!("{{{{ x{} }}}}", "|upper".repeat(300)),
+                "template-x",
+                "parts",
+            ),
+        ] {
+            let a = survive(
+                &client,
+                &w,
+                what,
+                request_for(
+                    &pod(json!({
+                        "secret-injector.io/secret-x": "vault:secret/data/x",
+                        "secret-injector.io/template-x": template,
+                    })),
+                    "team-a",
+                    "CREATE",
+                ),
+            )
+            .await;
+            assert_eq!(a.review["response"]["allowed"], false, "{what}");
+            let m = message(&a);
+            assert!(
+                m.contains(&format!("secret-injector.io/{annotation}")) && m.contains(needle),
+                "{what}: {m}"
+            );
+        }
+
+        // 3. Suggestions: an unknown key of 1,000 and 2,000 `x-` took 27 s and 221 s.
+        for repeats in [1_000, 2_000] {
+            let key = format!("secret-injector.io/{}", "x-".repeat(repeats));
+            let a = survive(
+                &client,
+                &w,
+                "long unknown key",
+                request_for(
+                    &pod(json!({
+                        "secret-injector.io/secret-db": "vault:secret/data/db",
+                        key: "v",
+                    })),
+                    "team-a",
+                    "CREATE",
+                ),
+            )
+            .await;
+            assert_eq!(a.review["response"]["allowed"], false);
+            assert!(
+                message(&a).contains("unknown annotation"),
+                "{}",
+                message(&a)
+            );
+        }
+        // Many unknown keys of the longest allowed length, each a suggestion candidate.
+        let mut many = serde_json::Map::new();
+        many.insert(
+            "secret-injector.io/secret-db".into(),
+            "vault:secret/data/db".into(),
+        );
+        for i in 0..3_000 {
+            many.insert(
+                format!("secret-injector.io/secret{i:05}-{}", "y-".repeat(26)),
+                "v".into(),
+            );
+        }
+        let a = survive(
+            &client,
+            &w,
+            "many unknown keys",
+            request_for(&pod(Value::Object(many)), "team-a", "CREATE"),
+        )
+        .await;
+        assert!(message(&a).contains("more"), "{}", message(&a));
+        // The `containers` suggestion compared two attacker-controlled strings.
+        let long = "x-".repeat(2_000);
+        let mut p = pod(json!({
+            "secret-injector.io/secret-db": "vault:secret/data/db",
+            "secret-injector.io/containers": format!("{long}y"),
+        }));
+        p["spec"]["containers"][0]["name"] = json!(format!("{long}z"));
+        let a = survive(
+            &client,
+            &w,
+            "long container names",
+            request_for(&p, "team-a", "CREATE"),
+        )
+        .await;
+        assert!(message(&a).contains("has no container"), "{}", message(&a));
+        // Annotations beyond what Kubernetes accepts are refused before any parsing.
+        let big = pod(json!({
+            "secret-injector.io/secret-db": "vault:secret/data/db",
+            "secret-injector.io/template-db": "x".repeat(300 * 1024),
+        }));
+        let a = survive(
+            &client,
+            &w,
+            "oversized annotations",
+            request_for(&big, "team-a", "CREATE"),
+        )
+        .await;
+        assert!(message(&a).contains("256 KiB"), "{}", message(&a));
+
+        // 4. Metric cardinality: 1 MB namespace strings and thousands of made-up names.
+        for i in 0..20 {
+            let ns = format!("{i}{}", "n".repeat(1 << 20));
+            let a = post(&client, &w, request_for(&normal_pod(), &ns, "CREATE")).await;
+            assert_eq!(a.status, 200);
+        }
+        for i in 0..2_000 {
+            let a = post(
+                &client,
+                &w,
+                request_for(&normal_pod(), &format!("made-up-{i}"), "CREATE"),
+            )
+            .await;
+            assert_eq!(a.status, 200);
+        }
+    });
+    let metrics = util::http_get(w.admin, "/metrics").unwrap();
+    let series = metrics
+        .lines()
+        .filter(|l| l.starts_with("secret_injector_injections_total{"))
+        .count();
+    assert_eq!(series, 1, "{}", &metrics[..metrics.len().min(2000)]);
+    assert!(metrics.contains("secret_injector_injections_total{namespace=\"_unknown\"}"));
+    assert!(
+        metrics.len() < 16 * 1024,
+        "/metrics is {} bytes",
+        metrics.len()
+    );
+
+    let slowest = probe.slowest();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "/healthz took {slowest:?}"
+    );
+    let peak = peak_rss_kb(pid);
+    assert!(
+        peak < MEMORY_LIMIT_KB,
+        "peak RSS {peak} kB\n{}",
+        w.log_text()
+    );
+    assert!(w.child_alive());
+    eprintln!("hostile reviews: slowest /healthz {slowest:?}, peak RSS {peak} kB");
+    let _ = w.child.kill();
+}
+
+/// Defect 5: a container that mounts the webhook's token or env volume without declaring it.
+/// Defect 8: a pod name with a newline and ESC cannot forge a log line.
+#[test]
+fn reserved_mounts_are_denied_and_names_cannot_forge_log_lines() {
+    let w = Webhook::start(&[]);
+    let client = w.client();
+    rt().block_on(async {
+        for volume in ["secret-injector-token-vault", "secret-injector-env"] {
+            let mut p = pod(json!({
+                "secret-injector.io/secret-db": "vault:secret/data/db",
+                "secret-injector.io/containers": "app",
+            }));
+            p["spec"]["containers"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "sidecar", "image": "x", "volumeMounts": [{"name": volume, "mountPath": "/steal"}]}));
+            let a = post(&client, &w, request_for(&p, "team-a", "CREATE")).await;
+            assert_eq!(a.review["response"]["allowed"], false, "{volume}");
+            assert!(message(&a).contains(&format!("mounts volume `{volume}`")), "{}", message(&a));
+        }
+        let mut p = normal_pod();
+        p["metadata"]["name"] = json!("web\n2026-11-30T00:00:00Z  INFO secret_injector::server: injected namespace=kube-system pod=forged\u{1b}[2K");
+        let a = post(&client, &w, request_for(&p, "team-a", "CREATE")).await;
+        assert_eq!(a.review["response"]["allowed"], true);
+    });
+    let log = w.log_text();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("INFO") && l.starts_with("2026-11-30T00:00:00Z")),
+        "a forged line:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "a raw ESC in the log");
+    assert!(log.contains("pod=web\\n2026-11-30"), "{log}");
+}
+
+/// Defect 9: an HTTP/2 client that answers keep-alive pings but sends nothing is closed after
+/// the idle timeout, with a GOAWAY (its connection ends cleanly).
+#[test]
+fn idle_http2_connections_are_closed() {
+    let w = Webhook::start(&["--idle-timeout", "2s"]);
+    rt().block_on(async {
+        let mut cfg = util::rustls_client_config(&w.ca());
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", w.port))
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Duration::from_millis(500))
+                .keep_alive_while_idle(true)
+                .handshake::<_, String>(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        let opened = Instant::now();
+        let conn = tokio::spawn(conn);
+        let body = String::from_utf8(request_for(&normal_pod(), "team-a", "CREATE")).unwrap();
+        let req = hyper::Request::post(w.url())
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        // Pings flow every 500 ms; the server still closes after 2 s without requests.
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        assert!(
+            ended.is_ok(),
+            "the idle HTTP/2 connection is still open after 10 s"
+        );
+        let lived = opened.elapsed();
+        assert!(
+            lived >= Duration::from_secs(2),
+            "closed too early: {lived:?}"
+        );
+        assert!(ended.unwrap().unwrap().is_ok(), "not a clean close");
+    });
+    assert_eq!(util::http_get(w.admin, "/healthz").unwrap(), "ok\n");
+}
