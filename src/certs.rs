@@ -99,6 +99,26 @@ pub fn generate(names: &[String], ca: Option<(&str, &str)>, days: u32) -> Result
     })
 }
 
+/// A client certificate (`clientAuth`, common name and DNS name `name`) signed by the
+/// CA of `bundle`: what the API server presents to `serve --client-ca`. Returns the
+/// certificate and key PEM.
+pub fn client_cert(bundle: &Bundle, name: &str, days: u32) -> Result<(String, String)> {
+    let ca_key = KeyPair::from_pem(&bundle.ca_key_pem).map_err(tls_err)?;
+    let issuer = Issuer::from_ca_cert_pem(&bundle.ca_cert_pem, &ca_key)
+        .map_err(|e| Error::Tls(format!("the CA certificate cannot be used: {e}")))?;
+    let key = KeyPair::generate().map_err(tls_err)?;
+    let mut params = CertificateParams::new(vec![name.to_string()])
+        .map_err(|e| Error::Tls(format!("`{name}` is not a DNS name: {e}")))?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    let cert = params.signed_by(&key, &issuer).map_err(tls_err)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// Write `ca.crt`, `ca.key`, `tls.crt`, `tls.key` and `ca-bundle.b64` into `dir`
 /// (keys 0600, certificates 0644), each with [`write_atomic`]. Creates `dir` if it is
 /// missing; `serve --self-signed` checks it with [`private_dir`] first. Returns the paths

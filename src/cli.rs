@@ -139,6 +139,14 @@ pub struct ServeArgs {
     /// PEM private key; re-read when the file changes.
     #[arg(long, env = "SECRET_INJECTOR_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Require a client certificate chained to a CA in this PEM file on /mutate (the
+    /// API server's, configured in its AdmissionConfiguration). Off by default.
+    #[arg(long, env = "SECRET_INJECTOR_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// With --client-ca: accept only a client certificate whose common name or a DNS
+    /// name is this (repeat for several).
+    #[arg(long = "client-name", requires = "client_ca")]
+    pub client_names: Vec<String>,
     /// Generate a CA and a serving certificate at start (for trying it out and tests).
     #[arg(long)]
     pub self_signed: bool,
@@ -214,4 +222,8 @@ pub struct CertsArgs {
     /// Key of the existing CA.
     #[arg(long, requires = "ca_cert")]
     pub ca_key: Option<PathBuf>,
+    /// Also write client.crt and client.key, a client certificate with this name for
+    /// the API server to present to `serve --client-ca` (see README, Security).
+    #[arg(long)]
+    pub client: Option<String>,
 }

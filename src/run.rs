@@ -43,6 +43,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         (Some(cert), Some(key), _) => Some(CertFiles {
             cert: cert.clone(),
             key: key.clone(),
+            clients: None,
         }),
         (None, None, true) => None,
         _ => bail!("give --tls-cert and --tls-key, or --self-signed"),
@@ -52,10 +53,18 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("bind the webhook listener {}", args.listen))?;
     let admin = std::net::TcpListener::bind(args.admin_listen)
         .with_context(|| format!("bind the admin listener {}", args.admin_listen))?;
-    let files = match given {
+    let mut files = match given {
         Some(files) => files,
         None => write_self_signed(&args)?,
     };
+    if let Some(ca) = &args.client_ca {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("read --client-ca {}", ca.display()))?;
+        files.clients = Some(
+            secret_injector::tls::client_verifier(&pem, &args.client_names)
+                .with_context(|| format!("--client-ca {}", ca.display()))?,
+        );
+    }
     let (tls, loaded) = files.load()?;
     let metrics = Arc::new(Metrics::new());
     let mut state = AppState::new(config, metrics.clone());
@@ -121,6 +130,7 @@ fn write_self_signed(args: &ServeArgs) -> Result<CertFiles> {
     Ok(CertFiles {
         cert: dir.join("tls.crt"),
         key: dir.join("tls.key"),
+        clients: None,
     })
 }
 
@@ -184,7 +194,15 @@ fn make_certs(args: CertsArgs) -> Result<()> {
         ca.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
         args.days,
     )?;
-    let written = certs::write(&bundle, &args.out_dir)?;
+    let mut written = certs::write(&bundle, &args.out_dir)?;
+    if let Some(name) = &args.client {
+        let (cert, key) = certs::client_cert(&bundle, name, args.days)?;
+        for (file, pem, mode) in [("client.crt", cert, 0o644), ("client.key", key, 0o600)] {
+            let path = args.out_dir.join(file);
+            certs::write_atomic(&path, pem.as_bytes(), mode)?;
+            written.push(path);
+        }
+    }
     for p in &written {
         eprintln!("wrote {}", p.display());
     }

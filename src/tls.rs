@@ -12,14 +12,25 @@ use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
 use rustls::ServerConfig;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 
-/// Build a server config from PEM bytes.
+/// Build a server config from PEM bytes (no client authentication).
 pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig> {
+    server_config_with(cert_pem, key_pem, None)
+}
+
+/// Build a server config from PEM bytes; with `clients`, every client must present a
+/// certificate that it accepts.
+pub fn server_config_with(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    clients: Option<&Arc<dyn ClientCertVerifier>>,
+) -> Result<ServerConfig> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::Tls(format!("cannot parse the certificate PEM: {e}")))?;
@@ -31,10 +42,14 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig> {
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| Error::Tls(format!("cannot parse the private key PEM: {e}")))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| Error::Tls(format!("the certificate and key do not form a pair: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -49,6 +64,8 @@ pub type Pem = (Vec<u8>, Vec<u8>);
 pub struct CertFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Client authentication (`--client-ca`), kept across reloads.
+    pub clients: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 impl CertFiles {
@@ -73,7 +90,7 @@ impl CertFiles {
     /// Load the pair once (at start: a failure here is fatal).
     pub fn load(&self) -> Result<(RustlsConfig, Pem)> {
         let (cert, key) = self.read()?;
-        let config = server_config(&cert, &key)?;
+        let config = server_config_with(&cert, &key, self.clients.as_ref())?;
         Ok((RustlsConfig::from_config(Arc::new(config)), (cert, key)))
     }
 
@@ -100,7 +117,7 @@ impl CertFiles {
             if current == loaded {
                 continue;
             }
-            match server_config(&current.0, &current.1) {
+            match server_config_with(&current.0, &current.1, self.clients.as_ref()) {
                 Ok(config) => {
                     tls.reload_from_config(Arc::new(config));
                     loaded = current;
@@ -112,6 +129,109 @@ impl CertFiles {
                 }
             }
         }
+    }
+}
+
+/// The verifier for `--client-ca` (and `--client-name`): a client certificate chained
+/// to one of the CA certificates in `ca_pem`, and, when `names` is not empty, whose
+/// common name or a DNS name is one of them.
+pub fn client_verifier(ca_pem: &[u8], names: &[String]) -> Result<Arc<dyn ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| Error::Tls(format!("cannot parse the client CA PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| Error::Tls(format!("the client CA certificate cannot be used: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls("the client CA file holds no certificate".into()));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| Error::Tls(format!("cannot verify clients with that CA: {e}")))?;
+    if names.is_empty() {
+        return Ok(chain);
+    }
+    Ok(Arc::new(NamedClients {
+        chain,
+        names: names.to_vec(),
+    }))
+}
+
+/// Chain verification, then the client's name.
+#[derive(Debug)]
+struct NamedClients {
+    chain: Arc<dyn ClientCertVerifier>,
+    names: Vec<String>,
+}
+
+/// The common name and DNS names of a certificate.
+fn cert_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push((*dns).to_string());
+            }
+        }
+    }
+    names
+}
+
+impl ClientCertVerifier for NamedClients {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        self.chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if cert_names(end_entity)
+            .iter()
+            .any(|n| self.names.contains(n))
+        {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chain.supported_verify_schemes()
     }
 }
 

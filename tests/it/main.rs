@@ -3,6 +3,7 @@
 
 mod admission_https;
 mod cli;
+mod client_auth;
 mod exec;
 mod fetch;
 mod hostile;
