@@ -87,6 +87,8 @@ fn serve(args: ServeArgs) -> Result<()> {
                     let (accounts, watch) = accounts::watch(client);
                     tokio::spawn(watch);
                     state.cache_synced = accounts.synced_flag();
+                    let known = accounts.clone();
+                    state.known_namespace = Arc::new(move |ns: &str| known.namespace_known(ns));
                     state.lookup = Arc::new(move |ns: &str, sa: &str| accounts.context(ns, sa));
                     tracing::info!("watching ServiceAccounts for eks.amazonaws.com/role-arn");
                 }

@@ -273,6 +273,38 @@ pub async fn shutdown_signal() {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn injections_are_labelled_only_with_known_namespaces() {
+        use tower::ServiceExt;
+        let mut state = AppState::new(Config::default(), Arc::new(Metrics::new()));
+        state.known_namespace = Arc::new(|ns| ns == "prod");
+        let state = Arc::new(state);
+        let pod = serde_json::json!({
+            "metadata": {"generateName": "app-", "annotations": {"secret-injector.io/secret-db": "vault:kv/db"}},
+            "spec": {"containers": [{"name": "app"}]},
+        });
+        for ns in ["prod", "made-up-1", "made-up-2"] {
+            let body = admission::request_for(&pod, ns, "CREATE");
+            let request = axum::http::Request::post("/mutate")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            let response = webhook_router(state.clone(), &Limits::default())
+                .oneshot(request)
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        let text = state.metrics.encode();
+        assert!(
+            text.contains("secret_injector_injections_total{namespace=\"prod\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secret_injector_injections_total{namespace=\"_unknown\"} 2"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn readiness_waits_for_the_service_account_cache_for_a_while() {
         let mut state = AppState::new(Config::default(), Arc::new(Metrics::new()));
