@@ -181,8 +181,8 @@ impl Accounts {
     pub fn context(&self, namespace: &str, name: &str) -> Context {
         if !self.is_synced() {
             tracing::warn!(
-                %namespace,
-                service_account = %name,
+                namespace = %crate::logging::Escaped(namespace),
+                service_account = %crate::logging::Escaped(name),
                 sa_cache_synced = false,
                 "service-account cache not synced yet; using only the pod's secret-injector.io/aws-role-arn"
             );

@@ -183,6 +183,10 @@ pub struct ServeArgs {
     /// pings do not count); the API server opens a new one for its next review.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// Reviews processed at once, each on a thread of its own (default: the CPUs the
+    /// webhook may use, 1 under the Deployment's 500m limit).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub review_threads: Option<u16>,
     /// Watch ServiceAccounts (for `eks.amazonaws.com/role-arn`): `auto` when in a
     /// cluster or a kubeconfig is found, `off` to use pod annotations only.
     #[arg(long, default_value = "auto", value_parser = ["auto", "off"], env = "SECRET_INJECTOR_KUBE")]

@@ -65,6 +65,23 @@ pub const LOADER_VARIABLES: &[&str] = &[
     "SHELLOPTS",
     "PS4",
     "IFS",
+    "CLASSPATH",
+    "DOTNET_STARTUP_HOOKS",
+    "CORECLR_PROFILER_PATH",
+    "CORECLR_PROFILER_PATH_32",
+    "CORECLR_PROFILER_PATH_64",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "OPENSSL_MODULES",
+    "LUA_INIT",
+    "LUA_PATH",
+    "LUA_CPATH",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "PYTHONWARNINGS",
+    "PERL5DB",
+    "GEM_PATH",
+    "GEM_HOME",
 ];
 
 /// A variable that changes which program or code the app runs. `env-from` loads one only

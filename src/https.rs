@@ -27,6 +27,20 @@ use tower::ServiceExt;
 
 use crate::server::Limits;
 
+/// Open connections at most; the accept loop waits for one to close beyond that. The
+/// API server keeps one or a few per webhook replica.
+const MAX_CONNECTIONS: usize = 128;
+/// Requests at once on one HTTP/2 connection.
+const MAX_STREAMS: u32 = 16;
+/// HTTP/2 flow-control window of one request. A body is read only once the webhook's
+/// body budget has room for it ([`crate::server::BODY_BUDGET_KIB`]), so waiting requests
+/// hold their first bytes unread. The connection's window is one stream's more than all
+/// of its streams' together: unread requests can never use it up and stall the ones
+/// being read. It also bounds what one connection can make the server buffer.
+const STREAM_WINDOW: u32 = 16 * 1024;
+/// HTTP/1.1 read buffer: a review's headers are small, its body is read on demand.
+const H1_BUFFER: usize = 64 * 1024;
+
 /// Requests in flight on one connection, and when the last one started or ended.
 #[derive(Clone)]
 struct Activity {
@@ -64,10 +78,13 @@ impl Activity {
             let served = self.served_one.load(Ordering::SeqCst);
             let limit = if served { idle } else { first };
             let due = *self.last.lock().expect("not poisoned") + limit;
-            if self.inflight.load(Ordering::SeqCst) == 0 && Instant::now() >= due {
+            let busy = self.inflight.load(Ordering::SeqCst) > 0;
+            if !busy && Instant::now() >= due {
                 return served;
             }
-            tokio::time::sleep_until(due.max(Instant::now() + Duration::from_millis(10))).await;
+            // Busy: look again one period later (a request ending touches `last`).
+            let wake = if busy { Instant::now() + limit } else { due };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -95,11 +112,14 @@ pub async fn serve(
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
+        .max_buf_size(H1_BUFFER)
         .header_read_timeout(limits.header_timeout);
     http.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(Some(256));
+        .max_concurrent_streams(Some(MAX_STREAMS))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(STREAM_WINDOW * (MAX_STREAMS + 1)));
     let http = Arc::new(http);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -109,8 +129,16 @@ pub async fn serve(
             biased;
             _ = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, typically: wait instead of spinning.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 connections.spawn(connection(
                     stream,
@@ -143,6 +171,8 @@ async fn connection(
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The first-request timeout counts from the accept, handshake included.
+    let activity = Activity::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.get_inner());
     let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
     let stream = tokio::select! {
@@ -152,7 +182,6 @@ async fn connection(
             _ => return,
         },
     };
-    let activity = Activity::new();
     let tracker = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let guard = tracker.begin();

@@ -420,7 +420,7 @@ fn check_loader_keys<'a>(
     refused.sort_unstable();
     let names = refused
         .iter()
-        .map(|k| format!("`{k}`"))
+        .map(|k| format!("`{}`", crate::logging::Escaped(k)))
         .collect::<Vec<_>>()
         .join(", ");
     let (what, they, them) = if refused.len() == 1 {

@@ -106,7 +106,8 @@ impl std::fmt::Display for Escaped<'_> {
             if i == SHOWN {
                 return write!(f, "…({} bytes)", self.0.len());
             }
-            let invisible = matches!(ch, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            // Zero-width and bidi controls, and the line and paragraph separators.
+            let invisible = matches!(ch, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
             if ch.is_control() || invisible || ch == '\\' {
                 write!(f, "{}", ch.escape_default())?;
             } else {
@@ -133,6 +134,7 @@ mod tests {
         assert!(shown.contains("\\u{1b}"), "{shown}");
         assert_eq!(Escaped("a\\b").to_string(), "a\\\\b");
         assert_eq!(Escaped("\u{202e}x").to_string(), "\\u{202e}x");
+        assert_eq!(Escaped("a\u{2028}b").to_string(), "a\\u{2028}b");
         let long = "n".repeat(1 << 20);
         let shown = Escaped(&long).to_string();
         assert!(

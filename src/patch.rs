@@ -237,6 +237,15 @@ fn copied_aws_identity(pod: &PodView, spec: &InjectionSpec) -> Option<CopiedAws>
             .filter(|e| AWS_IDENTITY_ENV.contains(&e.name.as_str()))
             .filter_map(|e| e.value.as_deref().map(|v| (e.name.as_str(), v)))
             .collect();
+        // One entry per name, the last (the value the container gets): repeated names
+        // must not multiply the mount comparisons below.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut env: Vec<(&str, &str)> = env
+            .into_iter()
+            .rev()
+            .filter(|(k, _)| seen.insert(*k))
+            .collect();
+        env.reverse();
         let has = |n: &str| env.iter().any(|(k, _)| *k == n);
         let web_identity = has("AWS_ROLE_ARN") && has("AWS_WEB_IDENTITY_TOKEN_FILE");
         let pod_identity = has("AWS_CONTAINER_CREDENTIALS_FULL_URI")
@@ -254,9 +263,11 @@ fn copied_aws_identity(pod: &PodView, spec: &InjectionSpec) -> Option<CopiedAws>
             .iter()
             .flatten()
             .filter(|m| {
-                files
-                    .iter()
-                    .any(|f| f.starts_with(&format!("{}/", m.mount_path.trim_end_matches('/'))))
+                let dir = m.mount_path.trim_end_matches('/');
+                files.iter().any(|f| {
+                    f.strip_prefix(dir)
+                        .is_some_and(|rest| rest.starts_with('/'))
+                })
             })
             .map(|m| json!({"name": m.name, "mountPath": m.mount_path, "readOnly": true}))
             .collect();

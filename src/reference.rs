@@ -323,6 +323,25 @@ fn parse_params(provider: Provider, params: &str) -> Result<Option<Version>, Ref
     Ok(version)
 }
 
+/// At most the first 20 names, comma-separated, each escaped and cut (they may come
+/// from the request): messages stay short whatever the pod.
+pub fn short_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 20;
+    let mut shown = Vec::new();
+    let mut total = 0usize;
+    for name in names {
+        if total < SHOWN {
+            shown.push(crate::logging::Escaped(name).to_string());
+        }
+        total += 1;
+    }
+    let mut out = shown.join(", ");
+    if total > SHOWN {
+        out.push_str(&format!(", … ({total} in all)"));
+    }
+    out
+}
+
 /// Longest word (and candidate) that gets a "did you mean" suggestion: typos are in
 /// names people type, and the edit distance costs `len(word) * len(candidate)`.
 pub const MAX_SUGGEST_LEN: usize = 64;

@@ -114,107 +114,66 @@ const MAX_TAG_TOKENS: usize = 200;
 const MAX_BLOCK_DEPTH: usize = 32;
 
 /// Bounds checked on the source before the parser sees it, so that parsing, compiling
-/// and walking a template take bounded time and stack whatever its content.
+/// and walking a template take bounded time and stack whatever its content. The tokens
+/// come from minijinja's own lexer, so strings, escapes, brackets and `raw` blocks are
+/// read exactly as the parser will read them.
 pub fn check_bounds(src: &str) -> Result<(), String> {
+    use minijinja::machinery::{Token, WhitespaceConfig, tokenize};
     if src.len() > MAX_TEMPLATE_BYTES {
         return Err(format!(
             "the template is {} bytes; at most {MAX_TEMPLATE_BYTES} (32 KiB)",
             src.len()
         ));
     }
-    let mut depth = 0usize;
-    let mut rest = src;
-    while let Some(start) = find_tag_start(rest) {
-        let opener = &rest[start..start + 2];
-        rest = &rest[start + 2..];
-        if opener == "{#" {
-            rest = rest.find("#}").map_or("", |end| &rest[end + 2..]);
-            continue;
-        }
-        let close = if opener == "{{" { "}}" } else { "%}" };
-        let (tokens, first_word, has_assign, end) = scan_tag(rest, close);
-        let line = src[..src.len() - rest.len()].lines().count().max(1);
-        if tokens > MAX_TAG_TOKENS {
-            return Err(format!(
-                "the tag on line {line} has more than {MAX_TAG_TOKENS} parts (names, operators, filters); split it with {{% set %}}"
-            ));
-        }
-        if opener == "{%" {
-            match first_word {
-                w if w.starts_with("end") => depth = depth.saturating_sub(1),
-                "if" | "for" | "with" | "filter" | "autoescape" | "macro" | "call" | "block" => {
-                    depth += 1
+    let (mut depth, mut tokens, mut assign) = (0usize, 0usize, false);
+    let mut first: Option<&str> = None;
+    let tokens_of = tokenize(
+        src,
+        false,
+        minijinja::syntax::SyntaxConfig,
+        WhitespaceConfig::default(),
+    );
+    for item in tokens_of {
+        // A lexical error: the parser reports it, after reading only what was checked.
+        let Ok((token, span)) = item else {
+            return Ok(());
+        };
+        match token {
+            Token::TemplateData(_) | Token::VariableEnd => {}
+            Token::VariableStart | Token::BlockStart => (tokens, first, assign) = (0, None, false),
+            Token::BlockEnd => {
+                match first.unwrap_or_default() {
+                    w if w.starts_with("end") => depth = depth.saturating_sub(1),
+                    "if" | "for" | "with" | "filter" | "autoescape" | "macro" | "call"
+                    | "block" => depth += 1,
+                    "set" if !assign => depth += 1,
+                    _ => {}
                 }
-                "set" if !has_assign => depth += 1,
-                "raw" => {
-                    // Literal text up to {% endraw %}: no tags inside.
-                    rest = &rest[end..];
-                    rest = rest.find("endraw").map_or("", |i| &rest[i..]);
-                    continue;
+                if depth > MAX_BLOCK_DEPTH {
+                    return Err(format!(
+                        "blocks are nested more than {MAX_BLOCK_DEPTH} deep (line {})",
+                        span.start_line
+                    ));
                 }
-                _ => {}
             }
-            if depth > MAX_BLOCK_DEPTH {
-                return Err(format!(
-                    "blocks are nested more than {MAX_BLOCK_DEPTH} deep (line {line})"
-                ));
+            other => {
+                tokens += 1;
+                if tokens == 1
+                    && let Token::Ident(word) = other
+                {
+                    first = Some(word);
+                }
+                assign |= matches!(other, Token::Assign);
+                if tokens > MAX_TAG_TOKENS {
+                    return Err(format!(
+                        "the tag on line {} has more than {MAX_TAG_TOKENS} parts (names, operators, filters); split it with {{% set %}}",
+                        span.start_line
+                    ));
+                }
             }
         }
-        rest = &rest[end..];
     }
     Ok(())
-}
-
-fn find_tag_start(s: &str) -> Option<usize> {
-    let bytes = s.as_bytes();
-    (0..bytes.len().saturating_sub(1))
-        .find(|&i| bytes[i] == b'{' && matches!(bytes[i + 1], b'{' | b'%' | b'#'))
-}
-
-/// Tokens of one tag up to `close` (outside string literals), its first word, whether
-/// it has a lone `=`, and the offset just past the tag.
-fn scan_tag<'a>(tag: &'a str, close: &str) -> (usize, &'a str, bool, usize) {
-    let bytes = tag.as_bytes();
-    let (mut tokens, mut i, mut has_assign) = (0usize, 0usize, false);
-    let mut first_word = "";
-    while i < bytes.len() {
-        let b = bytes[i];
-        if tag[i..].starts_with(close) {
-            return (tokens, first_word, has_assign, i + close.len());
-        }
-        if b.is_ascii_whitespace() || (tokens == 0 && matches!(b, b'-' | b'+' | b'~')) {
-            i += 1;
-        } else if b == b'"' || b == b'\'' {
-            let end = tag[i + 1..]
-                .find(b as char)
-                .map_or(bytes.len(), |e| i + 2 + e);
-            tokens += 1;
-            i = end;
-        } else if b.is_ascii_alphanumeric() || b == b'_' {
-            let start = i;
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                i += 1;
-            }
-            if tokens == 0 {
-                first_word = &tag[start..i];
-            }
-            tokens += 1;
-        } else {
-            let pair = bytes.get(i + 1).copied();
-            if b == b'='
-                && pair != Some(b'=')
-                && !matches!(
-                    bytes.get(i.wrapping_sub(1)),
-                    Some(b'!' | b'<' | b'>' | b'=')
-                )
-            {
-                has_assign = true;
-            }
-            tokens += 1;
-            i += tag[i..].chars().next().map_or(1, char::len_utf8);
-        }
-    }
-    (tokens, first_word, has_assign, bytes.len())
 }
 
 /// Admission-time check of template `name`. `declared` holds every declared secret name.
@@ -311,7 +270,7 @@ fn undeclared_message(missing: &str, declared: &BTreeSet<String>) -> String {
     } else {
         format!(
             "declared: {}",
-            declared.iter().cloned().collect::<Vec<_>>().join(", ")
+            crate::reference::short_list(declared.iter().map(String::as_str))
         )
     };
     format!(
@@ -420,6 +379,13 @@ mod tests {
         let m = check("x", &nested(33), &d).unwrap_err();
         assert!(m.contains("nested more than 32"), "{m}");
         check("x", &nested(32), &d).unwrap();
+        // Escaped quotes and nested braces do not hide a chain from the bound.
+        let escaped = format!("{{{{ \"\\\"\"{} ~ \"\" }}}}", " ~x".repeat(16_000));
+        assert!(check("x", &escaped, &d).unwrap_err().contains("32 KiB"));
+        let escaped = format!("{{{{ \"\\\"\"{} ~ \"\" }}}}", "~x".repeat(500));
+        assert!(check("x", &escaped, &d).unwrap_err().contains("parts"));
+        let braces = format!("{{{{ ({{'a': {{'b': 1}}}}{}) }}}}", "~x".repeat(500));
+        assert!(check("x", &braces, &d).unwrap_err().contains("parts"));
         assert!(check("x", &nested(50_000), &d).is_err());
         // Within the bounds, the deepest chains still compile on a small stack.
         let chain = format!("{{{{ x{} }}}}", "|upper".repeat(99));

@@ -68,6 +68,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     let (tls, loaded) = files.load()?;
     let metrics = Arc::new(Metrics::new());
     let mut state = AppState::new(config, metrics.clone());
+    if let Some(n) = args.review_threads {
+        state.reviews = Arc::new(tokio::sync::Semaphore::new(usize::from(n)));
+    }
     let limits = Limits {
         body_limit: args.body_limit,
         request_timeout: args.request_timeout,

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +30,11 @@ pub type Lookup = Arc<dyn Fn(&str, &str) -> Context + Send + Sync>;
 /// Whether a namespace is known to exist (from the same cache); labels metrics.
 pub type KnownNamespace = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// KiB of request bodies held at once (at least one `--body-limit` more is allowed
+/// when the limit is larger): with the parse of the reviews in progress, this keeps the
+/// webhook well under its 128 Mi memory limit.
+pub const BODY_BUDGET_KIB: usize = 16 * 1024;
+
 pub struct AppState {
     pub config: Config,
     pub metrics: Arc<Metrics>,
@@ -41,6 +45,9 @@ pub struct AppState {
     /// never occupies the async workers that answer `/healthz`, and a flood of heavy
     /// reviews queues here instead of multiplying.
     pub reviews: Arc<tokio::sync::Semaphore>,
+    /// Request bodies held in memory, in KiB ([`BODY_BUDGET_KIB`]): a body is read only
+    /// once its size fits, so many large reviews at once wait instead of adding up.
+    pub bodies: Arc<tokio::sync::Semaphore>,
     /// Whether the ServiceAccount cache has synced (true when there is none).
     pub cache_synced: Arc<AtomicBool>,
     /// Readiness stops waiting for the cache after this long (the admission path then
@@ -60,6 +67,7 @@ impl AppState {
             reviews: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            bodies: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
             cache_synced: Arc::new(AtomicBool::new(true)),
             cache_wait: Duration::from_secs(30),
             started: Instant::now(),
@@ -105,8 +113,33 @@ impl Default for Limits {
     }
 }
 
-async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn mutate(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    body_limit: usize,
+) -> Response {
     let start = Instant::now();
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > body_limit) {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
+    let kib = declared
+        .unwrap_or(body_limit)
+        .div_ceil(1024)
+        .clamp(1, BODY_BUDGET_KIB);
+    let Ok(held) = state.bodies.clone().acquire_many_owned(kib as u32).await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let Ok(body) = axum::body::to_bytes(request.into_body(), body_limit).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is over --body-limit or was cut off\n",
+        )
+            .into_response();
+    };
     let Ok(permit) = state.reviews.clone().acquire_owned().await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
@@ -114,7 +147,8 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     // taken until the work really ends, so timed-out reviews cannot pile up.
     let worker = state.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
+        // The body's memory stays counted until the review is done with it.
+        let (_permit, _held) = (permit, held);
         admission::review(&body, &worker.config, |ns, sa| (worker.lookup)(ns, sa))
     })
     .await;
@@ -157,7 +191,13 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
 pub fn webhook_router(state: Arc<AppState>, limits: &Limits) -> Router {
     with_limits(
         Router::new()
-            .route("/mutate", post(mutate))
+            .route(
+                "/mutate",
+                post({
+                    let limit = limits.body_limit;
+                    move |state, request| mutate(state, request, limit)
+                }),
+            )
             .with_state(state),
         limits,
     )

@@ -55,6 +55,15 @@ const MAX_KEY_NAME: usize = 63;
 /// "Did you mean" suggestions are computed for this many problems at most: as many as
 /// a denial message shows.
 const MAX_SUGGESTIONS: usize = 30;
+/// Problems kept for one pod; beyond, they are only counted.
+const MAX_PROBLEMS: usize = 100;
+/// Containers (app and init) of a pod this webhook handles, and env entries, volume
+/// mounts and volumes of all of them together. Kubernetes sets no count, but the work of
+/// one review must be bounded whatever the request holds.
+pub const MAX_CONTAINERS: usize = 128;
+pub const MAX_POD_ENTRIES: usize = 16_384;
+/// Longest `mount-path`.
+const MAX_PATH: usize = 1024;
 
 /// One problem with one annotation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,27 +78,28 @@ impl fmt::Display for Problem {
     }
 }
 
-/// All problems of a pod, rendered as one denial message.
+/// All problems of a pod, rendered as one denial message: those kept, and how many more
+/// were found but not kept (see [`MAX_PROBLEMS`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct Problems(pub Vec<Problem>);
+pub struct Problems(pub Vec<Problem>, pub usize);
 
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.0.len() + self.1;
         match self.0.as_slice() {
-            [one] => write!(f, "secret-injector: {one}"),
+            [one] if total == 1 => write!(f, "secret-injector: {one}"),
             many => {
                 write!(
                     f,
-                    "secret-injector: {} problems with the pod's annotations:",
-                    many.len()
+                    "secret-injector: {total} problems with the pod's annotations:"
                 )?;
                 // A bounded answer however hostile the input.
                 const SHOWN: usize = 30;
                 for p in many.iter().take(SHOWN) {
                     write!(f, "\n- {p}")?;
                 }
-                if many.len() > SHOWN {
-                    write!(f, "\n- … and {} more", many.len() - SHOWN)?;
+                if total > SHOWN {
+                    write!(f, "\n- … and {} more", total - SHOWN)?;
                 }
                 Ok(())
             }
@@ -234,6 +244,8 @@ fn key(suffix: &str) -> String {
 
 struct Collector {
     problems: Vec<Problem>,
+    /// Problems past [`MAX_PROBLEMS`], counted only.
+    omitted: usize,
 }
 
 impl Collector {
@@ -243,11 +255,68 @@ impl Collector {
     }
 
     fn push(&mut self, suffix: &str, message: impl Into<String>) {
+        if self.problems.len() >= MAX_PROBLEMS {
+            self.omitted += 1;
+            return;
+        }
         self.problems.push(Problem {
             annotation: key(suffix),
             message: message.into(),
         });
     }
+
+    fn is_empty(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// "Did you mean": the closest candidate, while suggestions are still worth their cost.
+    fn suggest<'a>(
+        &self,
+        word: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        if self.may_suggest() {
+            closest(word, candidates)
+        } else {
+            None
+        }
+    }
+
+    fn into_problems(self) -> Problems {
+        Problems(self.problems, self.omitted)
+    }
+}
+
+/// Refuse a pod too large for one review to be cheap (see [`MAX_CONTAINERS`]).
+fn check_pod_size(pod: &PodView) -> Result<(), Problems> {
+    let all = || pod.containers().iter().chain(pod.init_containers());
+    let containers = all().count();
+    let entries: usize = pod.volumes().len()
+        + all()
+            .map(|ct| {
+                ct.env.as_ref().map_or(0, Vec::len) + ct.volume_mounts.as_ref().map_or(0, Vec::len)
+            })
+            .sum::<usize>();
+    let message = if containers > MAX_CONTAINERS {
+        format!(
+            "the pod has {containers} containers; this webhook handles pods with at most {MAX_CONTAINERS} (app and init together)"
+        )
+    } else if entries > MAX_POD_ENTRIES {
+        format!(
+            "the pod has {entries} env entries, volume mounts and volumes; this webhook handles at most {MAX_POD_ENTRIES}"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Problems(
+        vec![Problem {
+            annotation: key("*"),
+            message: format!(
+                "{message}; remove the secret-injector.io/ annotations from this pod or make it smaller"
+            ),
+        }],
+        0,
+    ))
 }
 
 /// Read the pod's annotations and decide. Pure.
@@ -255,13 +324,17 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     let annotations = pod.annotations();
     let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > MAX_ANNOTATION_BYTES {
-        return Err(Problems(vec![Problem {
-            annotation: key("*"),
-            message: format!(
-                "the pod's annotations total {total} bytes; Kubernetes accepts at most {MAX_ANNOTATION_BYTES} (256 KiB) for all annotations together, so the pod would be refused anyway; shorten them"
-            ),
-        }]));
+        return Err(Problems(
+            vec![Problem {
+                annotation: key("*"),
+                message: format!(
+                    "the pod's annotations total {total} bytes; Kubernetes accepts at most {MAX_ANNOTATION_BYTES} (256 KiB) for all annotations together, so the pod would be refused anyway; shorten them"
+                ),
+            }],
+            0,
+        ));
     }
+    check_pod_size(pod)?;
     let ours: BTreeMap<&str, &str> = annotations
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|s| (s, v.as_str())))
@@ -271,6 +344,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     }
     let mut c = Collector {
         problems: Vec::new(),
+        omitted: 0,
     };
     let mut warnings = Vec::new();
 
@@ -391,7 +465,8 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     for (name, raw) in modes {
         let suffix = format!("file-mode-{name}");
         if !plan.files.contains_key(name) {
-            let hint = closest(name, plan.files.keys().map(String::as_str))
+            let hint = c
+                .suggest(name, plan.files.keys().map(String::as_str))
                 .map(|n| format!(" (did you mean `{n}`?)"))
                 .unwrap_or_default();
             c.push(
@@ -471,13 +546,13 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
 
     check_reserved_names(&mut c, pod);
 
-    if !has_files && !plan.env_mode() && c.problems.is_empty() {
+    if !has_files && !plan.env_mode() && c.is_empty() {
         return Ok(Decision::Skip(
             "no secret-, template- or env- annotation: nothing to inject",
         ));
     }
 
-    if c.problems.is_empty() {
+    if c.is_empty() {
         Ok(Decision::Inject(Box::new(InjectionSpec {
             plan,
             mount_path,
@@ -489,7 +564,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
             warnings,
         })))
     } else {
-        Err(Problems(c.problems))
+        Err(c.into_problems())
     }
 }
 
@@ -536,13 +611,13 @@ fn check_reserved_names(c: &mut Collector, pod: &PodView) {
 fn unknown_key(c: &mut Collector, suffix: &str) {
     if suffix.len() > MAX_KEY_NAME {
         let shown: String = suffix.chars().take(MAX_KEY_NAME).collect();
-        c.problems.push(Problem {
-            annotation: key(&format!("{shown}…")),
-            message: format!(
+        c.push(
+            &format!("{}…", crate::logging::Escaped(&shown)),
+            format!(
                 "unknown annotation, and its name is {} characters where Kubernetes allows {MAX_KEY_NAME} after the prefix; remove it",
                 suffix.len()
             ),
-        });
+        );
         return;
     }
     // Candidates: the exact keys, and each prefixed key with the user's own name kept.
@@ -824,7 +899,7 @@ fn select_targets(c: &mut Collector, pod: &PodView, list: Option<&str>) -> Vec<T
         .chain(inits)
         .map(|ct| ct.name.as_str())
         .collect();
-    let listed = shorten_list(&all_names);
+    let listed = reference::short_list(all_names.iter().copied());
     let mut seen = BTreeSet::new();
     for name in names {
         if !seen.insert(name) {
@@ -842,7 +917,7 @@ fn select_targets(c: &mut Collector, pod: &PodView, list: Option<&str>) -> Vec<T
             });
         } else {
             let hint = if c.may_suggest() {
-                closest(name, all_names.iter().copied())
+                c.suggest(name, all_names.iter().copied())
                     .map(|n| format!(" (did you mean `{n}`?)"))
                     .unwrap_or_default()
             } else {
@@ -857,24 +932,14 @@ fn select_targets(c: &mut Collector, pod: &PodView, list: Option<&str>) -> Vec<T
     targets
 }
 
-/// At most the first 20 names, comma-separated: messages stay short whatever the pod.
-fn shorten_list(names: &[&str]) -> String {
-    const SHOWN: usize = 20;
-    let mut out = names
-        .iter()
-        .take(SHOWN)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > SHOWN {
-        out.push_str(&format!(", … ({} in all)", names.len()));
-    }
-    out
-}
-
 fn check_mount_path(c: &mut Collector, path: &str) -> String {
     let example = "for example secret-injector.io/mount-path: /var/run/secrets/app";
-    let problem = if !path.starts_with('/') {
+    let problem = if path.len() > MAX_PATH {
+        Some(format!(
+            "the path is {} bytes; at most {MAX_PATH}, {example}",
+            path.len()
+        ))
+    } else if !path.starts_with('/') {
         Some(format!(
             "`{path}` is a relative path; use an absolute path, {example}"
         ))
@@ -918,10 +983,13 @@ fn collisions(pod: &PodView, targets: &[Target], path: &str) -> Vec<String> {
     let mut out = Vec::new();
     for t in targets {
         for m in container(pod, t).volume_mounts.iter().flatten() {
-            if overlaps(path, &m.mount_path) {
+            if overlaps(path, &m.mount_path) && out.len() < MAX_PROBLEMS {
+                use crate::logging::Escaped;
                 out.push(format!(
                     "collides with the mount of volume `{}` at {} in container `{}`",
-                    m.name, m.mount_path, t.name
+                    Escaped(&m.name),
+                    Escaped(&m.mount_path),
+                    Escaped(&t.name)
                 ));
             }
         }
@@ -972,7 +1040,7 @@ fn check_entrypoints(
                 env_key,
                 format!(
                     "env mode starts container `{}` through `secret-injector exec`, so it must know the entrypoint, but the container has no `command` (the image's ENTRYPOINT is not visible to the webhook); set `command` on the container, or annotate secret-injector.io/command: '[\"/path/to/app\"]'",
-                    t.name
+                    crate::logging::Escaped(&t.name)
                 ),
             );
         }
@@ -1628,7 +1696,7 @@ mod tests {
         );
         let keys: BTreeSet<&str> = ps.iter().map(|p| p.annotation.as_str()).collect();
         assert_eq!(keys.len(), 5, "{ps:?}");
-        let msg = Problems(ps).to_string();
+        let msg = Problems(ps, 0).to_string();
         assert!(msg.starts_with("secret-injector: 5 problems"), "{msg}");
     }
 }

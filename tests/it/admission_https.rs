@@ -204,10 +204,14 @@ fn fixtures_round_trip_over_https() {
         )),
         "{metrics}"
     );
+    // --kube off: no cache says that team-a exists, so the label is not trusted.
     assert!(
-        metrics.contains("secret_injector_injections_total{namespace=\"team-a\"}"),
+        metrics.contains(&format!(
+            "secret_injector_injections_total{{namespace=\"_unknown\"}} {injected}"
+        )),
         "{metrics}"
     );
+    assert!(!metrics.contains("namespace=\"team-a\""), "{metrics}");
 }
 
 #[test]
