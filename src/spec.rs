@@ -322,19 +322,6 @@ fn check_pod_size(pod: &PodView) -> Result<(), Problems> {
 /// Read the pod's annotations and decide. Pure.
 pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, Problems> {
     let annotations = pod.annotations();
-    let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if total > MAX_ANNOTATION_BYTES {
-        return Err(Problems(
-            vec![Problem {
-                annotation: key("*"),
-                message: format!(
-                    "the pod's annotations total {total} bytes; Kubernetes accepts at most {MAX_ANNOTATION_BYTES} (256 KiB) for all annotations together, so the pod would be refused anyway; shorten them"
-                ),
-            }],
-            0,
-        ));
-    }
-    check_pod_size(pod)?;
     let ours: BTreeMap<&str, &str> = annotations
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|s| (s, v.as_str())))
@@ -377,6 +364,22 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
             ),
         ),
     }
+
+    // Bounds on the whole review, before any per-annotation work (and after the
+    // cheap opt-outs above, which a pod of any size may use).
+    let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_ANNOTATION_BYTES {
+        return Err(Problems(
+            vec![Problem {
+                annotation: key("*"),
+                message: format!(
+                    "the pod's annotations total {total} bytes; Kubernetes accepts at most {MAX_ANNOTATION_BYTES} (256 KiB) for all annotations together, so the pod would be refused anyway; shorten them"
+                ),
+            }],
+            0,
+        ));
+    }
+    check_pod_size(pod)?;
 
     let mut plan = FetchPlan::default();
     let mut modes: BTreeMap<&str, &str> = BTreeMap::new();
@@ -1259,6 +1262,32 @@ mod tests {
             Ok(Decision::Inject(s)) => *s,
             other => panic!("expected injection, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn size_bounds_apply_to_pods_that_ask_for_injection_only() {
+        let many: Vec<serde_json::Value> =
+            (0..200).map(|i| json!({"name": format!("c{i}")})).collect();
+        let spec = json!({ "containers": many });
+        let decide = |annotations| {
+            parse(
+                &pod(annotations, spec.clone()),
+                &Config::default(),
+                &Context::default(),
+            )
+        };
+        assert!(matches!(decide(json!({})), Ok(Decision::Skip(_))));
+        assert!(matches!(
+            decide(
+                json!({"secret-injector.io/inject": "false", "secret-injector.io/secret-a": "vault:kv/a"})
+            ),
+            Ok(Decision::Skip(_))
+        ));
+        let ps = problems(
+            json!({"secret-injector.io/secret-a": "vault:kv/a"}),
+            spec.clone(),
+        );
+        assert!(ps[0].message.contains("200 containers"), "{ps:?}");
     }
 
     fn problems(annotations: serde_json::Value, spec: serde_json::Value) -> Vec<Problem> {
