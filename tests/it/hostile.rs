@@ -26,6 +26,15 @@ fn pod(annotations: Value) -> Value {
     })
 }
 
+/// A review of a pod whose file `x` is rendered from `template`.
+fn template_review(template: impl Into<Value>) -> Vec<u8> {
+    let annotations = json!({
+        "secret-injector.io/secret-x": "vault:secret/data/x",
+        "secret-injector.io/template-x": template.into(),
+    });
+    request_for(&pod(annotations), "team-a", "CREATE")
+}
+
 fn normal_pod() -> Value {
     pod(json!({"secret-injector.io/secret-db": "vault:secret/data/db#password"}))
 }
@@ -147,37 +156,11 @@ fn one_review_cannot_take_the_webhook_down() {
                 "{{% set a = \"xxxxxxxxxxxxxxxx\" %}}{}{{{{ a }}}}",
                 "{% set a = a ~ a %}".repeat(doublings)
             );
-            let a = survive(
-                &client,
-                &w,
-                "doubling template",
-                request_for(
-                    &pod(json!({
-                        "secret-injector.io/secret-x": "vault:secret/data/x",
-                        "secret-injector.io/template-x": template,
-                    })),
-                    "team-a",
-                    "CREATE",
-                ),
-            )
-            .await;
+            let a = survive(&client, &w, "doubling template", template_review(template)).await;
             assert_eq!(a.review["response"]["allowed"], true, "{}", a.review);
         }
         let upper = "{% for i in range(100) %}{{ (\"x\"*3000000)|upper }}{% endfor %}";
-        survive(
-            &client,
-            &w,
-            "uppercase loop",
-            request_for(
-                &pod(json!({
-                    "secret-injector.io/secret-x": "vault:secret/data/x",
-                    "secret-injector.io/template-x": upper,
-                })),
-                "team-a",
-                "CREATE",
-            ),
-        )
-        .await;
+        survive(&client, &w, "uppercase loop", template_review(upper)).await;
 
         // 2. Parse depth: a 10,000-link filter chain overflowed the stack; 50,000
         // nested ifs took 32.8 s. Both are refused before parsing, naming the fix.
@@ -208,20 +191,7 @@ fn one_review_cannot_take_the_webhook_down() {
                 "parts",
             ),
         ] {
-            let a = survive(
-                &client,
-                &w,
-                what,
-                request_for(
-                    &pod(json!({
-                        "secret-injector.io/secret-x": "vault:secret/data/x",
-                        "secret-injector.io/template-x": template,
-                    })),
-                    "team-a",
-                    "CREATE",
-                ),
-            )
-            .await;
+            let a = survive(&client, &w, what, template_review(template)).await;
             assert_eq!(a.review["response"]["allowed"], false, "{what}");
             let m = message(&a);
             assert!(
@@ -241,20 +211,7 @@ fn one_review_cannot_take_the_webhook_down() {
                 format!("{{{{ ({{'a': {{'b': 1}}}}{}) }}}}", "~x".repeat(5_000)),
             ),
         ] {
-            let a = survive(
-                &client,
-                &w,
-                what,
-                request_for(
-                    &pod(json!({
-                        "secret-injector.io/secret-x": "vault:secret/data/x",
-                        "secret-injector.io/template-x": template,
-                    })),
-                    "team-a",
-                    "CREATE",
-                ),
-            )
-            .await;
+            let a = survive(&client, &w, what, template_review(template)).await;
             assert!(message(&a).contains("parts"), "{what}: {}", message(&a));
         }
 
