@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::contract::names;
 use crate::logging::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -45,7 +46,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// The fetch plan (JSON), as the webhook writes it.
-    #[arg(long, env = "SECRET_INJECTOR_PLAN", hide_env_values = true)]
+    #[arg(long, env = names::PLAN_ENV, hide_env_values = true)]
     pub plan: String,
     /// Directory of the secrets volume to write the files into.
     #[arg(long)]
@@ -66,37 +67,37 @@ pub struct InitArgs {
     #[arg(long)]
     pub keep_token: bool,
     /// Vault address.
-    #[arg(long, env = "VAULT_ADDR")]
+    #[arg(long, env = names::VAULT_ADDR_ENV)]
     pub vault_addr: Option<String>,
     /// Vault role to log in as (default: the service account's name, set by the webhook).
-    #[arg(long, env = "SECRET_INJECTOR_VAULT_ROLE", default_value = "default")]
+    #[arg(long, env = names::VAULT_ROLE_ENV, default_value = "default")]
     pub vault_role: String,
     /// Vault auth mount.
     #[arg(
         long,
-        env = "SECRET_INJECTOR_VAULT_AUTH_PATH",
+        env = names::VAULT_AUTH_PATH_ENV,
         default_value = "kubernetes"
     )]
     pub vault_auth_path: String,
     /// `kubernetes` or `jwt`.
     #[arg(
         long,
-        env = "SECRET_INJECTOR_VAULT_AUTH_METHOD",
+        env = names::VAULT_AUTH_METHOD_ENV,
         default_value = "kubernetes"
     )]
     pub vault_auth_method: String,
     /// The projected service-account token (audience `vault`).
     #[arg(
         long,
-        env = "SECRET_INJECTOR_VAULT_TOKEN_FILE",
-        default_value = "/var/run/secrets/secret-injector/vault/token"
+        env = names::VAULT_TOKEN_FILE_ENV,
+        default_value = names::VAULT_TOKEN_FILE
     )]
     pub vault_token_file: PathBuf,
     /// Vault Enterprise / OpenBao namespace.
-    #[arg(long, env = "VAULT_NAMESPACE")]
+    #[arg(long, env = names::VAULT_NAMESPACE_ENV)]
     pub vault_namespace: Option<String>,
     /// PEM CA bundle for Vault's TLS certificate (inline).
-    #[arg(long, env = "SECRET_INJECTOR_VAULT_CA_PEM", hide_env_values = true)]
+    #[arg(long, env = names::VAULT_CA_PEM_ENV, hide_env_values = true)]
     pub vault_ca_pem: Option<String>,
     /// PEM CA bundle for Vault's TLS certificate (file).
     #[arg(long, env = "VAULT_CACERT")]
@@ -109,7 +110,7 @@ pub struct InitArgs {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The env file the init container wrote.
-    #[arg(long, default_value = "/secret-injector/env.json")]
+    #[arg(long, default_value = names::ENV_FILE)]
     pub env_file: PathBuf,
     /// The program and its arguments.
     #[arg(last = true, required = true)]

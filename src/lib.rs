@@ -2,33 +2,27 @@
 //! Vault/OpenBao and AWS Secrets Manager into pods, fetched inside the pod with the pod's
 //! own identity, written to an in-memory volume. Values never pass the API server.
 //!
-//! Data flows one way: AdmissionReview -> [`pod::PodView`] -> [`spec::InjectionSpec`]
-//! -> [`patch`] -> response. The pure layers (`reference`, `spec`, `render`, `patch`)
-//! do no I/O; `admission`, `server`, `inject` and `certs` are the edges.
+//! One binary, two programs, and what they share:
+//! - [`webhook`]: runs in the webhook Deployment (`serve`, and `inject -f` offline): the
+//!   HTTPS edges around the pure [`mutation`];
+//! - [`mutation`]: pure, no I/O: AdmissionReview's pod -> [`mutation::spec`] -> JSON
+//!   [`mutation::patch`];
+//! - [`agent`]: runs in the pod (`init`, `exec`): log in, fetch, render, write;
+//! - [`contract`]: pure, what the webhook writes and the pod reads (references,
+//!   templates), the only code both programs use besides [`config`] and [`logging`].
 
-pub mod accounts;
-pub mod admission;
-pub mod certs;
+pub mod agent;
 pub mod cli;
 pub mod config;
-pub mod exec;
-pub mod https;
-pub mod init;
-pub mod inject;
+pub mod contract;
 pub mod logging;
-pub mod metrics;
-pub mod patch;
-pub mod pod;
-pub mod providers;
-pub mod reference;
-pub mod render;
-pub mod server;
-pub mod spec;
-pub mod tls;
+pub mod mutation;
+pub mod webhook;
 
 use config::Config;
-use pod::PodView;
-use spec::{Context, Decision, Problems};
+use mutation::patch;
+use mutation::pod::PodView;
+use mutation::spec::{self, Context, Decision, Problems};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

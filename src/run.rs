@@ -7,10 +7,11 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use secret_injector::cli::{CertsArgs, Cli, Command, InitArgs, InjectArgs, ServeArgs};
 use secret_injector::config::Config;
-use secret_injector::metrics::Metrics;
-use secret_injector::server::{self, AppState, Limits};
-use secret_injector::tls::CertFiles;
-use secret_injector::{accounts, certs};
+use secret_injector::contract::names;
+use secret_injector::webhook::metrics::Metrics;
+use secret_injector::webhook::server::{self, AppState, Limits};
+use secret_injector::webhook::tls::CertFiles;
+use secret_injector::webhook::{accounts, certs};
 
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -19,7 +20,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Certs(args) => make_certs(args),
         Command::Init(args) => return init(args),
         Command::Exec(args) => {
-            let err = secret_injector::exec::exec(&args.env_file, &args.argv);
+            let err = secret_injector::agent::exec::exec(&args.env_file, &args.argv);
             eprintln!("secret-injector exec: {err}");
             return ExitCode::from(127);
         }
@@ -61,7 +62,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let pem =
             std::fs::read(ca).with_context(|| format!("read --client-ca {}", ca.display()))?;
         files.clients = Some(
-            secret_injector::tls::client_verifier(&pem, &args.client_names)
+            secret_injector::webhook::tls::client_verifier(&pem, &args.client_names)
                 .with_context(|| format!("--client-ca {}", ca.display()))?,
         );
     }
@@ -160,7 +161,7 @@ fn inject(args: InjectArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match secret_injector::inject::inject(&input, &config) {
+    match secret_injector::webhook::inject::inject(&input, &config) {
         Ok(report) => {
             for w in &report.warnings {
                 eprintln!("warning: {w}");
@@ -220,7 +221,7 @@ fn init(args: InitArgs) -> ExitCode {
         eprintln!("secret-injector init: {msg}");
         ExitCode::from(1)
     };
-    let plan: secret_injector::spec::FetchPlan = match serde_json::from_str(&args.plan) {
+    let plan: secret_injector::contract::plan::FetchPlan = match serde_json::from_str(&args.plan) {
         Ok(p) => p,
         Err(e) => return fail(format!("SECRET_INJECTOR_PLAN is not a valid plan: {e}")),
     };
@@ -236,17 +237,19 @@ fn init(args: InitArgs) -> ExitCode {
         .vault_addr
         .clone()
         .filter(|a| !a.is_empty())
-        .map(|address| secret_injector::providers::vault::Settings {
-            address,
-            role: args.vault_role.clone(),
-            auth_path: args.vault_auth_path.clone(),
-            auth_method: args.vault_auth_method.clone(),
-            token_file: args.vault_token_file.clone(),
-            namespace: args.vault_namespace.clone().filter(|n| !n.is_empty()),
-            ca_pem,
-            timeout: args.attempt_timeout,
-        });
-    let opts = secret_injector::init::Options {
+        .map(
+            |address| secret_injector::agent::providers::vault::Settings {
+                address,
+                role: args.vault_role.clone(),
+                auth_path: args.vault_auth_path.clone(),
+                auth_method: args.vault_auth_method.clone(),
+                token_file: args.vault_token_file.clone(),
+                namespace: args.vault_namespace.clone().filter(|n| !n.is_empty()),
+                ca_pem,
+                timeout: args.attempt_timeout,
+            },
+        );
+    let opts = secret_injector::agent::init::Options {
         plan,
         out_dir: args.out_dir,
         env_dir: args.env_dir,
@@ -267,11 +270,11 @@ fn init(args: InitArgs) -> ExitCode {
     };
     let span = tracing::info_span!(
         "init",
-        namespace = %std::env::var("SECRET_INJECTOR_POD_NAMESPACE").unwrap_or_default(),
-        pod = %std::env::var("SECRET_INJECTOR_POD_NAME").unwrap_or_default(),
+        namespace = %std::env::var(names::POD_NAMESPACE_ENV).unwrap_or_default(),
+        pod = %std::env::var(names::POD_NAME_ENV).unwrap_or_default(),
     );
     use tracing::Instrument;
-    match runtime.block_on(secret_injector::init::run(opts).instrument(span)) {
+    match runtime.block_on(secret_injector::agent::init::run(opts).instrument(span)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(e.0),
     }

@@ -71,7 +71,7 @@ fn inject_is_idempotent_on_examples_and_passes_other_kinds() {
         );
         // Every non-workload document passes through unchanged.
         let before = util::fixture_docs(path.strip_prefix(util::repo()).unwrap().to_str().unwrap());
-        let after = secret_injector::inject::parse_documents(&first).unwrap();
+        let after = secret_injector::webhook::inject::parse_documents(&first).unwrap();
         assert_eq!(before.len(), after.len());
         for (b, a) in before.iter().zip(&after) {
             if matches!(
@@ -145,7 +145,7 @@ fn certs_writes_a_usable_pair_and_the_ca_bundle() {
     assert_eq!(mode & 0o777, 0o600);
     let cert = std::fs::read(dir.path().join("tls.crt")).unwrap();
     let key = std::fs::read(dir.path().join("tls.key")).unwrap();
-    secret_injector::tls::server_config(&cert, &key).unwrap();
+    secret_injector::webhook::tls::server_config(&cert, &key).unwrap();
 }
 
 #[test]
@@ -159,4 +159,45 @@ fn inject_names_an_unquoted_annotation() {
             && err.contains("\"false\""),
         "{err}"
     );
+}
+
+/// `inject -f` output, byte for byte, for every example and workload fixture: what the
+/// webhook writes must not change by accident (a refactoring keeps it identical).
+/// After an intended change, regenerate with `UPDATE_GOLDEN=1 cargo test --test it golden`
+/// and review the diff of tests/fixtures/golden/.
+#[test]
+fn inject_output_matches_the_golden_files() {
+    let repo = util::repo();
+    let mut inputs: Vec<std::path::PathBuf> = ["examples", "tests/fixtures/workloads"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(repo.join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 10);
+    for input in inputs {
+        let out = run(&["inject", "-f", input.to_str().unwrap()], None);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            input.display(),
+            stderr(&out)
+        );
+        let golden = repo
+            .join("tests/fixtures/golden")
+            .join(input.file_name().unwrap());
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &out.stdout).unwrap();
+            continue;
+        }
+        let want = std::fs::read(&golden)
+            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", golden.display()));
+        assert!(
+            out.stdout == want,
+            "inject -f {} differs from {}",
+            input.display(),
+            golden.display()
+        );
+    }
 }

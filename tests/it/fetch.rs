@@ -196,7 +196,7 @@ fn run_injected(
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let docs = secret_injector::inject::parse_documents(&injected).unwrap();
+    let docs = secret_injector::webhook::inject::parse_documents(&injected).unwrap();
     let workload = docs
         .iter()
         .find(|d| d["kind"] != "ServiceAccount")

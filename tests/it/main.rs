@@ -4,6 +4,7 @@
 mod admission_https;
 mod cli;
 mod client_auth;
+mod contract;
 mod exec;
 mod fetch;
 mod hostile;

@@ -222,7 +222,7 @@ pub fn pem_der(path: &Path) -> Vec<u8> {
 /// Load a YAML fixture (all documents).
 pub fn fixture_docs(rel: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(repo().join(rel)).unwrap();
-    secret_injector::inject::parse_documents(&text).unwrap()
+    secret_injector::webhook::inject::parse_documents(&text).unwrap()
 }
 
 /// The pod template of a workload, as the API server sends it in a review of a pod a

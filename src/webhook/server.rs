@@ -17,11 +17,11 @@ use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::admission;
 use crate::config::Config;
 use crate::logging::Escaped;
-use crate::metrics::Metrics;
-use crate::spec::Context;
+use crate::mutation::spec::Context;
+use crate::webhook::admission;
+use crate::webhook::metrics::Metrics;
 use crate::{Error, Result};
 
 /// Resolves facts about a pod's service account from a cache (never an API call).
@@ -287,7 +287,7 @@ pub async fn run(
 
     state.ready.store(true, Ordering::Relaxed);
     let router = webhook_router(state.clone(), &limits);
-    let served = crate::https::serve(webhook, tls, &limits, router, stopping).await;
+    let served = crate::webhook::https::serve(webhook, tls, &limits, router, stopping).await;
     let _ = admin_stop_tx.send(());
     let _ = admin_task.await;
     served.map_err(Error::io("webhook server"))

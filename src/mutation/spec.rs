@@ -11,18 +11,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::pod::{ContainerView, PodView};
-use crate::reference::{self, Provider, SecretRef, closest};
-use crate::render;
+use crate::contract::names::ENV_MOUNT_PATH;
+use crate::contract::plan::FetchPlan;
+use crate::contract::reference::{self, closest};
+use crate::contract::render;
+use crate::mutation::pod::{ContainerView, PodView};
 
 /// Every annotation of ours starts with this.
 pub const PREFIX: &str = "secret-injector.io/";
 /// Set by the webhook once a pod is injected.
 pub const STATUS: &str = "secret-injector.io/status";
 pub const STATUS_INJECTED: &str = "injected";
-
-/// Where the env-mode volume (binary and env file) is mounted in app containers.
-pub const ENV_MOUNT_PATH: &str = "/secret-injector";
 
 /// Containers of well-known meshes that never get secrets unless named explicitly.
 const MESH_SIDECARS: &[&str] = &["istio-proxy", "linkerd-proxy", "linkerd-init", "istio-init"];
@@ -154,74 +153,6 @@ pub struct AwsIdentity {
     pub region_explicit: bool,
 }
 
-/// The files and variables the init container produces, handed to it as JSON.
-/// Only references and settings: never a value.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FetchPlan {
-    /// `secret-<name>`: each declared secret by name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub secrets: BTreeMap<String, SecretRef>,
-    /// `template-<name>`: template source by file name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub templates: BTreeMap<String, String>,
-    /// Every file to write, with its mode.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub files: BTreeMap<String, u32>,
-    /// `env-<VAR>`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, SecretRef>,
-    /// `env-from`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env_from: Vec<SecretRef>,
-    /// `env-from-allow`: loader variables (`exec::is_loader_variable`) that `env-from`
-    /// may load; init refuses any other.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub env_from_allow: BTreeSet<String>,
-    /// Mode of files without `file-mode-<name>`, and of the env file.
-    #[serde(default = "default_mode")]
-    pub default_mode: u32,
-}
-
-fn default_mode() -> u32 {
-    0o444
-}
-
-impl Default for FetchPlan {
-    fn default() -> Self {
-        FetchPlan {
-            secrets: BTreeMap::new(),
-            templates: BTreeMap::new(),
-            files: BTreeMap::new(),
-            env: BTreeMap::new(),
-            env_from: Vec::new(),
-            env_from_allow: BTreeSet::new(),
-            default_mode: default_mode(),
-        }
-    }
-}
-
-impl FetchPlan {
-    pub fn refs(&self) -> impl Iterator<Item = &SecretRef> {
-        self.secrets
-            .values()
-            .chain(self.env.values())
-            .chain(self.env_from.iter())
-    }
-
-    pub fn uses(&self, provider: Provider) -> bool {
-        self.refs().any(|r| r.provider == provider)
-    }
-
-    pub fn env_mode(&self) -> bool {
-        !self.env.is_empty() || !self.env_from.is_empty()
-    }
-
-    /// Mode of the env file: the default file mode.
-    pub fn env_mode_bits(&self) -> u32 {
-        self.default_mode
-    }
-}
-
 /// Everything the patch needs, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InjectionSpec {
@@ -348,7 +279,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     if pod
         .init_containers()
         .iter()
-        .any(|ic| ic.name == crate::patch::INIT_CONTAINER)
+        .any(|ic| ic.name == crate::contract::names::INIT_CONTAINER)
     {
         return Ok(Decision::Skip(
             "already has the secret-injector-init container",
@@ -705,7 +636,7 @@ fn check_env_name(c: &mut Collector, suffix: &str, var: &str) -> bool {
 }
 
 /// `env-from-allow`: comma-separated loader variables that `env-from` may load (see
-/// `exec::is_loader_variable`; init refuses the others).
+/// `envfile::is_loader_variable`; init refuses the others).
 fn parse_env_from_allow(
     c: &mut Collector,
     warnings: &mut Vec<String>,
@@ -728,7 +659,7 @@ fn parse_env_from_allow(
     }
     let mut allowed = BTreeSet::new();
     for name in names {
-        if crate::exec::valid_env_name(name) {
+        if crate::contract::envfile::valid_env_name(name) {
             allowed.insert(name.to_string());
         } else {
             c.push(
@@ -747,7 +678,7 @@ fn parse_env_from_allow(
         let plain: Vec<&str> = allowed
             .iter()
             .map(String::as_str)
-            .filter(|n| !crate::exec::is_loader_variable(n))
+            .filter(|n| !crate::contract::envfile::is_loader_variable(n))
             .collect();
         if !plain.is_empty() {
             let shown: Vec<&str> = plain.iter().copied().take(5).collect();
@@ -1239,6 +1170,7 @@ fn aws_identity(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::reference::Provider;
     use serde_json::json;
 
     fn pod(annotations: serde_json::Value, spec: serde_json::Value) -> PodView {

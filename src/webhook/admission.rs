@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::Config;
-use crate::pod::PodView;
-use crate::spec::Context;
+use crate::mutation::pod::PodView;
+use crate::mutation::spec::Context;
 use crate::{Outcome, mutate};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -282,7 +282,7 @@ mod tests {
     /// no namespace in the object, managedFields, the kube-api-access volume.
     #[test]
     fn captured_replicaset_review() {
-        let body = include_bytes!("../tests/fixtures/reviews/replicaset-pod-create.json");
+        let body = include_bytes!("../../tests/fixtures/reviews/replicaset-pod-create.json");
         let mut ctx_seen = None;
         let (bytes, summary) = review(body, &Config::default(), |ns, sa| {
             ctx_seen = Some((ns.to_string(), sa.to_string()));

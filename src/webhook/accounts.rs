@@ -19,8 +19,8 @@ use kube::core::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::inject::ROLE_ARN_ANNOTATION;
-use crate::spec::Context;
+use crate::mutation::spec::Context;
+use crate::webhook::inject::ROLE_ARN_ANNOTATION;
 
 type Meta = PartialObjectMeta<ServiceAccount>;
 

@@ -12,7 +12,7 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use super::{FetchError, Fetched};
-use crate::reference::{SecretRef, Version};
+use crate::contract::reference::{SecretRef, Version};
 
 /// How to reach Vault and as whom (from the init container's env and args).
 #[derive(Clone, Debug)]

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::server::Limits;
+use crate::webhook::server::Limits;
 
 /// Open connections at most; the accept loop waits for one to close beyond that. The
 /// API server keeps one or a few per webhook replica.
@@ -33,7 +33,7 @@ const MAX_CONNECTIONS: usize = 128;
 /// Requests at once on one HTTP/2 connection.
 const MAX_STREAMS: u32 = 16;
 /// HTTP/2 flow-control window of one request. A body is read only once the webhook's
-/// body budget has room for it ([`crate::server::BODY_BUDGET_KIB`]), so waiting requests
+/// body budget has room for it ([`crate::webhook::server::BODY_BUDGET_KIB`]), so waiting requests
 /// hold their first bytes unread. The connection's window is one stream's more than all
 /// of its streams' together: unread requests can never use it up and stall the ones
 /// being read. It also bounds what one connection can make the server buffer.

@@ -10,26 +10,11 @@ use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::pod::PodView;
-use crate::reference::Provider;
-use crate::spec::{self, ENV_MOUNT_PATH, InjectionSpec, STATUS, STATUS_INJECTED};
+use crate::contract::reference::Provider;
+use crate::mutation::pod::PodView;
+use crate::mutation::spec::{self, InjectionSpec, STATUS, STATUS_INJECTED};
 
-pub const INIT_CONTAINER: &str = "secret-injector-init";
-pub const FILES_VOLUME: &str = "secret-injector-files";
-pub const ENV_VOLUME: &str = "secret-injector-env";
-
-/// Paths inside the injected containers.
-pub const INIT_FILES_DIR: &str = "/secret-injector/files";
-pub const INIT_ENV_DIR: &str = "/secret-injector/env";
-pub const TOKEN_DIR: &str = "/var/run/secrets/secret-injector";
-/// The env-mode wrapper as the app container sees it.
-pub const EXEC_BINARY: &str = "/secret-injector/bin/secret-injector";
-pub const ENV_FILE: &str = "/secret-injector/env.json";
-/// The env file's name inside the env-mode volume.
-pub const ENV_FILE_NAME: &str = "env.json";
-
-/// Env var carrying the [`spec::FetchPlan`] as JSON.
-pub const PLAN_ENV: &str = "SECRET_INJECTOR_PLAN";
+use crate::contract::names::*;
 
 /// Non-root uid/gid of the injected containers when the app's user is unknown
 /// (the distroless `nonroot` user of the image).
@@ -328,27 +313,21 @@ fn init_container(
             serde_json::to_string(plan).expect("plan serializes"),
         ),
         env("RUST_LOG", config.init_log_level.clone()),
-        json!({"name": "SECRET_INJECTOR_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
-        json!({"name": "SECRET_INJECTOR_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        json!({"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
     ];
     if plan.uses(Provider::Vault) {
         let v = &spec.vault;
-        envs.push(env("VAULT_ADDR", v.address.clone()));
-        envs.push(env("SECRET_INJECTOR_VAULT_ROLE", v.role.clone()));
-        envs.push(env("SECRET_INJECTOR_VAULT_AUTH_PATH", v.auth_path.clone()));
-        envs.push(env(
-            "SECRET_INJECTOR_VAULT_AUTH_METHOD",
-            v.auth_method.clone(),
-        ));
-        envs.push(env(
-            "SECRET_INJECTOR_VAULT_TOKEN_FILE",
-            token_path(Provider::Vault),
-        ));
+        envs.push(env(VAULT_ADDR_ENV, v.address.clone()));
+        envs.push(env(VAULT_ROLE_ENV, v.role.clone()));
+        envs.push(env(VAULT_AUTH_PATH_ENV, v.auth_path.clone()));
+        envs.push(env(VAULT_AUTH_METHOD_ENV, v.auth_method.clone()));
+        envs.push(env(VAULT_TOKEN_FILE_ENV, token_path(Provider::Vault)));
         if let Some(pem) = &config.vault.ca_pem {
-            envs.push(env("SECRET_INJECTOR_VAULT_CA_PEM", pem.clone()));
+            envs.push(env(VAULT_CA_PEM_ENV, pem.clone()));
         }
         if !config.vault.namespace.is_empty() {
-            envs.push(env("VAULT_NAMESPACE", config.vault.namespace.clone()));
+            envs.push(env(VAULT_NAMESPACE_ENV, config.vault.namespace.clone()));
         }
     }
     if plan.uses(Provider::Aws) {
@@ -413,7 +392,7 @@ fn init_container(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Context, Decision};
+    use crate::mutation::spec::{Context, Decision};
 
     fn run(pod: &Value) -> (Value, Patch) {
         let view: PodView = serde_json::from_value(pod.clone()).unwrap();

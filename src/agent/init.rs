@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 
-use crate::providers::aws::{self, Aws};
-use crate::providers::vault::{self, Lease, Vault};
-use crate::providers::{FetchError, Fetched, Selected};
-use crate::reference::{Provider, SecretRef};
-use crate::render;
-use crate::spec::FetchPlan;
+use crate::agent::providers::aws::{self, Aws};
+use crate::agent::providers::vault::{self, Lease, Vault};
+use crate::agent::providers::{FetchError, Fetched, Selected};
+use crate::contract::plan::FetchPlan;
+use crate::contract::reference::{Provider, SecretRef};
+use crate::contract::render;
 
 /// What `init` needs, resolved from its args and env.
 #[derive(Clone, Debug)]
@@ -249,7 +249,7 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
             Fetched::Map(map) => {
                 check_loader_keys(r, map.keys(), plan)?;
                 for (k, v) in map {
-                    if !crate::exec::valid_env_name(&k) {
+                    if !crate::contract::envfile::valid_env_name(&k) {
                         return Err(InitError(format!(
                             "{r}: key `{k}` is not a valid environment variable name, so env-from cannot load it"
                         )));
@@ -295,10 +295,10 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
             .as_ref()
             .ok_or_else(|| InitError("env-mode references need --env-dir".to_string()))?;
         // What init let through: exec refuses any other loader variable.
-        let env_file = crate::exec::EnvFile {
+        let env_file = crate::contract::envfile::EnvFile {
             loader_allowed: env_vars
                 .keys()
-                .filter(|k| crate::exec::is_loader_variable(k))
+                .filter(|k| crate::contract::envfile::is_loader_variable(k))
                 .cloned()
                 .collect(),
             vars: env_vars.clone(),
@@ -307,7 +307,7 @@ pub async fn run(opts: Options) -> Result<Report, InitError> {
         write_all_or_nothing(
             dir,
             &[(
-                crate::patch::ENV_FILE_NAME.to_string(),
+                crate::contract::names::ENV_FILE_NAME.to_string(),
                 json,
                 plan.env_mode_bits(),
             )],
@@ -400,7 +400,7 @@ async fn finish_vault(v: &Vault, leases: &[Lease], keep: bool) -> bool {
     }
 }
 
-/// Keys of an `env-from` secret that are loader variables ([`crate::exec::is_loader_variable`])
+/// Keys of an `env-from` secret that are loader variables ([`crate::contract::envfile::is_loader_variable`])
 /// are refused unless the pod allows them with `env-from-allow`, or names the variable
 /// itself with `env-<VAR>` (whose value then wins). The secret's writer chooses the keys;
 /// only the pod's author may choose what code the app loads.
@@ -410,7 +410,7 @@ fn check_loader_keys<'a>(
     plan: &FetchPlan,
 ) -> Result<(), InitError> {
     let mut refused: Vec<&str> = keys
-        .filter(|k| crate::exec::is_loader_variable(k))
+        .filter(|k| crate::contract::envfile::is_loader_variable(k))
         .filter(|k| !plan.env_from_allow.contains(*k) && !plan.env.contains_key(*k))
         .map(String::as_str)
         .collect();
@@ -583,7 +583,7 @@ mod tests {
     }
 
     fn plan(env_from_allow: &[&str], env: &[&str]) -> FetchPlan {
-        let r = crate::reference::parse("vault:kv/x").unwrap();
+        let r = crate::contract::reference::parse("vault:kv/x").unwrap();
         FetchPlan {
             env_from: vec![r.clone()],
             env_from_allow: env_from_allow.iter().map(|s| s.to_string()).collect(),
@@ -594,7 +594,7 @@ mod tests {
 
     #[test]
     fn env_from_refuses_loader_variables_unless_allowed() {
-        let r = crate::reference::parse("aws:team/app").unwrap();
+        let r = crate::contract::reference::parse("aws:team/app").unwrap();
         let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
         let ok = keys(&["DB_PASSWORD", "API_KEY"]);
         assert!(check_loader_keys(&r, ok.iter(), &plan(&[], &[])).is_ok());

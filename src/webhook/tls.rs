@@ -16,7 +16,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::metrics::Metrics;
+use crate::webhook::metrics::Metrics;
 use crate::{Error, Result};
 
 /// Build a server config from PEM bytes (no client authentication).
@@ -238,7 +238,7 @@ impl ClientCertVerifier for NamedClients {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs;
+    use crate::webhook::certs;
 
     #[test]
     fn loads_a_pair_and_refuses_a_mismatch() {

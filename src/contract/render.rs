@@ -270,7 +270,7 @@ fn undeclared_message(missing: &str, declared: &BTreeSet<String>) -> String {
     } else {
         format!(
             "declared: {}",
-            crate::reference::short_list(declared.iter().map(String::as_str))
+            crate::contract::reference::short_list(declared.iter().map(String::as_str))
         )
     };
     format!(

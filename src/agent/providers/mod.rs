@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::reference::SecretRef;
+use crate::contract::reference::SecretRef;
 
 /// Whether retrying can help.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +145,7 @@ impl Fetched {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::parse;
+    use crate::contract::reference::parse;
 
     #[test]
     fn selects_keys_and_explains_missing_ones_without_values() {

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::pod::PodView;
-use crate::spec::Context;
+use crate::mutation::pod::PodView;
+use crate::mutation::spec::Context;
 use crate::{Outcome, mutate};
 
 pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";

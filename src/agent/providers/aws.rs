@@ -17,7 +17,7 @@ use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use super::{FetchError, Fetched};
-use crate::reference::{SecretRef, Version};
+use crate::contract::reference::{SecretRef, Version};
 
 /// Largest batch `BatchGetSecretValue` accepts.
 pub const BATCH_LIMIT: usize = 20;

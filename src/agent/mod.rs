@@ -1,0 +1,7 @@
+//! The in-pod agent: `init` logs in with the pod's own identity, fetches from the
+//! stores ([`providers`]), renders and writes the files; `exec` starts the app with the
+//! fetched variables.
+
+pub mod exec;
+pub mod init;
+pub mod providers;

@@ -1,0 +1,15 @@
+//! The contract between the webhook and the pod: what the webhook writes into the
+//! injected containers and the pod reads back. Pure, and the only code both sides share
+//! besides `config` and `logging`.
+//!
+//! - [`names`]: container, volume, path and env names;
+//! - [`plan`]: the fetch plan the init container is given;
+//! - [`envfile`]: env mode's file and the rules for its variable names;
+//! - [`reference`]: secret references (`vault:…`, `aws:…`), parsed on both sides;
+//! - [`render`]: templates, checked by the webhook, rendered in the pod.
+
+pub mod envfile;
+pub mod names;
+pub mod plan;
+pub mod reference;
+pub mod render;

@@ -1,0 +1,12 @@
+//! The webhook's edges: the HTTPS server and its accept loop, AdmissionReview in and
+//! out, the ServiceAccount cache, TLS and certificates, metrics, and `inject -f` (the
+//! same mutation offline).
+
+pub mod accounts;
+pub mod admission;
+pub mod certs;
+pub mod https;
+pub mod inject;
+pub mod metrics;
+pub mod server;
+pub mod tls;
