@@ -12,9 +12,9 @@ use serde_json::Value;
 mod workload;
 use workload::pod;
 
-use secret_injector::admission::{request_for, review};
 use secret_injector::config::Config;
-use secret_injector::spec::Context;
+use secret_injector::mutation::spec::Context;
+use secret_injector::webhook::admission::{request_for, review};
 
 fn bench(c: &mut Criterion) {
     let config = Config::default();
@@ -51,7 +51,8 @@ fn bench(c: &mut Criterion) {
     let typical = serde_json::to_vec(&cases[1].1).unwrap();
     group.bench_function("podview", |b| {
         b.iter(|| {
-            serde_json::from_slice::<secret_injector::pod::PodView>(black_box(&typical)).unwrap()
+            serde_json::from_slice::<secret_injector::mutation::pod::PodView>(black_box(&typical))
+                .unwrap()
         })
     });
     group.bench_function("k8s_openapi_pod", |b| {

@@ -38,8 +38,8 @@ use axum::body::Bytes;
 use axum::http::header;
 use serde_json::Value;
 
-use secret_injector::admission::request_for;
-use secret_injector::server::{self, Limits};
+use secret_injector::webhook::admission::request_for;
+use secret_injector::webhook::server::{self, Limits};
 use support::{free_port, rustls_client_config, wait_http};
 
 /// When set, this binary is the baseline server, with arguments
@@ -71,7 +71,7 @@ fn baseline_server() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let (port, cert, key, len): (u16, &str, &str, usize) =
         (a[0].parse().unwrap(), &a[1], &a[2], a[3].parse().unwrap());
-    let config = secret_injector::tls::server_config(
+    let config = secret_injector::webhook::tls::server_config(
         &std::fs::read(cert).unwrap(),
         &std::fs::read(key).unwrap(),
     )
@@ -95,7 +95,7 @@ fn baseline_server() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
-        secret_injector::https::serve(listener, tls, &limits, app, std::future::pending())
+        secret_injector::webhook::https::serve(listener, tls, &limits, app, std::future::pending())
             .await
             .unwrap();
     });
@@ -347,8 +347,8 @@ fn us(d: Duration) -> String {
 async fn run(duration: Duration) {
     let dir = tempfile::tempdir().unwrap();
     let names = ["localhost".to_string(), "127.0.0.1".to_string()];
-    let bundle = secret_injector::certs::generate(&names, None, 1).unwrap();
-    secret_injector::certs::write(&bundle, dir.path()).unwrap();
+    let bundle = secret_injector::webhook::certs::generate(&names, None, 1).unwrap();
+    secret_injector::webhook::certs::write(&bundle, dir.path()).unwrap();
     let (cert, key, ca) = (
         dir.path().join("tls.crt"),
         dir.path().join("tls.key"),
