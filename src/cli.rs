@@ -43,6 +43,15 @@ pub enum Command {
     Exec(ExecArgs),
 }
 
+/// Whether `serve` watches ServiceAccounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeMode {
+    /// When in a cluster or a kubeconfig is found.
+    Auto,
+    /// Never: role ARNs come from pod annotations only.
+    Off,
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// The fetch plan (JSON), as the webhook writes it.
@@ -190,8 +199,8 @@ pub struct ServeArgs {
     pub review_threads: Option<u16>,
     /// Watch ServiceAccounts (for `eks.amazonaws.com/role-arn`): `auto` when in a
     /// cluster or a kubeconfig is found, `off` to use pod annotations only.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "off"], env = "SECRET_INJECTOR_KUBE")]
-    pub kube: String,
+    #[arg(long, value_enum, default_value_t = KubeMode::Auto, env = "SECRET_INJECTOR_KUBE")]
+    pub kube: KubeMode,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use secret_injector::cli::{CertsArgs, Cli, Command, InitArgs, InjectArgs, ServeArgs};
+use secret_injector::cli::{CertsArgs, Cli, Command, InitArgs, InjectArgs, KubeMode, ServeArgs};
 use secret_injector::config::Config;
 use secret_injector::contract::names;
 use secret_injector::webhook::metrics::Metrics;
@@ -85,7 +85,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("start the async runtime")?;
     runtime.block_on(async move {
-        if args.kube != "off" {
+        if args.kube != KubeMode::Off {
             match kube::Config::infer().await.map(kube::Client::try_from) {
                 Ok(Ok(client)) => {
                     let (accounts, watch) = accounts::watch(client);

@@ -83,10 +83,43 @@ struct StatusOut {
 #[error("{0}")]
 pub struct BadReview(pub String);
 
+/// What the webhook did with one review: the `outcome` label of the requests metric.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReviewOutcome {
+    /// Patched.
+    Injected,
+    /// A Pod CREATE the webhook leaves alone (opted out, nothing to inject, done).
+    Skipped,
+    /// Not a Pod CREATE.
+    Ignored,
+    /// Refused with a message.
+    Denied,
+    /// Not an AdmissionReview (HTTP 400).
+    Invalid,
+}
+
+impl ReviewOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewOutcome::Injected => "injected",
+            ReviewOutcome::Skipped => "skipped",
+            ReviewOutcome::Ignored => "ignored",
+            ReviewOutcome::Denied => "denied",
+            ReviewOutcome::Invalid => "invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for ReviewOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened, for logs and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
-    pub outcome: &'static str,
+    pub outcome: ReviewOutcome,
     pub namespace: String,
     pub pod: String,
     /// Skip reason, or the annotations with problems.
@@ -118,7 +151,7 @@ pub fn review(
     }
     let namespace = req.namespace.clone().unwrap_or_default();
     let mut summary = Summary {
-        outcome: "ignored",
+        outcome: ReviewOutcome::Ignored,
         namespace: namespace.clone(),
         pod: String::new(),
         detail: String::new(),
@@ -134,13 +167,13 @@ pub fn review(
     let pod: PodView = match req.object.map(|raw| serde_json::from_str(raw.get())) {
         Some(Ok(pod)) => pod,
         Some(Err(e)) => {
-            summary.outcome = "denied";
+            summary.outcome = ReviewOutcome::Denied;
             summary.detail = "unreadable pod".to_string();
             let message = format!("secret-injector: cannot read the pod in the request: {e}");
             return Ok((deny(&req.uid, message), summary));
         }
         None => {
-            summary.outcome = "denied";
+            summary.outcome = ReviewOutcome::Denied;
             summary.detail = "no object".to_string();
             let message = "secret-injector: the request carries no pod object".to_string();
             return Ok((deny(&req.uid, message), summary));
@@ -150,17 +183,17 @@ pub fn review(
     let ctx = lookup(&namespace, pod.service_account());
     match mutate(&pod, config, &ctx) {
         Outcome::Skipped(reason) => {
-            summary.outcome = "skipped";
+            summary.outcome = ReviewOutcome::Skipped;
             summary.detail = reason.to_string();
             Ok((allow(&req.uid, None, Vec::new()), summary))
         }
         Outcome::Injected { patch, warnings } => {
-            summary.outcome = "injected";
+            summary.outcome = ReviewOutcome::Injected;
             let bytes = serde_json::to_vec(&patch).expect("a patch serializes");
             Ok((allow(&req.uid, Some(&bytes), warnings), summary))
         }
         Outcome::Denied(problems) => {
-            summary.outcome = "denied";
+            summary.outcome = ReviewOutcome::Denied;
             summary.detail = problems
                 .0
                 .iter()
@@ -272,7 +305,7 @@ mod tests {
         assert_eq!(resp["response"]["allowed"], true);
         assert_eq!(resp["response"]["patchType"], "JSONPatch");
         assert!(resp["response"]["patch"].is_string(), "{resp}");
-        assert_eq!(summary.outcome, "injected");
+        assert_eq!(summary.outcome, ReviewOutcome::Injected);
         assert_eq!(summary.pod, "app-7d9c-*");
         let patch = decode_patch(&serde_json::to_vec(&resp).unwrap()).unwrap();
         assert!(!patch.0.is_empty());
@@ -292,7 +325,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ctx_seen, Some(("deparrow".into(), "deparrow-api".into())));
-        assert_eq!(summary.outcome, "injected");
+        assert_eq!(summary.outcome, ReviewOutcome::Injected);
         assert_eq!(summary.namespace, "deparrow");
         let resp: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
@@ -328,7 +361,7 @@ mod tests {
         body["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
         let (resp, s) = answer(&serde_json::to_vec(&body).unwrap());
         assert!(resp["response"].get("patch").is_none());
-        assert_eq!(s.outcome, "ignored");
+        assert_eq!(s.outcome, ReviewOutcome::Ignored);
     }
 
     #[test]
@@ -339,7 +372,7 @@ mod tests {
         assert_eq!(resp["response"]["allowed"], false);
         let msg = resp["response"]["status"]["message"].as_str().unwrap();
         assert!(msg.contains("secret-injector.io/secret-db"), "{msg}");
-        assert_eq!(s.outcome, "denied");
+        assert_eq!(s.outcome, ReviewOutcome::Denied);
         assert_eq!(s.detail, "secret-injector.io/secret-db");
     }
 

@@ -1,15 +1,24 @@
 //! Prometheus metrics of the webhook: one registry, served on the admin port.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::webhook::admission::ReviewOutcome;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// injected, skipped, ignored, denied or invalid.
-    pub outcome: String,
+    pub outcome: ReviewOutcome,
+}
+
+impl EncodeLabelValue for ReviewOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,14 +88,12 @@ impl Metrics {
     /// `known` (the namespace exists, as the ServiceAccount cache tells): the label
     /// comes from the request, and unchecked it would let one caller create a series
     /// per made-up name. Others count under [`UNKNOWN_NAMESPACE`].
-    pub fn record(&self, outcome: &str, namespace: &str, known: bool, seconds: f64) {
+    pub fn record(&self, outcome: ReviewOutcome, namespace: &str, known: bool, seconds: f64) {
         self.requests
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_string(),
-            })
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
         self.latency.observe(seconds);
-        if outcome == "injected" {
+        if outcome == ReviewOutcome::Injected {
             self.injections
                 .get_or_create(&NamespaceLabels {
                     namespace: if known { namespace } else { UNKNOWN_NAMESPACE }.to_string(),
@@ -111,10 +118,15 @@ mod tests {
     #[test]
     fn counts_outcomes_and_namespaces() {
         let m = Metrics::new();
-        m.record("injected", "prod", true, 0.001);
-        m.record("denied", "prod", true, 0.001);
+        m.record(ReviewOutcome::Injected, "prod", true, 0.001);
+        m.record(ReviewOutcome::Denied, "prod", true, 0.001);
         for i in 0..1000 {
-            m.record("injected", &format!("made-up-{i}"), false, 0.001);
+            m.record(
+                ReviewOutcome::Injected,
+                &format!("made-up-{i}"),
+                false,
+                0.001,
+            );
         }
         let text = m.encode();
         assert!(

@@ -20,7 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::config::Config;
 use crate::logging::Escaped;
 use crate::mutation::spec::Context;
-use crate::webhook::admission;
+use crate::webhook::admission::{self, ReviewOutcome};
 use crate::webhook::metrics::Metrics;
 use crate::{Error, Result};
 
@@ -162,25 +162,28 @@ async fn mutate(
     };
     match result {
         Ok((bytes, s)) => {
-            let known = s.outcome == "injected" && (state.known_namespace)(&s.namespace);
+            let known =
+                s.outcome == ReviewOutcome::Injected && (state.known_namespace)(&s.namespace);
             state
                 .metrics
                 .record(s.outcome, &s.namespace, known, seconds);
             let (namespace, pod, detail) =
                 (Escaped(&s.namespace), Escaped(&s.pod), Escaped(&s.detail));
             match s.outcome {
-                "denied" => {
+                ReviewOutcome::Denied => {
                     tracing::info!(%namespace, %pod, problems = %detail, "denied")
                 }
-                "injected" => tracing::info!(%namespace, %pod, "injected"),
+                ReviewOutcome::Injected => tracing::info!(%namespace, %pod, "injected"),
                 _ => {
-                    tracing::debug!(%namespace, %pod, outcome = s.outcome, reason = %detail, "not injected")
+                    tracing::debug!(%namespace, %pod, outcome = %s.outcome, reason = %detail, "not injected")
                 }
             }
             ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
         }
         Err(bad) => {
-            state.metrics.record("invalid", "", false, seconds);
+            state
+                .metrics
+                .record(ReviewOutcome::Invalid, "", false, seconds);
             let error = bad.to_string();
             tracing::warn!(error = %Escaped(&error), "rejected a malformed admission request");
             (StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()
