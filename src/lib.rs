@@ -36,8 +36,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Manifest(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,8 +7,6 @@
 //! - `patch` is a base64 string, as the Kubernetes API documents (kube-core 5 writes a
 //!   number array, kube-rs issue 1781).
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -272,9 +270,6 @@ pub fn decode_patch(response: &[u8]) -> Option<json_patch::Patch> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
-
-/// Labels of the injections counter: one series per namespace.
-pub type NamespaceCounts = BTreeMap<String, u64>;
 
 #[cfg(test)]
 mod tests {

@@ -228,10 +228,6 @@ impl Aws {
         }
     }
 
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
     /// `GetSecretValue` of one location (name or ARN, with its version).
     pub async fn get(&self, r: &SecretRef) -> Result<Fetched, FetchError> {
         let what = r.location().to_string();
