@@ -17,6 +17,15 @@ use crate::contract::reference::{self, closest};
 use crate::contract::render;
 use crate::mutation::pod::{ContainerView, PodView};
 
+mod checks;
+mod containers;
+mod identity;
+
+use checks::*;
+use containers::*;
+pub use containers::{app_user, container, default_file_mode};
+use identity::*;
+
 /// Every annotation of ours starts with this.
 pub const PREFIX: &str = "secret-injector.io/";
 /// Set by the webhook once a pod is injected.
@@ -264,10 +273,90 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         problems: Vec::new(),
         omitted: 0,
     };
-    let mut warnings = Vec::new();
+    if let Some(reason) = opt_out(&mut c, pod, &ours) {
+        return Ok(Decision::Skip(reason));
+    }
+    // Bounds on the whole review, before any per-annotation work (and after the
+    // cheap opt-outs above, which a pod of any size may use).
+    check_annotation_size(annotations)?;
+    check_pod_size(pod)?;
 
+    let mut warnings = Vec::new();
+    let (mut plan, modes) = read_references(&mut c, &ours);
+    if let Some(list) = ours.get("env-from-allow") {
+        plan.env_from_allow = parse_env_from_allow(&mut c, &mut warnings, list, &plan);
+    }
+    check_duplicates(&mut c, &plan);
+    // Templates: syntax and names, against every declared secret.
+    let declared: BTreeSet<String> = plan.secrets.keys().cloned().collect();
+    for (name, src) in &plan.templates {
+        if let Err(m) = render::check(name, src, &declared) {
+            c.push(&format!("template-{name}"), m);
+        }
+    }
+
+    // Which containers, where, and how they start.
+    let targets = select_targets(&mut c, pod, ours.get("containers").copied());
+    apply_file_modes(&mut c, &mut plan, pod, &targets, modes);
+    let mount_path = match ours.get("mount-path") {
+        Some(p) => check_mount_path(&mut c, p),
+        None => config.mount_path.clone(),
+    };
+    let command = parse_command(&mut c, &ours);
+    let has_files = !plan.files.is_empty();
+    if has_files {
+        check_mount_collisions(&mut c, pod, &targets, &mount_path, "mount-path");
+    }
+    if plan.env_mode() {
+        let placement = Placement {
+            pod,
+            targets: &targets,
+            mount_path: has_files.then_some(mount_path.as_str()),
+            command: command.as_ref(),
+        };
+        check_env_mode(&mut c, &placement, &first_env_key(&ours));
+    } else if command.is_some() {
+        warnings.push(
+            "secret-injector.io/command is only used in env mode (env-<VAR> or env-from annotations); it is ignored".to_string(),
+        );
+    }
+    let refresh_interval = ours
+        .get("refresh-interval")
+        .and_then(|raw| parse_interval(&mut c, raw));
+    if refresh_interval.is_some() {
+        warnings.push(
+            "secret-injector.io/refresh-interval is validated, but the refresh sidecar is not part of this release yet: the secrets are fetched once, when the pod starts".to_string(),
+        );
+    }
+    let vault = vault_identity(&mut c, pod, config, &ours);
+    let aws = aws_identity(&mut c, config, ctx, &ours);
+    check_reserved_names(&mut c, pod);
+
+    if !c.is_empty() {
+        return Err(c.into_problems());
+    }
+    if !has_files && !plan.env_mode() {
+        return Ok(Decision::Skip(
+            "no secret-, template- or env- annotation: nothing to inject",
+        ));
+    }
+    Ok(Decision::Inject(Box::new(InjectionSpec {
+        plan,
+        mount_path,
+        targets,
+        command,
+        refresh_interval,
+        vault,
+        aws,
+        warnings,
+    })))
+}
+
+/// `status`, an existing init container and `inject: "false"`: the reasons to leave a
+/// pod alone (a bad value of `status` or `inject` is a problem instead).
+fn opt_out(c: &mut Collector, pod: &PodView, ours: &BTreeMap<&str, &str>) -> Option<&'static str> {
     match ours.get("status").copied() {
-        Some(STATUS_INJECTED) => return Ok(Decision::Skip("already injected")),
+        Some(STATUS_INJECTED) => return Some("already injected"),
         Some(other) => c.push(
             "status",
             format!(
@@ -281,12 +370,10 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         .iter()
         .any(|ic| ic.name == crate::contract::names::INIT_CONTAINER)
     {
-        return Ok(Decision::Skip(
-            "already has the secret-injector-init container",
-        ));
+        return Some("already has the secret-injector-init container");
     }
     match ours.get("inject").copied() {
-        Some("false") => return Ok(Decision::Skip("secret-injector.io/inject is false")),
+        Some("false") => return Some("secret-injector.io/inject is false"),
         Some("true") | None => {}
         Some(other) => c.push(
             "inject",
@@ -295,32 +382,39 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
             ),
         ),
     }
+    None
+}
 
-    // Bounds on the whole review, before any per-annotation work (and after the
-    // cheap opt-outs above, which a pod of any size may use).
+fn check_annotation_size(annotations: &BTreeMap<String, String>) -> Result<(), Problems> {
     let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if total > MAX_ANNOTATION_BYTES {
-        return Err(Problems(
-            vec![Problem {
-                annotation: key("*"),
-                message: format!(
-                    "the pod's annotations total {total} bytes; Kubernetes accepts at most {MAX_ANNOTATION_BYTES} (256 KiB) for all annotations together, so the pod would be refused anyway; shorten them"
-                ),
-            }],
-            0,
-        ));
+    if total <= MAX_ANNOTATION_BYTES {
+        return Ok(());
     }
-    check_pod_size(pod)?;
+    Err(Problems(
+        vec![Problem {
+            annotation: key("*"),
+            message: format!(
+                "the pod's annotations total {total} bytes; Kubernetes accepts at most {MAX_ANNOTATION_BYTES} (256 KiB) for all annotations together, so the pod would be refused anyway; shorten them"
+            ),
+        }],
+        0,
+    ))
+}
 
+/// The `secret-`, `template-`, `env-` and `env-from` annotations into a plan (files
+/// without their modes yet), and the raw `file-mode-` values by file name.
+fn read_references<'a>(
+    c: &mut Collector,
+    ours: &BTreeMap<&'a str, &'a str>,
+) -> (FetchPlan, BTreeMap<&'a str, &'a str>) {
     let mut plan = FetchPlan::default();
     let mut modes: BTreeMap<&str, &str> = BTreeMap::new();
-
-    for (&suffix, &value) in &ours {
+    for (&suffix, &value) in ours {
         if EXACT_KEYS.contains(&suffix) {
             continue;
         }
         if let Some(name) = suffix.strip_prefix("secret-") {
-            if check_file_name(&mut c, suffix, name) {
+            if check_file_name(c, suffix, name) {
                 match reference::parse(value) {
                     Ok(r) => {
                         plan.secrets.insert(name.to_string(), r);
@@ -329,13 +423,13 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
                 }
             }
         } else if let Some(name) = suffix.strip_prefix("template-") {
-            if check_file_name(&mut c, suffix, name) {
+            if check_file_name(c, suffix, name) {
                 plan.templates.insert(name.to_string(), value.to_string());
             }
         } else if let Some(name) = suffix.strip_prefix("file-mode-") {
             modes.insert(name, value);
         } else if let Some(var) = suffix.strip_prefix("env-") {
-            if check_env_name(&mut c, suffix, var) {
+            if check_env_name(c, suffix, var) {
                 match reference::parse(value) {
                     Ok(r) => {
                         plan.env.insert(var.to_string(), r);
@@ -344,54 +438,53 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
                 }
             }
         } else {
-            unknown_key(&mut c, suffix);
+            unknown_key(c, suffix);
         }
     }
     if let Some(list) = ours.get("env-from") {
-        let items: Vec<&str> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if items.is_empty() {
-            c.push(
+        plan.env_from = parse_env_from(c, list);
+    }
+    (plan, modes)
+}
+
+fn parse_env_from(c: &mut Collector, list: &str) -> Vec<reference::SecretRef> {
+    let items: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.is_empty() {
+        c.push(
+            "env-from",
+            "is empty; list one or more references separated by commas, for example aws:deparrow/production/secrets",
+        );
+    }
+    let mut refs = Vec::new();
+    for item in items {
+        match reference::parse(item) {
+            Ok(r) if r.key.is_some() => c.push(
                 "env-from",
-                "is empty; list one or more references separated by commas, for example aws:deparrow/production/secrets",
-            );
-        }
-        for item in items {
-            match reference::parse(item) {
-                Ok(r) if r.key.is_some() => c.push(
-                    "env-from",
-                    format!(
-                        "`{item}` picks one key with `#`; env-from loads every key of a secret, so drop `#{}` (or use secret-injector.io/env-<VAR> for a single key)",
-                        r.key.unwrap_or_default()
-                    ),
+                format!(
+                    "`{item}` picks one key with `#`; env-from loads every key of a secret, so drop `#{}` (or use secret-injector.io/env-<VAR> for a single key)",
+                    r.key.unwrap_or_default()
                 ),
-                Ok(r) => plan.env_from.push(r),
-                Err(e) => c.push("env-from", e.0),
-            }
+            ),
+            Ok(r) => refs.push(r),
+            Err(e) => c.push("env-from", e.0),
         }
     }
-    if let Some(list) = ours.get("env-from-allow") {
-        plan.env_from_allow = parse_env_from_allow(&mut c, &mut warnings, list, &plan);
-    }
+    refs
+}
 
-    check_duplicates(&mut c, &plan);
-
-    // Templates: syntax and names, against every declared secret.
-    let declared: BTreeSet<String> = plan.secrets.keys().cloned().collect();
-    for (name, src) in &plan.templates {
-        if let Err(m) = render::check(name, src, &declared) {
-            c.push(&format!("template-{name}"), m);
-        }
-    }
-
-    // Which containers, where, and how they start.
-    let targets = select_targets(&mut c, pod, ours.get("containers").copied());
-
-    // The files to write and their modes.
-    let default_mode = default_file_mode(pod, &targets);
+/// Every declared file with the default mode, then the `file-mode-<name>` overrides.
+fn apply_file_modes(
+    c: &mut Collector,
+    plan: &mut FetchPlan,
+    pod: &PodView,
+    targets: &[Target],
+    modes: BTreeMap<&str, &str>,
+) {
+    let default_mode = default_file_mode(pod, targets);
     plan.default_mode = default_mode;
     for name in plan.secrets.keys().chain(plan.templates.keys()) {
         plan.files.insert(name.clone(), default_mode);
@@ -418,752 +511,21 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
             Err(m) => c.push(&suffix, m),
         }
     }
+}
 
-    let mount_path = match ours.get("mount-path") {
-        Some(p) => check_mount_path(&mut c, p),
-        None => config.mount_path.clone(),
-    };
-    let command = match ours.get("command") {
-        Some(raw) => match serde_json::from_str::<Vec<String>>(raw) {
-            Ok(cmd) if !cmd.is_empty() && !cmd[0].is_empty() => Some(cmd),
-            _ => {
-                c.push(
-                    "command",
-                    format!(
-                        "`{raw}` is not a non-empty JSON array of strings; for example secret-injector.io/command: '[\"/app/server\", \"--port=8080\"]'"
-                    ),
-                );
-                None
-            }
-        },
-        None => None,
-    };
-    let has_files = !plan.files.is_empty();
-    if has_files {
-        check_mount_collisions(&mut c, pod, &targets, &mount_path, "mount-path");
-    }
-    if plan.env_mode() {
-        let env_key = first_env_key(&ours);
-        for problem in collisions(pod, &targets, ENV_MOUNT_PATH) {
+fn parse_command(c: &mut Collector, ours: &BTreeMap<&str, &str>) -> Option<Vec<String>> {
+    let raw = ours.get("command")?;
+    match serde_json::from_str::<Vec<String>>(raw) {
+        Ok(cmd) if !cmd.is_empty() && !cmd[0].is_empty() => Some(cmd),
+        _ => {
             c.push(
-                &env_key,
+                "command",
                 format!(
-                    "env mode mounts its volume at {ENV_MOUNT_PATH}, which {problem}; move that mount elsewhere, or use files instead of env vars"
-                ),
-            );
-        }
-        if has_files && overlaps(&mount_path, ENV_MOUNT_PATH) {
-            c.push(
-                "mount-path",
-                format!(
-                    "`{mount_path}` overlaps {ENV_MOUNT_PATH}, which env mode uses; pick another path, for example /secrets"
-                ),
-            );
-        }
-        check_entrypoints(&mut c, pod, &targets, command.as_ref(), &env_key);
-    } else if command.is_some() {
-        warnings.push(
-            "secret-injector.io/command is only used in env mode (env-<VAR> or env-from annotations); it is ignored".to_string(),
-        );
-    }
-    let refresh_interval = ours
-        .get("refresh-interval")
-        .and_then(|raw| parse_interval(&mut c, raw));
-    if refresh_interval.is_some() {
-        warnings.push(
-            "secret-injector.io/refresh-interval is validated, but the refresh sidecar is not part of this release yet: the secrets are fetched once, when the pod starts".to_string(),
-        );
-    }
-
-    let vault = vault_identity(&mut c, pod, config, &ours);
-    let aws = aws_identity(&mut c, config, ctx, &ours);
-
-    check_reserved_names(&mut c, pod);
-
-    if !has_files && !plan.env_mode() && c.is_empty() {
-        return Ok(Decision::Skip(
-            "no secret-, template- or env- annotation: nothing to inject",
-        ));
-    }
-
-    if c.is_empty() {
-        Ok(Decision::Inject(Box::new(InjectionSpec {
-            plan,
-            mount_path,
-            targets,
-            command,
-            refresh_interval,
-            vault,
-            aws,
-            warnings,
-        })))
-    } else {
-        Err(c.into_problems())
-    }
-}
-
-/// Volumes named `secret-injector-*` are the webhook's: the token volumes, the env
-/// volume and the files volume. A pod may neither declare one nor mount one: a mount
-/// of a name it does not declare would attach the webhook's volume (a token, or the
-/// writable env volume) to a container the webhook did not select.
-fn check_reserved_names(c: &mut Collector, pod: &PodView) {
-    const RESERVED: &str = "secret-injector-";
-    if let Some(v) = pod.volumes().iter().find(|v| v.name.starts_with(RESERVED)) {
-        c.push(
-            "*",
-            format!(
-                "the pod already has a volume named `{}`; the prefix {RESERVED} is reserved for this webhook's volumes, rename that volume",
-                crate::logging::Escaped(&v.name)
-            ),
-        );
-    }
-    let mounts = pod
-        .containers()
-        .iter()
-        .chain(pod.init_containers())
-        .flat_map(|ct| {
-            ct.volume_mounts
-                .iter()
-                .flatten()
-                .map(move |m| (ct.name.as_str(), m.name.as_str()))
-        });
-    for (container, volume) in mounts
-        .filter(|(_, v)| v.starts_with(RESERVED))
-        .take(MAX_SUGGESTIONS)
-    {
-        c.push(
-            "*",
-            format!(
-                "container `{}` mounts volume `{}`; the prefix {RESERVED} is reserved for this webhook's volumes, which it mounts only into the containers it selects; remove that volumeMount or rename the volume",
-                crate::logging::Escaped(container),
-                crate::logging::Escaped(volume)
-            ),
-        );
-    }
-}
-
-fn unknown_key(c: &mut Collector, suffix: &str) {
-    if suffix.len() > MAX_KEY_NAME {
-        let shown: String = suffix.chars().take(MAX_KEY_NAME).collect();
-        c.push(
-            &format!("{}…", crate::logging::Escaped(&shown)),
-            format!(
-                "unknown annotation, and its name is {} characters where Kubernetes allows {MAX_KEY_NAME} after the prefix; remove it",
-                suffix.len()
-            ),
-        );
-        return;
-    }
-    // Candidates: the exact keys, and each prefixed key with the user's own name kept.
-    let hint = if c.may_suggest() {
-        let mut candidates: Vec<String> = EXACT_KEYS.iter().map(|s| s.to_string()).collect();
-        for (i, _) in suffix.match_indices('-') {
-            let name = &suffix[i + 1..];
-            if !name.is_empty() {
-                candidates.extend(PREFIX_KEYS.iter().map(|p| format!("{p}{name}")));
-            }
-        }
-        closest(suffix, candidates.iter().map(String::as_str))
-            .map(|s| format!("did you mean `{}`? ", key(s)))
-            .unwrap_or_default()
-    } else {
-        String::new()
-    };
-    c.push(
-        suffix,
-        format!(
-            "unknown annotation; {hint}known keys are {} and the prefixes {}",
-            EXACT_KEYS.join(", "),
-            PREFIX_KEYS
-                .iter()
-                .map(|p| format!("{p}<name>"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    );
-}
-
-fn check_file_name(c: &mut Collector, suffix: &str, name: &str) -> bool {
-    let valid_chars = name
-        .chars()
-        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'));
-    let problem = if name.is_empty() {
-        Some("the file name after the prefix is empty".to_string())
-    } else if name.len() > 56 {
-        Some(format!(
-            "the file name is {} characters; at most 56",
-            name.len()
-        ))
-    } else if !valid_chars {
-        Some(format!(
-            "the file name `{name}` may only use letters, digits, `.`, `_` and `-`"
-        ))
-    } else if name == "." || name == ".." || name.starts_with("..") {
-        Some(format!(
-            "the file name `{name}` is reserved (`.`, `..` and names starting with `..` are not allowed)"
-        ))
-    } else {
-        None
-    };
-    match problem {
-        Some(m) => {
-            let prefix = suffix.strip_suffix(name).unwrap_or("secret-");
-            c.push(
-                suffix,
-                format!("{m}; for example secret-injector.io/{prefix}db-password"),
-            );
-            false
-        }
-        None => true,
-    }
-}
-
-fn check_env_name(c: &mut Collector, suffix: &str, var: &str) -> bool {
-    let mut chars = var.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
-        && chars.all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
-    if !valid {
-        c.push(
-            suffix,
-            format!(
-                "`{var}` is not an environment variable name (letters, digits and `_`, not starting with a digit); for example secret-injector.io/env-POSTGRES_PASSWORD: aws:prod/db#password"
-            ),
-        );
-    }
-    valid
-}
-
-/// `env-from-allow`: comma-separated loader variables that `env-from` may load (see
-/// `envfile::is_loader_variable`; init refuses the others).
-fn parse_env_from_allow(
-    c: &mut Collector,
-    warnings: &mut Vec<String>,
-    list: &str,
-    plan: &FetchPlan,
-) -> BTreeSet<String> {
-    let example = "for example secret-injector.io/env-from-allow: LD_LIBRARY_PATH,NODE_OPTIONS";
-    let names: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if names.is_empty() {
-        c.push(
-            "env-from-allow",
-            format!(
-                "is empty; list the variable names env-from may set, separated by commas, {example}"
-            ),
-        );
-    }
-    let mut allowed = BTreeSet::new();
-    for name in names {
-        if crate::contract::envfile::valid_env_name(name) {
-            allowed.insert(name.to_string());
-        } else {
-            c.push(
-                "env-from-allow",
-                format!(
-                    "`{name}` is not an environment variable name (letters, digits and `_`, not starting with a digit); {example}"
-                ),
-            );
-        }
-    }
-    if plan.env_from.is_empty() {
-        warnings.push(
-            "secret-injector.io/env-from-allow only applies to variables loaded by secret-injector.io/env-from, which this pod does not use; it is ignored".to_string(),
-        );
-    } else {
-        let plain: Vec<&str> = allowed
-            .iter()
-            .map(String::as_str)
-            .filter(|n| !crate::contract::envfile::is_loader_variable(n))
-            .collect();
-        if !plain.is_empty() {
-            let shown: Vec<&str> = plain.iter().copied().take(5).collect();
-            let more = if plain.len() > shown.len() {
-                ", …"
-            } else {
-                ""
-            };
-            warnings.push(format!(
-                "secret-injector.io/env-from-allow lists {}{more}, which env-from loads without being allowed (only loader variables such as PATH, LD_* or NODE_OPTIONS need it); listing them changes nothing",
-                shown.join(", ")
-            ));
-        }
-    }
-    allowed
-}
-
-fn check_duplicates(c: &mut Collector, plan: &FetchPlan) {
-    // File names that differ only in case collide on case-insensitive tooling and are
-    // almost always a typo; the same goes for variables.
-    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
-    let names = plan.secrets.keys().chain(
-        plan.templates
-            .keys()
-            .filter(|t| !plan.secrets.contains_key(*t)),
-    );
-    for name in names {
-        if let Some(first) = seen.insert(name.to_lowercase(), name) {
-            c.push(
-                &format!("secret-{name}"),
-                format!(
-                    "the file name `{name}` duplicates `{first}` (they differ only in case); give each file one distinct name"
-                ),
-            );
-        }
-    }
-}
-
-fn parse_mode(raw: &str) -> Result<u32, String> {
-    let digits = raw.trim();
-    let ok = (digits.len() == 3 || (digits.len() == 4 && digits.starts_with('0')))
-        && digits.chars().all(|ch| ('0'..='7').contains(&ch));
-    let example = "for example \"0440\" (owner and group read)";
-    if !ok {
-        return Err(format!(
-            "`{raw}` is not an octal file mode of 3 or 4 digits; {example}"
-        ));
-    }
-    let mode = u32::from_str_radix(digits, 8).expect("checked octal");
-    if mode & 0o444 == 0 {
-        return Err(format!("`{raw}` lets nobody read the file; {example}"));
-    }
-    if mode & 0o222 != 0 {
-        return Err(format!(
-            "`{raw}` makes the file writable, but secrets are mounted read-only; {example}"
-        ));
-    }
-    Ok(mode)
-}
-
-/// The one uid (and gid) every target container runs as, when the pod spec says so:
-/// the injected containers run as it, so the files belong to the app.
-pub fn app_user(pod: &PodView, targets: &[Target]) -> Option<(i64, Option<i64>)> {
-    let mut users = targets.iter().map(|t| {
-        let ct = container(pod, t);
-        (pod.run_as_user(ct), pod.run_as_group(ct))
-    });
-    let first = users.next()?;
-    // uid 0 with all capabilities dropped cannot read another user's 0400 file,
-    // so root counts as "unknown" too.
-    let (Some(uid @ 1..), gid) = first else {
-        return None;
-    };
-    users.all(|u| u == first).then_some((uid, gid))
-}
-
-/// Mode of files without `file-mode-<name>`: owner-only when the injected container can
-/// run as the app's user; group-readable when only `fsGroup` is known (the memory
-/// volume's files then belong to that group); else readable by all on the pod-private
-/// volume, because a user set only inside the image is unknown to the webhook.
-pub fn default_file_mode(pod: &PodView, targets: &[Target]) -> u32 {
-    if app_user(pod, targets).is_some() {
-        0o400
-    } else if pod.pod_security().and_then(|s| s.fs_group).is_some() {
-        0o440
-    } else {
-        0o444
-    }
-}
-
-/// The container a target points at.
-pub fn container<'a>(pod: &'a PodView, t: &Target) -> &'a ContainerView {
-    if t.init {
-        &pod.init_containers()[t.index]
-    } else {
-        &pod.containers()[t.index]
-    }
-}
-
-fn is_default_target(c: &ContainerView) -> bool {
-    !MESH_SIDECARS.contains(&c.name.as_str())
-}
-
-fn select_targets(c: &mut Collector, pod: &PodView, list: Option<&str>) -> Vec<Target> {
-    let containers = pod.containers();
-    let inits = pod.init_containers();
-    let Some(list) = list else {
-        let targets: Vec<Target> = containers
-            .iter()
-            .enumerate()
-            .filter(|(_, ct)| is_default_target(ct))
-            .map(|(index, ct)| Target {
-                init: false,
-                index,
-                name: ct.name.clone(),
-            })
-            .collect();
-        if targets.is_empty() {
-            c.push(
-                "containers",
-                "the pod has no app container to receive the secrets; name one, for example secret-injector.io/containers: app",
-            );
-        }
-        return targets;
-    };
-    let mut targets = Vec::new();
-    let names: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if names.is_empty() {
-        c.push(
-            "containers",
-            "is empty; list container names separated by commas, for example secret-injector.io/containers: app,worker",
-        );
-    }
-    // One index of the pod's containers, so a long list costs linear time.
-    let mut index: std::collections::HashMap<&str, (bool, usize)> = inits
-        .iter()
-        .enumerate()
-        .map(|(i, ct)| (ct.name.as_str(), (true, i)))
-        .collect();
-    index.extend(
-        containers
-            .iter()
-            .enumerate()
-            .map(|(i, ct)| (ct.name.as_str(), (false, i))),
-    );
-    let all_names: Vec<&str> = containers
-        .iter()
-        .chain(inits)
-        .map(|ct| ct.name.as_str())
-        .collect();
-    let listed = reference::short_list(all_names.iter().copied());
-    let mut seen = BTreeSet::new();
-    for name in names {
-        if !seen.insert(name) {
-            c.push(
-                "containers",
-                format!("`{name}` is listed twice; list each container once"),
-            );
-            continue;
-        }
-        if let Some(&(init, index)) = index.get(name) {
-            targets.push(Target {
-                init,
-                index,
-                name: name.to_string(),
-            });
-        } else {
-            let hint = if c.may_suggest() {
-                c.suggest(name, all_names.iter().copied())
-                    .map(|n| format!(" (did you mean `{n}`?)"))
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
-            c.push(
-                "containers",
-                format!("the pod has no container `{name}`{hint}; its containers are: {listed}"),
-            );
-        }
-    }
-    targets
-}
-
-fn check_mount_path(c: &mut Collector, path: &str) -> String {
-    let example = "for example secret-injector.io/mount-path: /var/run/secrets/app";
-    let problem = if path.len() > MAX_PATH {
-        Some(format!(
-            "the path is {} bytes; at most {MAX_PATH}, {example}",
-            path.len()
-        ))
-    } else if !path.starts_with('/') {
-        Some(format!(
-            "`{path}` is a relative path; use an absolute path, {example}"
-        ))
-    } else if path == "/" {
-        Some(format!(
-            "`/` would hide the container's file system; {example}"
-        ))
-    } else if path.len() > 1 && path.ends_with('/') {
-        Some(format!(
-            "`{path}` ends with `/`; write it without, {example}"
-        ))
-    } else if path[1..]
-        .split('/')
-        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
-        Some(format!(
-            "`{path}` has an empty, `.` or `..` segment; {example}"
-        ))
-    } else if path.contains(':') || path.chars().any(char::is_control) {
-        Some(format!(
-            "`{path}` contains `:` or control characters; {example}"
-        ))
-    } else {
-        None
-    };
-    if let Some(m) = problem {
-        c.push("mount-path", m);
-    }
-    path.to_string()
-}
-
-/// True when one path is the other or lies under it.
-fn overlaps(a: &str, b: &str) -> bool {
-    let under =
-        |x: &str, y: &str| x == y || x.starts_with(&format!("{}/", y.trim_end_matches('/')));
-    under(a, b) || under(b, a)
-}
-
-/// Existing mounts of the selected containers that `path` would collide with.
-fn collisions(pod: &PodView, targets: &[Target], path: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for t in targets {
-        for m in container(pod, t).volume_mounts.iter().flatten() {
-            if overlaps(path, &m.mount_path) && out.len() < MAX_PROBLEMS {
-                use crate::logging::Escaped;
-                out.push(format!(
-                    "collides with the mount of volume `{}` at {} in container `{}`",
-                    Escaped(&m.name),
-                    Escaped(&m.mount_path),
-                    Escaped(&t.name)
-                ));
-            }
-        }
-    }
-    out
-}
-
-fn check_mount_collisions(
-    c: &mut Collector,
-    pod: &PodView,
-    targets: &[Target],
-    path: &str,
-    annotation: &str,
-) {
-    for problem in collisions(pod, targets, path) {
-        c.push(
-            annotation,
-            format!(
-                "`{path}` {problem}; choose another path, for example secret-injector.io/mount-path: /var/run/secrets/app"
-            ),
-        );
-    }
-}
-
-/// The annotation env-mode problems are reported under.
-fn first_env_key(ours: &BTreeMap<&str, &str>) -> String {
-    if ours.contains_key("env-from") {
-        "env-from".to_string()
-    } else {
-        ours.keys()
-            .find(|k| k.starts_with("env-"))
-            .map_or_else(|| "env-from".to_string(), |k| k.to_string())
-    }
-}
-
-fn check_entrypoints(
-    c: &mut Collector,
-    pod: &PodView,
-    targets: &[Target],
-    command: Option<&Vec<String>>,
-    env_key: &str,
-) {
-    for t in targets {
-        let ct = container(pod, t);
-        let has_command = ct.command.as_ref().is_some_and(|c| !c.is_empty());
-        if !has_command && command.is_none() {
-            c.push(
-                env_key,
-                format!(
-                    "env mode starts container `{}` through `secret-injector exec`, so it must know the entrypoint, but the container has no `command` (the image's ENTRYPOINT is not visible to the webhook); set `command` on the container, or annotate secret-injector.io/command: '[\"/path/to/app\"]'",
-                    crate::logging::Escaped(&t.name)
-                ),
-            );
-        }
-    }
-}
-
-fn parse_interval(c: &mut Collector, raw: &str) -> Option<Duration> {
-    let example = "for example secret-injector.io/refresh-interval: 5m";
-    match humantime::parse_duration(raw.trim()) {
-        Ok(d) if d < Duration::from_secs(10) => {
-            c.push(
-                "refresh-interval",
-                format!("`{raw}` is shorter than the 10s minimum (it would hammer the secret store); {example}"),
-            );
-            None
-        }
-        Ok(d) if d > Duration::from_secs(24 * 3600) => {
-            c.push(
-                "refresh-interval",
-                format!("`{raw}` is longer than the 24h maximum; {example}"),
-            );
-            None
-        }
-        Ok(d) => Some(d),
-        Err(_) => {
-            c.push(
-                "refresh-interval",
-                format!("`{raw}` is not a duration; use a number with s, m or h, {example}"),
-            );
-            None
-        }
-    }
-}
-
-fn is_name(s: &str, extra: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || extra.contains(ch))
-}
-
-fn vault_identity(
-    c: &mut Collector,
-    pod: &PodView,
-    config: &Config,
-    ours: &BTreeMap<&str, &str>,
-) -> VaultIdentity {
-    let role = match ours.get("vault-role") {
-        Some(r) if is_name(r, "-_.@") => r.to_string(),
-        Some(r) => {
-            c.push(
-                "vault-role",
-                format!(
-                    "`{r}` is not a Vault role name (letters, digits, `-_.@`); for example secret-injector.io/vault-role: app"
-                ),
-            );
-            String::new()
-        }
-        None => pod.service_account().to_string(),
-    };
-    let auth_path = match ours.get("vault-auth-path") {
-        Some(p)
-            if is_name(p, "-_./")
-                && !p.starts_with('/')
-                && !p.ends_with('/')
-                && !p.split('/').any(|s| s.is_empty() || s == "..") =>
-        {
-            p.to_string()
-        }
-        Some(p) => {
-            c.push(
-                "vault-auth-path",
-                format!(
-                    "`{p}` is not an auth mount path (no leading `auth/` or `/`); for example secret-injector.io/vault-auth-path: kubernetes-prod"
-                ),
-            );
-            String::new()
-        }
-        None => config.vault.auth_path.clone(),
-    };
-    let auth_method = match ours.get("vault-auth-method").copied() {
-        Some(m @ ("kubernetes" | "jwt")) => m.to_string(),
-        Some(m) => {
-            c.push(
-                "vault-auth-method",
-                format!(
-                    "`{m}` is not supported; use `kubernetes` or `jwt`, for example secret-injector.io/vault-auth-method: jwt"
-                ),
-            );
-            String::new()
-        }
-        None => config.vault.auth_method.clone(),
-    };
-    let address = match ours.get("vault-addr") {
-        Some(addr) => {
-            let want = addr.trim_end_matches('/');
-            if config
-                .vault
-                .allowed_addresses
-                .iter()
-                .any(|a| a.trim_end_matches('/') == want)
-            {
-                want.to_string()
-            } else {
-                let allowed = if config.vault.allowed_addresses.is_empty() {
-                    "the allow-list is empty".to_string()
-                } else {
-                    format!("allowed: {}", config.vault.allowed_addresses.join(", "))
-                };
-                c.push(
-                    "vault-addr",
-                    format!(
-                        "`{addr}` is not in the webhook's vault.allowed_addresses ({allowed}); a pod cannot send its token to an address of its choosing. Remove the annotation to use {}, or ask the platform team to allow the address",
-                        config.vault.address
-                    ),
-                );
-                String::new()
-            }
-        }
-        None => config.vault.address.clone(),
-    };
-    VaultIdentity {
-        address,
-        role,
-        auth_path,
-        auth_method,
-    }
-}
-
-fn valid_role_arn(arn: &str) -> bool {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == "iam"
-        && parts[3].is_empty()
-        && parts[4].len() == 12
-        && parts[4].chars().all(|ch| ch.is_ascii_digit())
-        && parts[5]
-            .strip_prefix("role/")
-            .is_some_and(|r| is_name(r, "+=,.@_-/"))
-}
-
-fn aws_identity(
-    c: &mut Collector,
-    config: &Config,
-    ctx: &Context,
-    ours: &BTreeMap<&str, &str>,
-) -> AwsIdentity {
-    let region = match ours.get("aws-region") {
-        Some(r) => {
-            let parts: Vec<&str> = r.split('-').collect();
-            let valid = parts.len() >= 3
-                && parts.iter().all(|p| {
-                    !p.is_empty()
-                        && p.chars()
-                            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
-                })
-                && parts
-                    .last()
-                    .is_some_and(|p| p.chars().all(|ch| ch.is_ascii_digit()));
-            if !valid {
-                c.push(
-                    "aws-region",
-                    format!("`{r}` is not an AWS region; for example secret-injector.io/aws-region: eu-west-1"),
-                );
-            }
-            r.to_string()
-        }
-        None => config.aws.region.clone(),
-    };
-    let role_arn = match ours.get("aws-role-arn") {
-        Some(arn) if valid_role_arn(arn) => Some(arn.to_string()),
-        Some(arn) => {
-            c.push(
-                "aws-role-arn",
-                format!(
-                    "`{arn}` is not an IAM role ARN; for example secret-injector.io/aws-role-arn: arn:aws:iam::123456789012:role/app-secrets"
+                    "`{raw}` is not a non-empty JSON array of strings; for example secret-injector.io/command: '[\"/app/server\", \"--port=8080\"]'"
                 ),
             );
             None
         }
-        None => ctx.service_account_role_arn.clone(),
-    };
-    AwsIdentity {
-        region,
-        region_explicit: ours.contains_key("aws-region"),
-        explicit: ours.contains_key("aws-role-arn"),
-        role_arn,
     }
 }
 
