@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::contract::reference::Provider;
 use crate::mutation::pod::PodView;
-use crate::mutation::spec::{self, InjectionSpec, STATUS, STATUS_INJECTED};
+use crate::mutation::spec::{self, InjectionSpec, STATUS, STATUS_INJECTED, Target};
 
 use crate::contract::names::*;
 
@@ -61,21 +61,19 @@ pub fn aws_identity_warning(pod: &PodView, spec: &InjectionSpec) -> Option<Strin
 
 /// Build the patch for a validated spec.
 pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
-    let mut ops = Vec::new();
     let plan = &spec.plan;
-
     // 1. The status annotation.
-    if pod.metadata.annotations.is_some() {
-        ops.push(add(
+    let mut ops = vec![if pod.metadata.annotations.is_some() {
+        add(
             ptr(&["metadata", "annotations", STATUS]),
             json!(STATUS_INJECTED),
-        ));
+        )
     } else {
-        ops.push(add(
+        add(
             ptr(&["metadata", "annotations"]),
             json!({ STATUS: STATUS_INJECTED }),
-        ));
-    }
+        )
+    }];
 
     // 2. Volumes.
     let copied_aws = if plan.uses(Provider::Aws) && !spec.aws.explicit {
@@ -83,15 +81,6 @@ pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
     } else {
         None
     };
-    let has_files = !plan.files.is_empty();
-    let mut volumes = Vec::new();
-    if has_files {
-        volumes.push(memory_volume(FILES_VOLUME, "16Mi"));
-    }
-    if plan.env_mode() {
-        // holds a copy of this binary besides the env file
-        volumes.push(memory_volume(ENV_VOLUME, "64Mi"));
-    }
     let mut token_providers = Vec::new();
     if plan.uses(Provider::Vault) {
         token_providers.push((Provider::Vault, &config.vault.audience));
@@ -99,74 +88,16 @@ pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
     if plan.uses(Provider::Aws) && copied_aws.is_none() && spec.aws.role_arn.is_some() {
         token_providers.push((Provider::Aws, &config.aws.audience));
     }
-    for (provider, audience) in &token_providers {
-        volumes.push(json!({
-            "name": token_volume(*provider),
-            "projected": {
-                // Mounted only into the injected containers; readable by their user
-                // whatever uid the pod's other containers run as.
-                "defaultMode": 0o444,
-                "sources": [{"serviceAccountToken": {
-                    "audience": audience,
-                    "expirationSeconds": config.token_expiration_seconds,
-                    "path": "token",
-                }}],
-            },
-        }));
-    }
     append_all(
         &mut ops,
         &["spec", "volumes"],
         pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).is_some(),
-        volumes,
+        volumes(spec, config, &token_providers),
     );
 
     // 3. Mounts (and the wrapped command) in the selected containers.
     for t in &spec.targets {
-        let ct = spec::container(pod, t);
-        let list = if t.init {
-            "initContainers"
-        } else {
-            "containers"
-        };
-        let index = t.index.to_string();
-        let mut mounts = Vec::new();
-        if has_files {
-            mounts.push(
-                json!({"name": FILES_VOLUME, "mountPath": spec.mount_path, "readOnly": true}),
-            );
-        }
-        if plan.env_mode() {
-            mounts.push(json!({"name": ENV_VOLUME, "mountPath": ENV_MOUNT_PATH, "readOnly": true}));
-        }
-        append_all(
-            &mut ops,
-            &["spec", list, &index, "volumeMounts"],
-            ct.volume_mounts.is_some(),
-            mounts,
-        );
-        if plan.env_mode() {
-            let original = match &ct.command {
-                Some(cmd) if !cmd.is_empty() => cmd.clone(),
-                _ => spec.command.clone().unwrap_or_default(),
-            };
-            let mut wrapped: Vec<String> = vec![
-                EXEC_BINARY.to_string(),
-                "exec".to_string(),
-                format!("--env-file={ENV_FILE}"),
-                "--".to_string(),
-            ];
-            wrapped.extend(original);
-            let path = ptr(&["spec", list, &index, "command"]);
-            ops.push(if ct.command.is_some() {
-                PatchOperation::Replace(ReplaceOperation {
-                    path,
-                    value: json!(wrapped),
-                })
-            } else {
-                add(path, json!(wrapped))
-            });
-        }
+        target_ops(&mut ops, pod, spec, t);
     }
 
     // 4. The init container, first of all init containers.
@@ -182,6 +113,85 @@ pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
         ops.push(add(ptr(&["spec", "initContainers"]), json!([init])));
     }
     Patch(ops)
+}
+
+/// The memory volumes and the projected token volumes.
+fn volumes(
+    spec: &InjectionSpec,
+    config: &Config,
+    token_providers: &[(Provider, &String)],
+) -> Vec<Value> {
+    let mut volumes = Vec::new();
+    if !spec.plan.files.is_empty() {
+        volumes.push(memory_volume(FILES_VOLUME, "16Mi"));
+    }
+    if spec.plan.env_mode() {
+        // holds a copy of this binary besides the env file
+        volumes.push(memory_volume(ENV_VOLUME, "64Mi"));
+    }
+    for (provider, audience) in token_providers {
+        volumes.push(json!({
+            "name": token_volume(*provider),
+            "projected": {
+                // Mounted only into the injected containers; readable by their user
+                // whatever uid the pod's other containers run as.
+                "defaultMode": 0o444,
+                "sources": [{"serviceAccountToken": {
+                    "audience": audience,
+                    "expirationSeconds": config.token_expiration_seconds,
+                    "path": "token",
+                }}],
+            },
+        }));
+    }
+    volumes
+}
+
+/// The mounts of one selected container, and in env mode its wrapped command.
+fn target_ops(ops: &mut Vec<PatchOperation>, pod: &PodView, spec: &InjectionSpec, t: &Target) {
+    let plan = &spec.plan;
+    let ct = spec::container(pod, t);
+    let list = if t.init {
+        "initContainers"
+    } else {
+        "containers"
+    };
+    let index = t.index.to_string();
+    let mut mounts = Vec::new();
+    if !plan.files.is_empty() {
+        mounts.push(json!({"name": FILES_VOLUME, "mountPath": spec.mount_path, "readOnly": true}));
+    }
+    if plan.env_mode() {
+        mounts.push(json!({"name": ENV_VOLUME, "mountPath": ENV_MOUNT_PATH, "readOnly": true}));
+    }
+    append_all(
+        ops,
+        &["spec", list, &index, "volumeMounts"],
+        ct.volume_mounts.is_some(),
+        mounts,
+    );
+    if plan.env_mode() {
+        let original = match &ct.command {
+            Some(cmd) if !cmd.is_empty() => cmd.clone(),
+            _ => spec.command.clone().unwrap_or_default(),
+        };
+        let mut wrapped: Vec<String> = vec![
+            EXEC_BINARY.to_string(),
+            "exec".to_string(),
+            format!("--env-file={ENV_FILE}"),
+            "--".to_string(),
+        ];
+        wrapped.extend(original);
+        let path = ptr(&["spec", list, &index, "command"]);
+        ops.push(if ct.command.is_some() {
+            PatchOperation::Replace(ReplaceOperation {
+                path,
+                value: json!(wrapped),
+            })
+        } else {
+            add(path, json!(wrapped))
+        });
+    }
 }
 
 /// Append `items` to the array at `path`, creating it when the pod has none.
@@ -317,49 +327,81 @@ fn init_container(
         json!({"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
     ];
     if plan.uses(Provider::Vault) {
-        let v = &spec.vault;
-        envs.push(env(VAULT_ADDR_ENV, v.address.clone()));
-        envs.push(env(VAULT_ROLE_ENV, v.role.clone()));
-        envs.push(env(VAULT_AUTH_PATH_ENV, v.auth_path.clone()));
-        envs.push(env(VAULT_AUTH_METHOD_ENV, v.auth_method.clone()));
-        envs.push(env(VAULT_TOKEN_FILE_ENV, token_path(Provider::Vault)));
-        if let Some(pem) = &config.vault.ca_pem {
-            envs.push(env(VAULT_CA_PEM_ENV, pem.clone()));
-        }
-        if !config.vault.namespace.is_empty() {
-            envs.push(env(VAULT_NAMESPACE_ENV, config.vault.namespace.clone()));
-        }
+        envs.extend(vault_env(spec, config));
     }
     if plan.uses(Provider::Aws) {
-        // The app's own region (set by the EKS webhook, say) unless the pod names one.
-        let app_region = copied_aws.and_then(|c| c.region.clone());
-        let region = match app_region {
-            Some(r) if !spec.aws.region_explicit => r,
-            _ => spec.aws.region.clone(),
-        };
-        envs.push(env("AWS_REGION", region));
-        if !config.aws.endpoint_url.is_empty() {
-            envs.push(env("AWS_ENDPOINT_URL", config.aws.endpoint_url.clone()));
-        }
-        if !config.aws.secretsmanager_endpoint_url.is_empty() {
-            envs.push(env(
-                "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-                config.aws.secretsmanager_endpoint_url.clone(),
-            ));
-        }
+        envs.extend(aws_env(spec, config, copied_aws));
         if let Some(copied) = copied_aws {
-            envs.extend(copied.env.iter().cloned());
             mounts.extend(copied.mounts.iter().cloned());
-        } else if let Some(arn) = &spec.aws.role_arn {
-            envs.push(env("AWS_ROLE_ARN", arn.clone()));
-            envs.push(env(
-                "AWS_WEB_IDENTITY_TOKEN_FILE",
-                token_path(Provider::Aws),
-            ));
-            envs.push(env("AWS_ROLE_SESSION_NAME", "secret-injector"));
         }
     }
 
+    json!({
+        "name": INIT_CONTAINER,
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": args,
+        "env": envs,
+        "resources": {"requests": config.resources.requests, "limits": config.resources.limits},
+        "securityContext": security_context(pod, spec),
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    })
+}
+
+/// How the init container reaches Vault and as whom.
+fn vault_env(spec: &InjectionSpec, config: &Config) -> Vec<Value> {
+    let v = &spec.vault;
+    let mut envs = vec![
+        env(VAULT_ADDR_ENV, v.address.clone()),
+        env(VAULT_ROLE_ENV, v.role.clone()),
+        env(VAULT_AUTH_PATH_ENV, v.auth_path.clone()),
+        env(VAULT_AUTH_METHOD_ENV, v.auth_method.to_string()),
+        env(VAULT_TOKEN_FILE_ENV, token_path(Provider::Vault)),
+    ];
+    if let Some(pem) = &config.vault.ca_pem {
+        envs.push(env(VAULT_CA_PEM_ENV, pem.clone()));
+    }
+    if !config.vault.namespace.is_empty() {
+        envs.push(env(VAULT_NAMESPACE_ENV, config.vault.namespace.clone()));
+    }
+    envs
+}
+
+/// The AWS region, endpoints and identity of the init container.
+fn aws_env(spec: &InjectionSpec, config: &Config, copied_aws: Option<&CopiedAws>) -> Vec<Value> {
+    // The app's own region (set by the EKS webhook, say) unless the pod names one.
+    let app_region = copied_aws.and_then(|c| c.region.clone());
+    let region = match app_region {
+        Some(r) if !spec.aws.region_explicit => r,
+        _ => spec.aws.region.clone(),
+    };
+    let mut envs = vec![env("AWS_REGION", region)];
+    if !config.aws.endpoint_url.is_empty() {
+        envs.push(env("AWS_ENDPOINT_URL", config.aws.endpoint_url.clone()));
+    }
+    if !config.aws.secretsmanager_endpoint_url.is_empty() {
+        envs.push(env(
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            config.aws.secretsmanager_endpoint_url.clone(),
+        ));
+    }
+    if let Some(copied) = copied_aws {
+        envs.extend(copied.env.iter().cloned());
+    } else if let Some(arn) = &spec.aws.role_arn {
+        envs.push(env("AWS_ROLE_ARN", arn.clone()));
+        envs.push(env(
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_path(Provider::Aws),
+        ));
+        envs.push(env("AWS_ROLE_SESSION_NAME", "secret-injector"));
+    }
+    envs
+}
+
+/// Non-root, nothing writable but the memory volumes, no capabilities; the app's user
+/// when the pod names one, so the files belong to the app.
+fn security_context(pod: &PodView, spec: &InjectionSpec) -> Value {
     let (uid, gid) = match spec::app_user(pod, &spec.targets) {
         Some((uid, gid)) => (uid, gid),
         None => (DEFAULT_UID, Some(DEFAULT_UID)),
@@ -375,18 +417,7 @@ fn init_container(
     if let Some(gid) = gid {
         security["runAsGroup"] = json!(gid);
     }
-
-    json!({
-        "name": INIT_CONTAINER,
-        "image": config.image,
-        "imagePullPolicy": config.image_pull_policy,
-        "args": args,
-        "env": envs,
-        "resources": {"requests": config.resources.requests, "limits": config.resources.limits},
-        "securityContext": security,
-        "volumeMounts": mounts,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    })
+    security
 }
 
 #[cfg(test)]
