@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::contract::auth::AuthMethod;
 use crate::contract::names;
 use crate::logging::LogFormat;
 
@@ -72,9 +73,6 @@ pub struct InitArgs {
     /// Most secret locations fetched at once.
     #[arg(long, default_value_t = 20)]
     pub concurrency: usize,
-    /// Do not revoke the Vault token at the end (a refresh sidecar takes it over).
-    #[arg(long)]
-    pub keep_token: bool,
     /// Vault address.
     #[arg(long, env = names::VAULT_ADDR_ENV)]
     pub vault_addr: Option<String>,
@@ -88,13 +86,14 @@ pub struct InitArgs {
         default_value = "kubernetes"
     )]
     pub vault_auth_path: String,
-    /// `kubernetes` or `jwt`.
+    /// The Vault auth method the projected token is presented to.
     #[arg(
         long,
+        value_enum,
         env = names::VAULT_AUTH_METHOD_ENV,
-        default_value = "kubernetes"
+        default_value_t = AuthMethod::Kubernetes
     )]
-    pub vault_auth_method: String,
+    pub vault_auth_method: AuthMethod,
     /// The projected service-account token (audience `vault`).
     #[arg(
         long,

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::contract::auth::AuthMethod;
 use crate::{Error, Result};
 
 pub const ENV_PREFIX: &str = "SECRET_INJECTOR_";
@@ -16,7 +17,7 @@ pub const ENV_PREFIX: &str = "SECRET_INJECTOR_";
 pub struct Config {
     /// Image of the injected containers (it holds this same binary).
     pub image: String,
-    pub image_pull_policy: String,
+    pub image_pull_policy: PullPolicy,
     /// Default mount path of the secrets volume in app containers.
     pub mount_path: String,
     /// Lifetime of the projected service-account tokens (Kubernetes minimum: 600).
@@ -28,6 +29,15 @@ pub struct Config {
     pub resources: Resources,
 }
 
+/// `imagePullPolicy` of the injected containers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VaultConfig {
@@ -35,7 +45,7 @@ pub struct VaultConfig {
     /// Path of a PEM CA bundle, read by the webhook and handed to the init container.
     pub ca_cert: String,
     pub namespace: String,
-    pub auth_method: String,
+    pub auth_method: AuthMethod,
     pub auth_path: String,
     pub audience: String,
     /// Addresses a pod may pick with `secret-injector.io/vault-addr`.
@@ -73,7 +83,7 @@ impl Default for Config {
                 env!("CARGO_PKG_VERSION")
             )
             .to_string(),
-            image_pull_policy: "IfNotPresent".to_string(),
+            image_pull_policy: PullPolicy::default(),
             mount_path: "/secrets".to_string(),
             token_expiration_seconds: 600,
             init_log_level: "info".to_string(),
@@ -90,7 +100,7 @@ impl Default for VaultConfig {
             address: "https://vault.vault.svc:8200".to_string(),
             ca_cert: String::new(),
             namespace: String::new(),
-            auth_method: "kubernetes".to_string(),
+            auth_method: AuthMethod::default(),
             auth_path: "kubernetes".to_string(),
             audience: "vault".to_string(),
             allowed_addresses: Vec::new(),
@@ -191,14 +201,22 @@ impl Config {
             let slot = value.pointer_mut(path).expect("leaf path exists");
             *slot = env_value(slot, &raw).map_err(|e| Error::Config(format!("{name}: {e}")))?;
         }
+        // The enums are checked here, so a bad value is one problem among all the others
+        // rather than the only error serde reports.
+        let mut problems = Vec::new();
+        check_choice::<AuthMethod>(&mut value, "/vault/auth_method", &mut problems, |v| {
+            format!("vault.auth_method `{v}` must be `kubernetes` or `jwt`")
+        });
+        check_choice::<PullPolicy>(&mut value, "/image_pull_policy", &mut problems, |v| {
+            format!("image_pull_policy `{v}` must be Always, IfNotPresent or Never")
+        });
         let config: Config = serde_json::from_value(value)
             .map_err(|e| Error::Config(format!("invalid config: {e}")))?;
-        config.validate()?;
+        config.validate(problems)?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<()> {
-        let mut problems = Vec::new();
+    fn validate(&self, mut problems: Vec<String>) -> Result<()> {
         if self.image.trim().is_empty() {
             problems.push("image must not be empty".to_string());
         }
@@ -214,12 +232,6 @@ impl Config {
                 self.token_expiration_seconds
             ));
         }
-        if !matches!(self.vault.auth_method.as_str(), "kubernetes" | "jwt") {
-            problems.push(format!(
-                "vault.auth_method `{}` must be `kubernetes` or `jwt`",
-                self.vault.auth_method
-            ));
-        }
         for (what, v) in [
             ("vault.audience", &self.vault.audience),
             ("aws.audience", &self.aws.audience),
@@ -228,15 +240,6 @@ impl Config {
             if v.trim().is_empty() {
                 problems.push(format!("{what} must not be empty"));
             }
-        }
-        if !matches!(
-            self.image_pull_policy.as_str(),
-            "Always" | "IfNotPresent" | "Never"
-        ) {
-            problems.push(format!(
-                "image_pull_policy `{}` must be Always, IfNotPresent or Never",
-                self.image_pull_policy
-            ));
         }
         let urls = std::iter::once(("vault.address", &self.vault.address))
             .chain(
@@ -271,6 +274,27 @@ impl Config {
         } else {
             Err(Error::Config(problems.join("; ")))
         }
+    }
+}
+
+/// A value at `pointer` that is not one of `T`'s names: a problem, and `T`'s default in
+/// its place so the rest of the config is still checked.
+fn check_choice<T: serde::de::DeserializeOwned + Serialize + Default>(
+    value: &mut Value,
+    pointer: &str,
+    problems: &mut Vec<String>,
+    problem: impl FnOnce(&str) -> String,
+) {
+    let Some(slot) = value.pointer_mut(pointer) else {
+        return;
+    };
+    if serde_json::from_value::<T>(slot.clone()).is_err() {
+        let shown = match &*slot {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        problems.push(problem(&shown));
+        *slot = serde_json::to_value(T::default()).expect("a default serializes");
     }
 }
 
@@ -554,7 +578,7 @@ mod tests {
     fn defaults_match_the_spec() {
         let c = Config::from_yaml_and_env("", env(&[])).unwrap();
         assert_eq!(c.mount_path, "/secrets");
-        assert_eq!(c.vault.auth_method, "kubernetes");
+        assert_eq!(c.vault.auth_method, AuthMethod::Kubernetes);
         assert_eq!(c.vault.audience, "vault");
         assert_eq!(c.aws.audience, "sts.amazonaws.com");
         assert_eq!(c.resources.requests["memory"], "16Mi");
@@ -609,7 +633,28 @@ mod tests {
         );
         let e = Config::from_yaml_and_env("token_expiration_seconds: 60\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("600"), "{e}");
-        let e = Config::from_yaml_and_env("vault: {auth_method: ldap}\n", env(&[])).unwrap_err();
-        assert!(e.to_string().contains("auth_method"), "{e}");
+        // A bad enum value is one problem among the others, not the only one reported.
+        let e = Config::from_yaml_and_env(
+            "image_pull_policy: sometimes\nmount_path: rel\nvault: {auth_method: ldap}\n",
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "vault.auth_method `ldap` must be `kubernetes` or `jwt`",
+            "image_pull_policy `sometimes` must be Always, IfNotPresent or Never",
+            "mount_path `rel` must be an absolute path",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let c = Config::from_yaml_and_env(
+            "image_pull_policy: Never\nvault: {auth_method: jwt}\n",
+            env(&[("SECRET_INJECTOR_IMAGE_PULL_POLICY", "Always")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.image_pull_policy, c.vault.auth_method),
+            (PullPolicy::Always, AuthMethod::Jwt)
+        );
     }
 }

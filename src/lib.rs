@@ -15,6 +15,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod files;
 pub mod logging;
 pub mod mutation;
 pub mod webhook;
@@ -36,6 +37,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Write(#[from] files::WriteError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -40,7 +40,6 @@ fn without_clamped(spec: &str) -> String {
             let target = d.split(['=', '[']).next().unwrap_or_default().trim();
             !CLAMPED
                 .iter()
-                .chain(["vaultrs", "rustify"].iter())
                 .any(|c| target == *c || target.starts_with(&format!("{c}::")))
         })
         .collect::<Vec<_>>()
@@ -76,10 +75,6 @@ pub fn init(format: LogFormat) {
                 .expect("valid directive"),
         );
     }
-    // vaultrs and rustify log every failed call at ERROR; our own message says it once.
-    for target in ["vaultrs", "rustify"] {
-        filter = filter.add_directive(format!("{target}=off").parse().expect("valid directive"));
-    }
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -89,6 +84,39 @@ pub fn init(format: LogFormat) {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The one walker of error chains: `e` and its sources, outermost first.
+pub fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The error and its causes on one line (`a: b: c`), each text once (layers often
+/// repeat their source's text), without any debug dump.
+pub fn chain_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for text in causes(e).map(|c| c.to_string()) {
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    one_line(&parts.join(": "))
+}
+
+/// The innermost cause on one line, cut at 200 characters: what a person needs,
+/// without a library's internals.
+pub fn root_cause_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let text = one_line(&causes(e).last().map(|c| c.to_string()).unwrap_or_default());
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 /// A string that came from a request (a pod or namespace name, an annotation key), fit
@@ -153,7 +181,7 @@ mod tests {
             ),
             "trace,secret_injector=debug"
         );
-        assert_eq!(without_clamped("vaultrs=trace"), "");
+        assert_eq!(without_clamped("reqwest=trace,rustls::client=debug"), "");
     }
 
     #[test]

@@ -4,41 +4,73 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow};
 use secret_injector::cli::{CertsArgs, Cli, Command, InitArgs, InjectArgs, KubeMode, ServeArgs};
 use secret_injector::config::Config;
 use secret_injector::contract::names;
+use secret_injector::files::{FileOut, write_all_or_nothing};
 use secret_injector::webhook::metrics::Metrics;
 use secret_injector::webhook::server::{self, AppState, Limits};
 use secret_injector::webhook::tls::CertFiles;
 use secret_injector::webhook::{accounts, certs};
 
-pub fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Inject(args) => return inject(args),
-        Command::Certs(args) => make_certs(args),
-        Command::Init(args) => return init(args),
-        Command::Exec(args) => {
-            let err = secret_injector::agent::exec::exec(&args.env_file, &args.argv);
-            eprintln!("secret-injector exec: {err}");
-            return ExitCode::from(127);
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("secret-injector: {e:#}");
-            ExitCode::from(2)
+/// A command that failed: what to print after the program's name, and the exit code.
+pub struct Failure {
+    /// `secret-injector init`, `secret-injector exec`, or `secret-injector`.
+    program: &'static str,
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl From<anyhow::Error> for Failure {
+    /// Setup and usage errors of `serve`, `inject` and `certs`: exit code 2.
+    fn from(error: anyhow::Error) -> Self {
+        Failure {
+            program: "secret-injector",
+            code: 2,
+            error,
         }
     }
+}
+
+impl From<secret_injector::Error> for Failure {
+    fn from(e: secret_injector::Error) -> Self {
+        anyhow::Error::from(e).into()
+    }
+}
+
+type Outcome = std::result::Result<ExitCode, Failure>;
+
+/// Run one command; the only place that prints a failure and picks its exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Inject(args) => inject(args),
+        Command::Certs(args) => make_certs(args),
+        Command::Init(args) => init(args),
+        Command::Exec(args) => exec(args),
+    };
+    outcome.unwrap_or_else(|f| {
+        eprintln!("{}: {:#}", f.program, f.error);
+        ExitCode::from(f.code)
+    })
+}
+
+/// `exec` only returns when the program could not be started: 127, as a shell does.
+fn exec(args: secret_injector::cli::ExecArgs) -> Outcome {
+    let err = secret_injector::agent::exec::exec(&args.env_file, &args.argv);
+    Err(Failure {
+        program: "secret-injector exec",
+        code: 127,
+        error: anyhow!(err),
+    })
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
     Ok(Config::load(path, std::env::vars())?)
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
+fn serve(args: ServeArgs) -> Outcome {
     let config = load_config(args.config.as_deref())?;
     let given = match (&args.tls_cert, &args.tls_key, args.self_signed) {
         (Some(cert), Some(key), _) => Some(CertFiles {
@@ -47,7 +79,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             clients: None,
         }),
         (None, None, true) => None,
-        _ => bail!("give --tls-cert and --tls-key, or --self-signed"),
+        _ => return Err(anyhow!("give --tls-cert and --tls-key, or --self-signed").into()),
     };
     // Bind first: a port in use must fail the start before anything is written to disk.
     let webhook = std::net::TcpListener::bind(args.listen)
@@ -104,7 +136,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!(listen = %args.listen, admin = %args.admin_listen, "serving admission reviews on /mutate");
         server::run(webhook, admin, tls, Arc::new(state), limits, server::shutdown_signal()).await?;
         tracing::info!("stopped");
-        Ok(())
+        Ok(ExitCode::SUCCESS)
     })
 }
 
@@ -140,52 +172,40 @@ fn write_self_signed(args: &ServeArgs) -> Result<CertFiles> {
     })
 }
 
-fn inject(args: InjectArgs) -> ExitCode {
-    let prepared = (|| -> Result<(Config, String)> {
-        let config = load_config(args.config.as_deref())?;
-        let mut input = String::new();
-        if args.file.as_os_str() == "-" {
-            std::io::stdin()
-                .read_to_string(&mut input)
-                .context("read stdin")?;
-        } else {
-            input = std::fs::read_to_string(&args.file)
-                .with_context(|| format!("read {}", args.file.display()))?;
-        }
-        Ok((config, input))
-    })();
-    let (config, input) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("secret-injector: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
+/// `inject -f`: the patched manifests on stdout; a denied pod prints its problems and
+/// exits 1 (a verdict, like `diff`), a setup error exits 2.
+fn inject(args: InjectArgs) -> Outcome {
+    let config = load_config(args.config.as_deref())?;
+    let mut input = String::new();
+    if args.file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("read stdin")?;
+    } else {
+        input = std::fs::read_to_string(&args.file)
+            .with_context(|| format!("read {}", args.file.display()))?;
+    }
     match secret_injector::webhook::inject::inject(&input, &config) {
         Ok(report) => {
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }
             let mut out = std::io::stdout().lock();
-            if out
-                .write_all(report.yaml.as_bytes())
+            out.write_all(report.yaml.as_bytes())
                 .and_then(|_| out.flush())
-                .is_err()
-            {
-                return ExitCode::from(2);
-            }
-            ExitCode::SUCCESS
+                .context("write stdout")?;
+            Ok(ExitCode::SUCCESS)
         }
         Err(problems) => {
             for p in problems {
                 eprintln!("{p}");
             }
-            ExitCode::from(1)
+            Ok(ExitCode::from(1))
         }
     }
 }
 
-fn make_certs(args: CertsArgs) -> Result<()> {
+fn make_certs(args: CertsArgs) -> Outcome {
     let mut names = certs::service_names(&args.service, &args.namespace);
     names.extend(args.names.iter().cloned());
     let ca = match (&args.ca_cert, &args.ca_key) {
@@ -203,34 +223,35 @@ fn make_certs(args: CertsArgs) -> Result<()> {
     let mut written = certs::write(&bundle, &args.out_dir)?;
     if let Some(name) = &args.client {
         let (cert, key) = certs::client_cert(&bundle, name, args.days)?;
-        for (file, pem, mode) in [("client.crt", cert, 0o644), ("client.key", key, 0o600)] {
-            let path = args.out_dir.join(file);
-            certs::write_atomic(&path, pem.as_bytes(), mode)?;
-            written.push(path);
-        }
+        let files = [
+            FileOut::new("client.crt", cert, 0o644),
+            FileOut::new("client.key", key, 0o600),
+        ];
+        write_all_or_nothing(&args.out_dir, &files).map_err(secret_injector::Error::from)?;
+        written.extend(files.iter().map(|f| args.out_dir.join(&f.name)));
     }
     for p in &written {
         eprintln!("wrote {}", p.display());
     }
     println!("{}", bundle.ca_bundle_b64());
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-fn init(args: InitArgs) -> ExitCode {
-    let fail = |msg: String| {
-        eprintln!("secret-injector init: {msg}");
-        ExitCode::from(1)
+/// `init`: every failure is one line, exit code 1 (the pod's init container restarts).
+fn init(args: InitArgs) -> Outcome {
+    let fail = |error: anyhow::Error| Failure {
+        program: "secret-injector init",
+        code: 1,
+        error,
     };
-    let plan: secret_injector::contract::plan::FetchPlan = match serde_json::from_str(&args.plan) {
-        Ok(p) => p,
-        Err(e) => return fail(format!("SECRET_INJECTOR_PLAN is not a valid plan: {e}")),
-    };
+    let plan: secret_injector::contract::plan::FetchPlan = serde_json::from_str(&args.plan)
+        .map_err(|e| fail(anyhow!("SECRET_INJECTOR_PLAN is not a valid plan: {e}")))?;
     let ca_pem = match (&args.vault_ca_pem, &args.vault_cacert) {
         (Some(pem), _) if !pem.trim().is_empty() => Some(pem.clone()),
-        (_, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(pem) => Some(pem),
-            Err(e) => return fail(format!("cannot read VAULT_CACERT {}: {e}", path.display())),
-        },
+        (_, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| fail(anyhow!("cannot read VAULT_CACERT {}: {e}", path.display())))?,
+        ),
         _ => None,
     };
     let vault = args
@@ -242,7 +263,7 @@ fn init(args: InitArgs) -> ExitCode {
                 address,
                 role: args.vault_role.clone(),
                 auth_path: args.vault_auth_path.clone(),
-                auth_method: args.vault_auth_method.clone(),
+                auth_method: args.vault_auth_method,
                 token_file: args.vault_token_file.clone(),
                 namespace: args.vault_namespace.clone().filter(|n| !n.is_empty()),
                 ca_pem,
@@ -255,27 +276,23 @@ fn init(args: InitArgs) -> ExitCode {
         env_dir: args.env_dir,
         deadline: args.deadline,
         concurrency: args.concurrency,
-        keep_token: args.keep_token,
         vault,
         aws_region: args.aws_region,
         attempt_timeout: args.attempt_timeout,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
-    };
+        .map_err(|e| fail(anyhow!("cannot start the async runtime: {e}")))?;
     let span = tracing::info_span!(
         "init",
         namespace = %std::env::var(names::POD_NAMESPACE_ENV).unwrap_or_default(),
         pod = %std::env::var(names::POD_NAME_ENV).unwrap_or_default(),
     );
     use tracing::Instrument;
-    match runtime.block_on(secret_injector::agent::init::run(opts).instrument(span)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => fail(e.0),
-    }
+    runtime
+        .block_on(secret_injector::agent::init::run(opts).instrument(span))
+        .map_err(|e| fail(e.into()))?;
+    Ok(ExitCode::SUCCESS)
 }

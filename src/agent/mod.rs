@@ -2,6 +2,8 @@
 //! stores ([`providers`]), renders and writes the files; `exec` starts the app with the
 //! fetched variables.
 
+pub mod assemble;
 pub mod exec;
+pub mod fetch;
 pub mod init;
 pub mod providers;

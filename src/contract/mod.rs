@@ -2,12 +2,14 @@
 //! injected containers and the pod reads back. Pure, and the only code both sides share
 //! besides `config` and `logging`.
 //!
+//! - [`auth`]: the Vault auth method;
 //! - [`names`]: container, volume, path and env names;
 //! - [`plan`]: the fetch plan the init container is given;
 //! - [`envfile`]: env mode's file and the rules for its variable names;
 //! - [`reference`]: secret references (`vault:…`, `aws:…`), parsed on both sides;
 //! - [`render`]: templates, checked by the webhook, rendered in the pod.
 
+pub mod auth;
 pub mod envfile;
 pub mod names;
 pub mod plan;

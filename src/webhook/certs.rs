@@ -9,6 +9,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
+use crate::files::{FileOut, write_all_or_nothing};
 use crate::{Error, Result};
 
 /// PEM material for a CA and one serving certificate.
@@ -120,32 +121,19 @@ pub fn client_cert(bundle: &Bundle, name: &str, days: u32) -> Result<(String, St
 }
 
 /// Write `ca.crt`, `ca.key`, `tls.crt`, `tls.key` and `ca-bundle.b64` into `dir`
-/// (keys 0600, certificates 0644), each with [`write_atomic`]. Creates `dir` if it is
+/// (keys 0600, certificates 0644), all or nothing with [`crate::files::write_all_or_nothing`]. Creates `dir` if it is
 /// missing; `serve --self-signed` checks it with [`private_dir`] first. Returns the paths
 /// written.
 pub fn write(bundle: &Bundle, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     let files = [
-        ("ca.crt", bundle.ca_cert_pem.as_str(), 0o644),
-        ("ca.key", bundle.ca_key_pem.as_str(), 0o600),
-        ("tls.crt", bundle.cert_pem.as_str(), 0o644),
-        ("tls.key", bundle.key_pem.as_str(), 0o600),
+        FileOut::new("ca.crt", bundle.ca_cert_pem.as_str(), 0o644),
+        FileOut::new("ca.key", bundle.ca_key_pem.as_str(), 0o600),
+        FileOut::new("tls.crt", bundle.cert_pem.as_str(), 0o644),
+        FileOut::new("tls.key", bundle.key_pem.as_str(), 0o600),
+        FileOut::new("ca-bundle.b64", bundle.ca_bundle_b64(), 0o644),
     ];
-    let b64 = bundle.ca_bundle_b64();
-    let mut written = Vec::new();
-    for (name, content, mode) in files
-        .into_iter()
-        .chain([("ca-bundle.b64", b64.as_str(), 0o644)])
-    {
-        let path = dir.join(name);
-        write_atomic(&path, content.as_bytes(), mode)?;
-        written.push(path);
-    }
-    // The renames are durable once the directory itself is synced.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(written)
+    write_all_or_nothing(dir, &files)?;
+    Ok(files.iter().map(|f| dir.join(&f.name)).collect())
 }
 
 /// Make `dir` fit to hold `serve --self-signed`'s keys, or refuse with the reason and the
@@ -216,56 +204,6 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Write `content` to `path` with exactly `mode`, through a fresh temp file and a rename,
-/// so a reader (the reloading server) never sees half a file. Used by `certs` and by
-/// `serve --self-signed`.
-///
-/// The temp file has a random name and is created with `O_CREAT|O_EXCL|O_NOFOLLOW`, so
-/// nothing planted in the directory (a symlink, a file with a wide mode) is ever opened;
-/// its mode is set on the descriptor, whatever the umask. The rename replaces whatever
-/// `path` is, a symlink included, and never follows it.
-pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let (tmp, mut f) = {
-        let mut attempt = 0;
-        loop {
-            let tmp = dir.join(format!(
-                ".{name}.tmp-{}-{:016x}",
-                std::process::id(),
-                rand::random::<u64>()
-            ));
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(mode)
-                .open(&tmp)
-            {
-                Ok(f) => break (tmp, f),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
-                    attempt += 1;
-                }
-                Err(e) => return Err(Error::io(format!("create {}", tmp.display()))(e)),
-            }
-        }
-    };
-    let result = f
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .and_then(|_| f.write_all(content))
-        .and_then(|_| f.sync_all())
-        .map_err(Error::io(format!("write {}", tmp.display())))
-        .and_then(|_| {
-            std::fs::rename(&tmp, path).map_err(Error::io(format!("rename to {}", path.display())))
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,40 +231,6 @@ mod tests {
     fn set_mode(p: &Path, mode: u32) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-
-    #[test]
-    fn write_atomic_replaces_a_planted_symlink_and_sets_the_exact_mode() {
-        let tmp = tempfile::tempdir().unwrap();
-        let victim = tmp.path().join("victim");
-        std::fs::write(&victim, "victim").unwrap();
-        let dir = tmp.path().join("d");
-        std::fs::create_dir(&dir).unwrap();
-        std::os::unix::fs::symlink(&victim, dir.join("tls.key")).unwrap();
-        std::fs::write(dir.join("ca.key"), "old").unwrap();
-        set_mode(&dir.join("ca.key"), 0o666);
-
-        write_atomic(&dir.join("tls.key"), b"key", 0o600).unwrap();
-        write_atomic(&dir.join("ca.key"), b"ca", 0o600).unwrap();
-        write_atomic(&dir.join("ca.crt"), b"crt", 0o644).unwrap();
-
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
-        assert!(
-            std::fs::symlink_metadata(dir.join("tls.key"))
-                .unwrap()
-                .is_file()
-        );
-        assert_eq!(std::fs::read_to_string(dir.join("tls.key")).unwrap(), "key");
-        assert_eq!(mode(&dir.join("tls.key")), 0o600);
-        assert_eq!(mode(&dir.join("ca.key")), 0o600);
-        assert_eq!(mode(&dir.join("ca.crt")), 0o644);
-        // No temp file is left behind.
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["ca.crt", "ca.key", "tls.key"]);
     }
 
     #[test]

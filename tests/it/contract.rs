@@ -117,7 +117,10 @@ fn a_vault_pod_reaches_init_with_its_role_token_and_plan() {
         Some(config.vault.address.as_str())
     );
     assert_eq!(args.vault_role, "app-sa");
-    assert_eq!(args.vault_auth_method, "jwt");
+    assert_eq!(
+        args.vault_auth_method,
+        secret_injector::contract::auth::AuthMethod::Jwt
+    );
     assert_eq!(args.vault_auth_path, "jwt-prod");
     assert_eq!(
         args.vault_token_file,

@@ -6,7 +6,6 @@
 //! the per-account request quotas are what large rollouts hit. The SDK's own retries are
 //! off: the caller retries transient errors with one backoff and one deadline.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -18,6 +17,7 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use super::{FetchError, Fetched};
 use crate::contract::reference::{SecretRef, Version};
+use crate::logging::{chain_line, root_cause_line};
 
 /// Largest batch `BatchGetSecretValue` accepts.
 pub const BATCH_LIMIT: usize = 20;
@@ -47,48 +47,6 @@ fn transient_service_error(code: Option<&str>, status: u16) -> bool {
     code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
         || matches!(status, 408 | 429)
         || status >= 500
-}
-
-/// The error and its causes (`a: b: c`) on one line, without the SDK's debug dump
-/// that `DisplayErrorContext` appends.
-fn context(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        // Layers often repeat their source's text; keep each once.
-        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    parts
-        .join(": ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The innermost cause, on one line and short: what a person needs, without the
-/// SDK's internals.
-fn root_cause<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    let text = cause
-        .to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if text.len() > 200 {
-        format!(
-            "{}…",
-            &text[..text.char_indices().nth(200).map_or(text.len(), |(i, _)| i)]
-        )
-    } else {
-        text
-    }
 }
 
 /// Credential problems that retrying cannot fix.
@@ -150,7 +108,7 @@ where
             }
         }
         SdkError::DispatchFailure(df) => {
-            let text = context(e);
+            let text = chain_line(e);
             // Credentials are resolved while dispatching: a refusal or a missing
             // identity is permanent.
             if credentials_refused(&text) {
@@ -173,14 +131,14 @@ where
                 };
                 FetchError::transient(format!(
                     "{what}: cannot reach {service} as {identity}: {}",
-                    root_cause(e)
+                    root_cause_line(e)
                 ))
             } else {
-                FetchError::permanent(format!("{what}: {}", root_cause(e)))
+                FetchError::permanent(format!("{what}: {}", root_cause_line(e)))
             }
         }
         _ => {
-            let text = context(e);
+            let text = chain_line(e);
             if credentials_refused(&text) {
                 FetchError::permanent(format!(
                     "{what}: no usable AWS credentials for {identity}: {text}"
@@ -249,34 +207,40 @@ impl Aws {
         }
     }
 
-    /// `BatchGetSecretValue` of up to [`BATCH_LIMIT`] current versions. Each id gets its
-    /// own result; ids the batch does not answer come back as `None` for a single fetch.
-    pub async fn batch(
+    /// `BatchGetSecretValue` of up to [`BATCH_LIMIT`] current versions. Each reference
+    /// gets its own answer: a value, a failure about it, or `None` when the batch did not
+    /// answer it (then it is fetched on its own).
+    pub async fn batch<'r>(
         &self,
-        ids: &[String],
-    ) -> Result<BTreeMap<String, Option<Result<Fetched, FetchError>>>, FetchError> {
-        let what = format!("BatchGetSecretValue of {} secrets", ids.len());
+        refs: &[&'r SecretRef],
+    ) -> Result<Vec<(&'r SecretRef, Option<Result<Fetched, FetchError>>)>, FetchError> {
+        let what = format!("BatchGetSecretValue of {} secrets", refs.len());
+        let ids: Vec<String> = refs.iter().map(|r| r.path.clone()).collect();
         let out = self
             .client
             .batch_get_secret_value()
-            .set_secret_id_list(Some(ids.to_vec()))
+            .set_secret_id_list(Some(ids))
             .send()
             .await
             .map_err(|e| classify(&e, &what, self))?;
-        let mut results: BTreeMap<String, Option<Result<Fetched, FetchError>>> =
-            ids.iter().map(|id| (id.clone(), None)).collect();
+        let mut results: Vec<(&SecretRef, Option<Result<Fetched, FetchError>>)> =
+            refs.iter().map(|r| (*r, None)).collect();
+        let mut answer = |id: &str, result: Result<Fetched, FetchError>| {
+            for (r, slot) in results.iter_mut().filter(|(r, _)| r.path == id) {
+                *slot = Some(result.clone().map_err(|e| e.about(r)));
+            }
+        };
         for entry in out.secret_values.unwrap_or_default() {
             let value = if let Some(s) = entry.secret_string {
-                Ok(Fetched::from_secret_string(s))
+                Fetched::from_secret_string(s)
             } else if let Some(b) = entry.secret_binary {
-                Ok(Fetched::Binary(b.into_inner()))
+                Fetched::Binary(b.into_inner())
             } else {
                 continue;
             };
-            for id in ids {
-                if entry.name.as_deref() == Some(id) || entry.arn.as_deref() == Some(id) {
-                    results.insert(id.clone(), Some(value.clone()));
-                }
+            // The batch answers with both: a reference may use either.
+            for id in [&entry.name, &entry.arn].into_iter().flatten() {
+                answer(id, Ok(value.clone()));
             }
         }
         for err in out.errors.unwrap_or_default() {
@@ -289,7 +253,7 @@ impl Aws {
             } else {
                 FetchError::permanent(format!("{what}: {code} for {}: {msg}", self.identity))
             };
-            results.insert(id, Some(Err(e)));
+            answer(&id, Err(e));
         }
         Ok(results)
     }
@@ -339,9 +303,12 @@ mod tests {
                 Some(Box::new(Layer("no  credentials\n found", None))),
             ))),
         );
-        assert_eq!(context(&e), "dispatch failure: other: no credentials found");
+        assert_eq!(
+            chain_line(&e),
+            "dispatch failure: other: no credentials found"
+        );
         let repeated = Layer("io error: refused", Some(Box::new(Layer("refused", None))));
-        assert_eq!(context(&repeated), "io error: refused");
+        assert_eq!(chain_line(&repeated), "io error: refused");
     }
 
     #[test]

@@ -22,11 +22,15 @@ pub enum Kind {
     Permanent,
 }
 
-/// A failure to get one secret (or to log in). The message never holds a value.
+/// The one error of the in-pod agent: a failure to log in, get a secret, assemble or
+/// write the files. The message is the line to print (it names the reference, the
+/// identity and the cause) and never holds a value; `reference` says which secret it is
+/// about, so no step has to read the message to decide anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchError {
     pub kind: Kind,
     pub message: String,
+    pub reference: Option<SecretRef>,
 }
 
 impl FetchError {
@@ -34,6 +38,7 @@ impl FetchError {
         FetchError {
             kind: Kind::Transient,
             message: message.into(),
+            reference: None,
         }
     }
 
@@ -41,7 +46,14 @@ impl FetchError {
         FetchError {
             kind: Kind::Permanent,
             message: message.into(),
+            reference: None,
         }
+    }
+
+    /// The same failure, about `r`.
+    pub fn about(mut self, r: &SecretRef) -> Self {
+        self.reference = Some(r.clone());
+        self
     }
 
     pub fn is_transient(&self) -> bool {

@@ -1,18 +1,16 @@
-//! Vault / OpenBao: log in with the pod's projected service-account token (`kubernetes`
-//! or `jwt` auth, through vaultrs), then logical reads of API paths.
-//!
-//! vaultrs has no generic logical read that keeps `lease_id` (it drops it from database
-//! creds), so reads go through the same reqwest client with the token vaultrs obtained.
+//! Vault / OpenBao over its HTTP API: log in with the pod's projected service-account
+//! token (`kubernetes` or `jwt` auth), logical reads that keep the lease, and revocation
+//! of the login token. Four endpoints, so plain reqwest rather than a client library.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
-use vaultrs::error::ClientError;
 
 use super::{FetchError, Fetched};
+use crate::contract::auth::AuthMethod;
 use crate::contract::reference::{SecretRef, Version};
+use crate::logging::root_cause_line;
 
 /// How to reach Vault and as whom (from the init container's env and args).
 #[derive(Clone, Debug)]
@@ -20,8 +18,7 @@ pub struct Settings {
     pub address: String,
     pub role: String,
     pub auth_path: String,
-    /// `kubernetes` or `jwt`.
-    pub auth_method: String,
+    pub auth_method: AuthMethod,
     pub token_file: std::path::PathBuf,
     pub namespace: Option<String>,
     /// PEM CA bundle to trust, in addition to the system roots.
@@ -52,10 +49,8 @@ pub struct Lease {
 pub struct Vault {
     settings: Settings,
     http: reqwest::Client,
-    client: VaultClient,
+    /// The login token: sent as `X-Vault-Token`, never logged.
     token: String,
-    /// Lease of the login token itself.
-    pub token_ttl: u64,
 }
 
 fn http_client(settings: &Settings) -> Result<reqwest::Client, FetchError> {
@@ -110,18 +105,15 @@ fn untrusted(detail: &str, what: &str) -> Option<FetchError> {
 fn transport(e: &reqwest::Error, what: &str) -> FetchError {
     // Connection refused/reset, DNS, timeouts: the store may come back.
     let cause = if e.is_timeout() {
-        "timed out".to_string()
+        "timed out"
     } else if e.is_connect() {
-        "connection failed".to_string()
+        "connection failed"
     } else {
-        "request failed".to_string()
+        "request failed"
     };
-    let mut source = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
+    let detail = std::error::Error::source(e)
+        .map(root_cause_line)
+        .unwrap_or_default();
     if let Some(e) = untrusted(&detail, what) {
         return e;
     }
@@ -163,57 +155,21 @@ fn status_error(code: u16, errors: &[String], what: &str, identity: &str) -> Fet
     }
 }
 
-fn login_error(e: ClientError, settings: &Settings) -> FetchError {
+/// A refused login is about the identity, whatever the 4xx status.
+fn login_refused(code: u16, errors: &[String], settings: &Settings) -> FetchError {
     let what = format!("login to {}", settings.identity());
-    match e {
-        ClientError::APIError { code, errors } => {
-            // A rejected login is about the identity, whatever the status.
-            if (400..500).contains(&code) && code != 429 && code != 412 {
-                let detail = if errors.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", one_line(&errors))
-                };
-                FetchError::permanent(format!(
-                    "{what} refused (HTTP {code}){detail}; check that the auth mount `auth/{}` exists and its role `{}` is bound to this service account and audience `vault`",
-                    settings.auth_path, settings.role
-                ))
-            } else {
-                status_error(code, &errors, &what, &settings.identity())
-            }
-        }
-        // A success status with a body that is not a login answer: not JSON, or without
-        // auth.client_token. Something other than Vault's auth mount answered, and will
-        // again, so it fails at once. Never the body or the parser's message: both can
-        // quote the token.
-        ClientError::RestClientError {
-            source:
-                rustify::errors::ClientError::ResponseParseError { .. }
-                | rustify::errors::ClientError::ResponseConversionError { .. },
-        }
-        | ClientError::ResponseEmptyError
-        | ClientError::ResponseDataEmptyError
-        | ClientError::JsonParseError { .. } => FetchError::permanent(format!(
-            "{what}: the answer is not a Vault login (not JSON, or no auth.client_token in it); check that {} is Vault or OpenBao itself and that auth/{} is a {} auth mount with role `{}`",
-            settings.address, settings.auth_path, settings.auth_method, settings.role
-        )),
-        ClientError::RestClientError { source } => match &source {
-            rustify::errors::ClientError::ServerResponseError { code, .. } => {
-                status_error(*code, &[], &what, &settings.identity())
-            }
-            _ => {
-                // Walk to the root cause (connection refused and the like).
-                let mut detail = source.to_string();
-                let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&source);
-                while let Some(s) = cur {
-                    detail = s.to_string();
-                    cur = s.source();
-                }
-                untrusted(&detail, &what)
-                    .unwrap_or_else(|| FetchError::transient(format!("{what}: {detail}")))
-            }
-        },
-        other => FetchError::transient(format!("{what}: {other}")),
+    if (400..500).contains(&code) && code != 429 && code != 412 {
+        let detail = if errors.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", one_line(errors))
+        };
+        FetchError::permanent(format!(
+            "{what} refused (HTTP {code}){detail}; check that the auth mount `auth/{}` exists and its role `{}` is bound to this service account and audience `vault`",
+            settings.auth_path, settings.role
+        ))
+    } else {
+        status_error(code, errors, &what, &settings.identity())
     }
 }
 
@@ -229,59 +185,102 @@ struct ReadResponse {
     renewable: bool,
 }
 
+#[derive(Deserialize)]
+struct LoginResponse {
+    auth: LoginAuth,
+}
+
+#[derive(Deserialize)]
+struct LoginAuth {
+    client_token: String,
+    #[serde(default)]
+    lease_duration: u64,
+}
+
 #[derive(Deserialize, Default)]
 struct ErrorBody {
     #[serde(default)]
     errors: Vec<String>,
 }
 
+/// One answer of Vault: its status and body, read whole.
+struct Answer {
+    code: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// Vault's `errors` strings of a refusal (none when the body is not Vault's).
+    fn errors(&self) -> Vec<String> {
+        serde_json::from_slice::<ErrorBody>(&self.body)
+            .unwrap_or_default()
+            .errors
+    }
+}
+
 impl Vault {
-    /// Log in with the projected token.
+    fn url(settings: &Settings, path: &str) -> String {
+        format!("{}/v1/{path}", settings.address.trim_end_matches('/'))
+    }
+
+    /// Send a request with Vault's headers; a transport failure is classified for `what`.
+    async fn send(
+        settings: &Settings,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Answer, FetchError> {
+        let mut req = req.header("X-Vault-Request", "true");
+        if let Some(ns) = &settings.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        let resp = req.send().await.map_err(|e| transport(&e, what))?;
+        let code = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| transport(&e, what))?;
+        Ok(Answer {
+            code,
+            body: body.to_vec(),
+        })
+    }
+
+    /// Log in with the projected token (`POST auth/<path>/login` with `role` and `jwt`,
+    /// the same body for the kubernetes and the jwt method).
     pub async fn login(settings: Settings) -> Result<Vault, FetchError> {
         let jwt = read_token_file(&settings.token_file)?;
         let http = http_client(&settings)?;
-        let mut builder = VaultClientSettingsBuilder::default();
-        builder.address(&settings.address).ca_certs(Vec::new());
-        if let Some(ns) = &settings.namespace {
-            builder.set_namespace(ns.clone());
-        }
-        let vault_settings = builder.build().map_err(|e| {
+        let url = Self::url(&settings, &format!("auth/{}/login", settings.auth_path));
+        reqwest::Url::parse(&url).map_err(|e| {
             FetchError::permanent(format!(
                 "the Vault address `{}` is not usable: {e}",
                 settings.address
             ))
         })?;
-        let mut client = VaultClient::new(vault_settings)
-            .map_err(|e| FetchError::permanent(format!("cannot set up the Vault client: {e}")))?;
-        client.http = rustify::clients::reqwest::Client::new(
-            settings.address.trim_end_matches('/'),
-            http.clone(),
-        );
-        let auth = match settings.auth_method.as_str() {
-            "jwt" => {
-                vaultrs::auth::oidc::login(
-                    &client,
-                    &settings.auth_path,
-                    &jwt,
-                    Some(settings.role.clone()),
-                )
-                .await
-            }
-            _ => {
-                vaultrs::auth::kubernetes::login(&client, &settings.auth_path, &settings.role, &jwt)
-                    .await
-            }
+        let what = format!("login to {}", settings.identity());
+        let body = serde_json::json!({"role": settings.role, "jwt": jwt});
+        let answer = Self::send(&settings, http.post(&url).json(&body), &what).await?;
+        if !answer.ok() {
+            return Err(login_refused(answer.code, &answer.errors(), &settings));
         }
-        .map_err(|e| login_error(e, &settings))?;
-        client.settings.token = auth.client_token.clone();
-        client.middle.token = auth.client_token.clone();
+        // A success status with a body that is not a login answer: not JSON, or without
+        // auth.client_token. Something other than Vault's auth mount answered, and will
+        // again, so it fails at once. Never the body or the parser's message: both can
+        // quote the token.
+        let auth = serde_json::from_slice::<LoginResponse>(&answer.body)
+            .map_err(|_| {
+                FetchError::permanent(format!(
+                    "{what}: the answer is not a Vault login (not JSON, or no auth.client_token in it); check that {} is Vault or OpenBao itself and that auth/{} is a {} auth mount with role `{}`",
+                    settings.address, settings.auth_path, settings.auth_method, settings.role
+                ))
+            })?
+            .auth;
         tracing::info!(identity = %settings.identity(), ttl_seconds = auth.lease_duration, "logged in to Vault");
         Ok(Vault {
             settings,
             http,
-            client,
             token: auth.client_token,
-            token_ttl: auth.lease_duration,
         })
     }
 
@@ -289,41 +288,24 @@ impl Vault {
         self.settings.identity()
     }
 
-    /// The token, for a refresh sidecar that takes over (never logged).
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
     /// One logical read of a location (the reference without `#key`).
     pub async fn read(&self, r: &SecretRef) -> Result<(Fetched, Option<Lease>), FetchError> {
-        let location = r.location();
-        let mut url = format!(
-            "{}/v1/{}",
-            self.settings.address.trim_end_matches('/'),
-            r.path
-        );
+        let what = r.location().to_string();
+        let mut url = Self::url(&self.settings, &r.path);
         if let Some(Version::Number(n)) = &r.version {
             url.push_str(&format!("?version={n}"));
         }
-        let mut req = self
-            .http
-            .get(&url)
-            .header("X-Vault-Token", &self.token)
-            .header("X-Vault-Request", "true");
-        if let Some(ns) = &self.settings.namespace {
-            req = req.header("X-Vault-Namespace", ns);
+        let req = self.http.get(&url).header("X-Vault-Token", &self.token);
+        let answer = Self::send(&self.settings, req, &what).await?;
+        if !answer.ok() {
+            return Err(status_error(
+                answer.code,
+                &answer.errors(),
+                &what,
+                &self.identity(),
+            ));
         }
-        let what = format!("{location}");
-        let resp = req.send().await.map_err(|e| transport(&e, &what))?;
-        let code = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| transport(&e, &what))?;
-        if !(200..300).contains(&code) {
-            let errors = serde_json::from_slice::<ErrorBody>(&body)
-                .unwrap_or_default()
-                .errors;
-            return Err(status_error(code, &errors, &what, &self.identity()));
-        }
-        let parsed: ReadResponse = serde_json::from_slice(&body).map_err(|_| {
+        let parsed: ReadResponse = serde_json::from_slice(&answer.body).map_err(|_| {
             FetchError::permanent(format!(
                 "{what}: Vault's answer is not a secret (unexpected JSON)"
             ))
@@ -347,9 +329,20 @@ impl Vault {
 
     /// Revoke the login token (and with it any leases it created).
     pub async fn revoke_self(&self) -> Result<(), FetchError> {
-        vaultrs::token::revoke_self(&self.client)
-            .await
-            .map_err(|e| login_error(e, &self.settings))
+        let what = format!("revoke the token of {}", self.identity());
+        let url = Self::url(&self.settings, "auth/token/revoke-self");
+        let req = self.http.post(&url).header("X-Vault-Token", &self.token);
+        let answer = Self::send(&self.settings, req, &what).await?;
+        if answer.ok() {
+            Ok(())
+        } else {
+            Err(status_error(
+                answer.code,
+                &answer.errors(),
+                &what,
+                &self.identity(),
+            ))
+        }
     }
 }
 
@@ -434,7 +427,7 @@ mod tests {
                 address: format!("http://127.0.0.1:{port}"),
                 role: "app".into(),
                 auth_path: "kubernetes-prod".into(),
-                auth_method: "kubernetes".into(),
+                auth_method: AuthMethod::Kubernetes,
                 token_file: token_file.clone(),
                 namespace: None,
                 ca_pem: None,

@@ -1,6 +1,7 @@
 //! How the injected containers authenticate: the Vault and AWS identities.
 
 use super::*;
+use crate::contract::auth::AuthMethod;
 
 pub(super) fn vault_identity(
     c: &mut Collector,
@@ -42,17 +43,16 @@ pub(super) fn vault_identity(
         None => config.vault.auth_path.clone(),
     };
     let auth_method = match ours.get("vault-auth-method").copied() {
-        Some(m @ ("kubernetes" | "jwt")) => m.to_string(),
-        Some(m) => {
+        Some(m) => AuthMethod::parse(m).unwrap_or_else(|| {
             c.push(
                 "vault-auth-method",
                 format!(
                     "`{m}` is not supported; use `kubernetes` or `jwt`, for example secret-injector.io/vault-auth-method: jwt"
                 ),
             );
-            String::new()
-        }
-        None => config.vault.auth_method.clone(),
+            AuthMethod::default()
+        }),
+        None => config.vault.auth_method,
     };
     let address = match ours.get("vault-addr") {
         Some(addr) => {

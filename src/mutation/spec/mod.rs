@@ -144,7 +144,7 @@ pub struct VaultIdentity {
     pub address: String,
     pub role: String,
     pub auth_path: String,
-    pub auth_method: String,
+    pub auth_method: crate::contract::auth::AuthMethod,
 }
 
 /// How the injected containers authenticate to AWS.

@@ -1,0 +1,251 @@
+//! The I/O steps of the agent that talk to the stores: log in once, then fetch every
+//! location once. Transient failures retry with exponential backoff and jitter until a
+//! deadline; permanent ones fail at once. Each failure carries the reference it is about.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::StreamExt;
+
+use crate::agent::assemble::Values;
+use crate::agent::providers::aws::{self, Aws};
+use crate::agent::providers::vault::{self, Lease, Vault};
+use crate::agent::providers::{FetchError, Fetched};
+use crate::contract::plan::FetchPlan;
+use crate::contract::reference::{Provider, SecretRef};
+
+/// How hard to try: one deadline for login and fetch together.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Give up on transient failures at this instant...
+    pub until: Instant,
+    /// ...which is this long after the start (for the message).
+    pub deadline: Duration,
+    /// Most locations fetched at once.
+    pub concurrency: usize,
+    /// Timeout of one request attempt.
+    pub attempt_timeout: Duration,
+}
+
+impl Budget {
+    pub fn starting_now(deadline: Duration, concurrency: usize, attempt_timeout: Duration) -> Self {
+        Budget {
+            until: Instant::now() + deadline,
+            deadline,
+            concurrency,
+            attempt_timeout,
+        }
+    }
+}
+
+/// Logged-in clients of the stores a plan uses.
+pub struct Stores {
+    pub vault: Option<Vault>,
+    /// One AWS client per region: the configured one (`None`), and each full ARN's.
+    aws: BTreeMap<Option<String>, Aws>,
+}
+
+/// What one fetch returned: the values by location, and the leases they came with.
+pub struct Fetch {
+    pub values: Values,
+    pub leases: Vec<Lease>,
+}
+
+/// Retry `op` on transient errors with exponential backoff and jitter until `deadline`.
+async fn retrying<T, F, Fut>(deadline: Instant, op: F) -> Result<T, FetchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, FetchError>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times();
+    op.retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(move |e: &FetchError| e.is_transient() && Instant::now() < deadline)
+        // never sleep past the deadline: the last attempt happens at it
+        .adjust(move |_: &FetchError, d: Option<Duration>| {
+            d.map(|d| d.min(deadline.saturating_duration_since(Instant::now())))
+        })
+        .notify(|e: &FetchError, after: Duration| {
+            tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying");
+        })
+        .await
+}
+
+/// A transient failure still there at the deadline says so.
+fn gave_up(e: FetchError, deadline: Duration) -> FetchError {
+    if e.is_transient() {
+        FetchError {
+            message: format!(
+                "gave up after {}: {}",
+                humantime::format_duration(deadline),
+                e.message
+            ),
+            ..e
+        }
+    } else {
+        e
+    }
+}
+
+/// The region of a full Secrets Manager ARN reference (`None`: the configured region).
+fn arn_region(r: &SecretRef) -> Option<String> {
+    r.path
+        .strip_prefix("arn:")
+        .and_then(|rest| rest.split(':').nth(2))
+        .filter(|region| !region.is_empty())
+        .map(str::to_string)
+}
+
+/// Each location of the plan once, in a stable order.
+pub fn locations(plan: &FetchPlan) -> Vec<SecretRef> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<SecretRef> = plan
+        .refs()
+        .map(SecretRef::location)
+        .filter(|l| seen.insert(l.clone()))
+        .collect();
+    out.sort_by_cached_key(|r| r.to_string());
+    out
+}
+
+impl Stores {
+    /// Log in to every store the plan uses: Vault with the projected token (retried
+    /// until the deadline), an AWS client per region (credentials load on first use).
+    pub async fn login(
+        plan: &FetchPlan,
+        vault: Option<&vault::Settings>,
+        aws_region: Option<&str>,
+        budget: Budget,
+    ) -> Result<Stores, FetchError> {
+        let deadline = budget.until;
+        let vault = match (plan.uses(Provider::Vault), vault) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(FetchError::permanent(
+                    "the plan reads from Vault but VAULT_ADDR is not set",
+                ));
+            }
+            (true, Some(settings)) => Some(
+                retrying(deadline, || Vault::login(settings.clone()))
+                    .await
+                    .map_err(|e| gave_up(e, budget.deadline))?,
+            ),
+        };
+        let mut aws = BTreeMap::new();
+        for r in locations(plan)
+            .iter()
+            .filter(|r| r.provider == Provider::Aws)
+        {
+            let region = arn_region(r);
+            if let std::collections::btree_map::Entry::Vacant(slot) = aws.entry(region) {
+                let chosen = slot.key().clone().or(aws_region.map(str::to_string));
+                slot.insert(Aws::new(chosen, budget.attempt_timeout).await);
+            }
+        }
+        Ok(Stores { vault, aws })
+    }
+
+    /// Fetch every location of `plan`: current AWS versions in batches, the rest one by
+    /// one, concurrently with a bound. All failures are collected; the first (in the
+    /// order of their messages) is returned, with how many more there were.
+    pub async fn fetch(&self, plan: &FetchPlan, budget: Budget) -> Result<Fetch, FetchError> {
+        let deadline = budget.until;
+        let locations = locations(plan);
+        let mut values = Values::new();
+        let mut errors: Vec<FetchError> = Vec::new();
+        for (region, client) in &self.aws {
+            let batchable: Vec<&SecretRef> = locations
+                .iter()
+                .filter(|r| r.provider == Provider::Aws && r.version.is_none())
+                .filter(|r| &arn_region(r) == region)
+                .collect();
+            if batchable.len() >= 2 {
+                batch(client, &batchable, deadline, &mut values, &mut errors).await;
+            }
+        }
+        let answered: HashSet<&SecretRef> =
+            errors.iter().filter_map(|e| e.reference.as_ref()).collect();
+        let pending: Vec<&SecretRef> = locations
+            .iter()
+            .filter(|r| !values.contains_key(*r) && !answered.contains(r))
+            .collect();
+        let results: Vec<_> = futures::stream::iter(pending)
+            .map(|r| async move { (r, retrying(deadline, || self.read(r)).await) })
+            .buffer_unordered(budget.concurrency.max(1))
+            .collect()
+            .await;
+        let mut leases = Vec::new();
+        for (r, result) in results {
+            match result {
+                Ok((v, lease)) => {
+                    values.insert(r.clone(), v);
+                    leases.extend(lease);
+                }
+                Err(e) => errors.push(gave_up(e.about(r), budget.deadline)),
+            }
+        }
+        if errors.is_empty() {
+            return Ok(Fetch { values, leases });
+        }
+        errors.sort_by(|a, b| a.message.cmp(&b.message));
+        let more = errors.len() - 1;
+        let mut first = errors.swap_remove(0);
+        if more > 0 {
+            first.message = format!("{} (and {more} more failures)", first.message);
+        }
+        Err(first)
+    }
+
+    /// One read of one location.
+    async fn read(&self, r: &SecretRef) -> Result<(Fetched, Option<Lease>), FetchError> {
+        match r.provider {
+            Provider::Vault => match &self.vault {
+                Some(vault) => vault.read(r).await,
+                None => Err(FetchError::permanent(format!(
+                    "{r}: not logged in to Vault"
+                ))),
+            },
+            Provider::Aws => match self.aws.get(&arn_region(r)) {
+                Some(aws) => aws.get(r).await.map(|v| (v, None)),
+                None => Err(FetchError::permanent(format!(
+                    "{r}: no AWS client for its region"
+                ))),
+            },
+        }
+    }
+}
+
+/// Current versions of several AWS secrets, [`aws::BATCH_LIMIT`] per call. Values and
+/// permanent failures are kept; what a batch leaves unanswered, or answers with a
+/// transient failure, is fetched on its own afterwards.
+async fn batch(
+    client: &Aws,
+    refs: &[&SecretRef],
+    deadline: Instant,
+    values: &mut Values,
+    errors: &mut Vec<FetchError>,
+) {
+    for chunk in refs.chunks(aws::BATCH_LIMIT) {
+        match retrying(deadline, || client.batch(chunk)).await {
+            Ok(results) => {
+                for (r, result) in results {
+                    match result {
+                        Some(Ok(v)) => {
+                            values.insert(r.clone(), v);
+                        }
+                        Some(Err(e)) if !e.is_transient() => errors.push(e),
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "BatchGetSecretValue failed; fetching one by one");
+            }
+        }
+    }
+}

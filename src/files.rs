@@ -1,0 +1,243 @@
+//! The one atomic file writer, used in the pod (`init`: the secret files and the env
+//! file) and by the webhook (`certs`, `serve --self-signed`: keys and certificates).
+//!
+//! Every file goes through a temp file in the same directory, created with
+//! `O_CREAT|O_EXCL|O_NOFOLLOW` and given its exact mode on the descriptor (whatever the
+//! umask), written and fsync'd; then all are renamed. If any write fails, the temp files
+//! are removed and no file is replaced. A rename replaces whatever the target is, a
+//! planted symlink included, and never follows it.
+
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// One file to write: its name in the directory, its content and its mode.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileOut {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub mode: u32,
+}
+
+impl FileOut {
+    pub fn new(name: impl Into<String>, bytes: impl Into<Vec<u8>>, mode: u32) -> FileOut {
+        FileOut {
+            name: name.into(),
+            bytes: bytes.into(),
+            mode,
+        }
+    }
+}
+
+// The content is a secret or a key: never printed, even in a debug log or a panic.
+impl fmt::Debug for FileOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "FileOut({}, {} bytes, {:04o})",
+            self.name,
+            self.bytes.len(),
+            self.mode
+        )
+    }
+}
+
+/// The temp file of `name` in `dir`: `..tmp.<name>`. Secret file names may not start
+/// with `..` (`spec::check_file_name`), so no file, and no other file's temp file, can
+/// have it; Kubernetes' atomic volume writer reserves `..`-names (`..data`) the same way.
+pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("..tmp.{name}"))
+}
+
+/// An I/O failure with the path it happened on.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {}: {source}", path.display())]
+pub struct WriteError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn at(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WriteError {
+    let path = path.to_path_buf();
+    move |source| WriteError {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Write every file of `files` into `dir` (created if missing), all or nothing.
+pub fn write_all_or_nothing(dir: &Path, files: &[FileOut]) -> Result<(), WriteError> {
+    std::fs::create_dir_all(dir).map_err(at("create", dir))?;
+    let mut temps: Vec<PathBuf> = Vec::new();
+    let written = files.iter().try_for_each(|file| {
+        let tmp = temp_path(dir, &file.name);
+        // A leftover of a crash, or something planted: unlinked, never followed.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(at("remove", &tmp)(e));
+            }
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(at("create", &tmp))?;
+        temps.push(tmp.clone());
+        f.set_permissions(std::fs::Permissions::from_mode(file.mode))
+            .and_then(|_| f.write_all(&file.bytes))
+            .and_then(|_| f.sync_all())
+            .map_err(at("write", &tmp))
+    });
+    if let Err(e) = written {
+        for tmp in &temps {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e);
+    }
+    for (tmp, file) in temps.iter().zip(files) {
+        let target = dir.join(&file.name);
+        std::fs::rename(tmp, &target).map_err(at("rename to", &target))?;
+    }
+    // The renames are durable once the directory itself is synced.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(at("sync", dir))
+}
+
+/// Copy the file `from` to `dir/name` with `mode` through the same kind of temp file,
+/// streaming (a binary never sits in memory).
+pub fn copy_atomic(from: &Path, dir: &Path, name: &str, mode: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = temp_path(dir, name);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&tmp)?;
+    let copied = std::fs::File::open(from)
+        .and_then(|mut src| std::io::copy(&mut src, &mut to))
+        .and_then(|_| to.set_permissions(std::fs::Permissions::from_mode(mode)))
+        .and_then(|_| to.sync_all());
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn writes_all_files_with_modes_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![
+            FileOut::new("a", "one", 0o400),
+            FileOut::new("b.yaml", "two", 0o444),
+        ];
+        write_all_or_nothing(dir.path(), &files).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"one");
+        assert_eq!(mode(&dir.path().join("a")), 0o400);
+        assert_eq!(mode(&dir.path().join("b.yaml")), 0o444);
+        // A name that cannot be created (a directory is in the way) leaves nothing new.
+        std::fs::create_dir(temp_path(dir.path(), "c")).unwrap();
+        let bad = vec![
+            FileOut::new("a", "changed", 0o400),
+            FileOut::new("c", "x", 0o400),
+        ];
+        let e = write_all_or_nothing(dir.path(), &bad).unwrap_err();
+        assert!(e.to_string().contains("..tmp.c"), "{e}");
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"one");
+        assert!(!dir.path().join("c").exists());
+        assert!(!temp_path(dir.path(), "a").exists());
+    }
+
+    /// The review's reproduction: a file named like the old temp name of another
+    /// (`.a.secret-injector-tmp` beside `a`) took over `a`, with its own mode. In the
+    /// plan's order (a BTreeMap: `.` sorts before `a`).
+    #[test]
+    fn no_file_name_reaches_another_files_temp_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![
+            FileOut::new(".a.secret-injector-tmp", "other secret", 0o444),
+            FileOut::new("a", "a's secret", 0o400),
+        ];
+        write_all_or_nothing(dir.path(), &files).unwrap();
+        for f in &files {
+            let path = dir.path().join(&f.name);
+            assert_eq!(std::fs::read(&path).unwrap(), f.bytes, "{}", f.name);
+            assert_eq!(mode(&path), f.mode, "{}", f.name);
+        }
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".a.secret-injector-tmp", "a"], "no temp file left");
+        assert!(
+            temp_path(dir.path(), "x")
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("..")
+        );
+    }
+
+    /// Symlinks planted at a target or at its temp name are replaced, never followed:
+    /// the file they point at keeps its content and mode.
+    #[test]
+    fn planted_symlinks_are_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::os::unix::fs::symlink(&victim, out.join("tls.key")).unwrap();
+        std::os::unix::fs::symlink(&victim, temp_path(&out, "ca.key")).unwrap();
+        let files = [
+            FileOut::new("tls.key", "key", 0o600),
+            FileOut::new("ca.key", "ca", 0o600),
+        ];
+        write_all_or_nothing(&out, &files).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(mode(&victim), 0o600);
+        for f in &files {
+            let path = out.join(&f.name);
+            assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+            assert_eq!(std::fs::read(&path).unwrap(), f.bytes);
+        }
+        assert_eq!(format!("{:?}", files[0]), "FileOut(tls.key, 3 bytes, 0600)");
+    }
+
+    #[test]
+    fn copies_with_the_mode_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("src");
+        std::fs::write(&from, "binary").unwrap();
+        let bin = dir.path().join("bin");
+        copy_atomic(&from, &bin, "tool", 0o555).unwrap();
+        assert_eq!(std::fs::read(bin.join("tool")).unwrap(), b"binary");
+        assert_eq!(mode(&bin.join("tool")), 0o555);
+        assert!(!temp_path(&bin, "tool").exists());
+        assert!(copy_atomic(&dir.path().join("missing"), &bin, "x", 0o555).is_err());
+        assert!(!temp_path(&bin, "x").exists() && !bin.join("x").exists());
+    }
+}
