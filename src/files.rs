@@ -12,6 +12,8 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::{Error, Result};
+
 /// One file to write: its name in the directory, its content and its mode.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FileOut {
@@ -50,27 +52,12 @@ pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("..tmp.{name}"))
 }
 
-/// An I/O failure with the path it happened on.
-#[derive(Debug, thiserror::Error)]
-#[error("{action} {}: {source}", path.display())]
-pub struct WriteError {
-    pub action: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
-}
-
-fn at(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WriteError {
-    let path = path.to_path_buf();
-    move |source| WriteError {
-        action,
-        path,
-        source,
-    }
+fn at(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    Error::io(format!("{action} {}", path.display()))
 }
 
 /// Write every file of `files` into `dir` (created if missing), all or nothing.
-pub fn write_all_or_nothing(dir: &Path, files: &[FileOut]) -> Result<(), WriteError> {
+pub fn write_all_or_nothing(dir: &Path, files: &[FileOut]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(at("create", dir))?;
     let mut temps: Vec<PathBuf> = Vec::new();
     let written = files.iter().try_for_each(|file| {

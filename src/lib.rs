@@ -20,11 +20,6 @@ pub mod logging;
 pub mod mutation;
 pub mod webhook;
 
-use config::Config;
-use mutation::patch;
-use mutation::pod::PodView;
-use mutation::spec::{self, Context, Decision, Problems};
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -37,8 +32,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Write(#[from] files::WriteError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -50,29 +43,4 @@ impl Error {
     }
 }
 
-/// What the webhook does with one pod.
-#[derive(Debug)]
-pub enum Outcome {
-    Skipped(&'static str),
-    Injected {
-        patch: json_patch::Patch,
-        warnings: Vec<String>,
-    },
-    Denied(Problems),
-}
-
-/// The whole pure mutation: annotations -> spec -> patch.
-pub fn mutate(pod: &PodView, config: &Config, ctx: &Context) -> Outcome {
-    match spec::parse(pod, config, ctx) {
-        Ok(Decision::Skip(reason)) => Outcome::Skipped(reason),
-        Ok(Decision::Inject(spec)) => {
-            let mut warnings = spec.warnings.clone();
-            warnings.extend(patch::aws_identity_warning(pod, &spec));
-            Outcome::Injected {
-                patch: patch::build(pod, &spec, config),
-                warnings,
-            }
-        }
-        Err(problems) => Outcome::Denied(problems),
-    }
-}
+pub use mutation::{Outcome, mutate};

@@ -227,7 +227,7 @@ fn make_certs(args: CertsArgs) -> Outcome {
             FileOut::new("client.crt", cert, 0o644),
             FileOut::new("client.key", key, 0o600),
         ];
-        write_all_or_nothing(&args.out_dir, &files).map_err(secret_injector::Error::from)?;
+        write_all_or_nothing(&args.out_dir, &files)?;
         written.extend(files.iter().map(|f| args.out_dir.join(&f.name)));
     }
     for p in &written {

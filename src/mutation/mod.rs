@@ -4,3 +4,34 @@
 pub mod patch;
 pub mod pod;
 pub mod spec;
+
+use crate::config::Config;
+use pod::PodView;
+use spec::{Context, Decision, Problems};
+
+/// What the webhook does with one pod.
+#[derive(Debug)]
+pub enum Outcome {
+    Skipped(&'static str),
+    Injected {
+        patch: json_patch::Patch,
+        warnings: Vec<String>,
+    },
+    Denied(Problems),
+}
+
+/// The whole pure mutation: annotations -> spec -> patch.
+pub fn mutate(pod: &PodView, config: &Config, ctx: &Context) -> Outcome {
+    match spec::parse(pod, config, ctx) {
+        Ok(Decision::Skip(reason)) => Outcome::Skipped(reason),
+        Ok(Decision::Inject(spec)) => {
+            let mut warnings = spec.warnings.clone();
+            warnings.extend(patch::aws_identity_warning(pod, &spec));
+            Outcome::Injected {
+                patch: patch::build(pod, &spec, config),
+                warnings,
+            }
+        }
+        Err(problems) => Outcome::Denied(problems),
+    }
+}

@@ -561,7 +561,7 @@ mod tests {
                 "spec": {"containers": [{"name": "app"}]},
             }))
             .unwrap();
-            match crate::mutate(&view, &Config::default(), &Context::default()) {
+            match crate::mutation::mutate(&view, &Config::default(), &Context::default()) {
                 crate::Outcome::Injected { warnings, .. } => warnings,
                 other => panic!("{other:?}"),
             }

@@ -1,6 +1,6 @@
 //! AdmissionReview `admission.k8s.io/v1` in, AdmissionReview out.
 //!
-//! A thin shell around [`crate::mutate`]: parse the review, hand the pod to the pure
+//! A thin shell around [`crate::mutation::mutate`]: parse the review, hand the pod to the pure
 //! layer, turn the outcome into a response. The wire types are our own so that:
 //! - only the fields we read are deserialized (the pod stays raw until we know it is a
 //!   Pod CREATE);
@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use crate::config::Config;
 use crate::mutation::pod::PodView;
 use crate::mutation::spec::Context;
-use crate::{Outcome, mutate};
+use crate::mutation::{Outcome, mutate};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::mutation::pod::PodView;
 use crate::mutation::spec::Context;
-use crate::{Outcome, mutate};
+use crate::mutation::{Outcome, mutate};
 
 pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 
