@@ -249,3 +249,58 @@ async fn batch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::reference::parse;
+
+    /// Every reference into one location is one read, whatever its `#key`.
+    #[test]
+    fn each_location_is_read_once() {
+        let r = |s: &str| parse(s).unwrap();
+        let plan = FetchPlan {
+            secrets: [
+                ("a".to_string(), r("vault:kv/db#password")),
+                ("b".to_string(), r("aws:app?version-stage=AWSPREVIOUS")),
+            ]
+            .into(),
+            env: [("USER".to_string(), r("vault:kv/db#username"))].into(),
+            env_from: vec![r("aws:app")],
+            ..FetchPlan::default()
+        };
+        let got: Vec<String> = locations(&plan).iter().map(|l| l.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "aws:app",
+                "aws:app?version-stage=AWSPREVIOUS",
+                "vault:kv/db"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_arn_picks_its_own_region() {
+        let arn =
+            parse("aws:arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf").unwrap();
+        assert_eq!(arn_region(&arn).as_deref(), Some("eu-west-1"));
+        assert_eq!(arn_region(&parse("aws:team/db").unwrap()), None);
+    }
+
+    #[test]
+    fn giving_up_keeps_the_reference_and_says_how_long() {
+        let r = parse("vault:kv/db").unwrap();
+        let e = gave_up(
+            FetchError::transient("vault:kv/db: timed out").about(&r),
+            Duration::from_secs(120),
+        );
+        assert_eq!(e.message, "gave up after 2m: vault:kv/db: timed out");
+        assert_eq!(e.reference, Some(r));
+        let permanent = FetchError::permanent("x");
+        assert_eq!(
+            gave_up(permanent.clone(), Duration::from_secs(1)),
+            permanent
+        );
+    }
+}
