@@ -1,14 +1,22 @@
 //! One integration-test binary: the webhook over HTTPS exactly as the API server calls
-//! it, the CLI, and the in-pod fetch against real OpenBao and moto.
+//! it, the CLI, and the injected init container run against real OpenBao, moto and
+//! PostgreSQL (`file_mode`, `vault`, `aws`, `env_mode`, `dynamic_credentials`,
+//! `retries`, all arranged with `fixtures`).
 
 mod admission_https;
+mod aws;
 mod cli;
 mod client_auth;
 mod contract;
+mod dynamic_credentials;
+mod env_mode;
 mod exec;
-mod fetch;
+mod file_mode;
+mod fixtures;
 mod hostile;
+mod retries;
 mod self_signed;
 #[path = "../support/mod.rs"]
 mod support;
 mod util;
+mod vault;

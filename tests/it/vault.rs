@@ -1,0 +1,212 @@
+//! Vault (a real OpenBao): who may log in (jwt auth, kubernetes auth through a
+//! TokenReview stand-in), what a role may read, missing keys and bad tokens, TLS with the
+//! configured CA, and a login answered by something that is not Vault.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::fixtures::{
+    DB_PASSWORD, NS, VAULT_TOKEN_VOLUME, bao_with_secrets, db_password_deployment, deployment,
+    run_injected, runtime_signer_and_bao, vault_only_config, vault_token,
+};
+use crate::support::{OpenBao, TokenReviewServer, TokenSigner};
+use crate::util::rt;
+
+#[test]
+fn a_token_for_another_service_account_is_refused_at_once() {
+    let (_rt, signer, bao) = runtime_signer_and_bao();
+    let manifest = db_password_deployment();
+    let run = run_injected(
+        &manifest,
+        &vault_only_config(&bao.addr),
+        &[vault_token(&signer, "other")],
+        &[],
+    );
+    let last = run.failed_without_retry();
+    assert!(last.starts_with("secret-injector init: "), "{last}");
+    assert!(
+        last.contains("vault role `app`"),
+        "names the identity: {last}"
+    );
+    assert!(last.contains("refused"), "{last}");
+    assert!(run.elapsed < Duration::from_secs(5));
+    assert!(run.file_names().is_empty(), "no files");
+    run.assert_no_values();
+
+    // The role it does match cannot read team-a's path: 403, named.
+    let manifest = deployment(
+        &[
+            ("secret-db", "vault:secret/data/team-a/db#password"),
+            ("vault-role", "other"),
+        ],
+        "other",
+    );
+    let run = run_injected(
+        &manifest,
+        &vault_only_config(&bao.addr),
+        &[vault_token(&signer, "other")],
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    let last = run.last_line();
+    assert!(
+        last.contains("permission denied") && last.contains("vault role `other`"),
+        "{last}"
+    );
+    assert!(last.contains("vault:secret/data/team-a/db"), "{last}");
+}
+
+#[test]
+fn missing_key_and_bad_token_fail_fast_and_write_nothing() {
+    let (rt, signer, bao) = runtime_signer_and_bao();
+    let tokens_before = rt.block_on(bao.token_count());
+    let manifest = deployment(
+        &[
+            ("secret-a", "vault:secret/data/team-a/db#password"),
+            ("secret-b", "vault:secret/data/team-a/db#passwd"),
+        ],
+        "app",
+    );
+    let run = run_injected(
+        &manifest,
+        &vault_only_config(&bao.addr),
+        &[vault_token(&signer, "app")],
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    let last = run.last_line();
+    assert!(
+        last.contains("vault:secret/data/team-a/db#passwd") && last.contains("no key `passwd`"),
+        "{last}"
+    );
+    assert!(
+        last.contains("password, username"),
+        "lists the keys that exist: {last}"
+    );
+    assert!(run.file_names().is_empty(), "all or nothing");
+    run.assert_no_values();
+    assert_eq!(
+        rt.block_on(bao.token_count()),
+        tokens_before,
+        "the token of a failed run is revoked"
+    );
+
+    let run = run_injected(
+        &manifest,
+        &vault_only_config(&bao.addr),
+        &[(VAULT_TOKEN_VOLUME, "this is not a token".to_string())],
+        &[],
+    );
+    assert_eq!(run.out.status.code(), Some(1));
+    assert!(run.last_line().contains("not a JWT"), "{}", run.last_line());
+    assert!(run.elapsed < Duration::from_secs(5));
+}
+
+#[test]
+fn kubernetes_auth_through_token_review() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let _guard = rt.enter();
+    let (bao, reviewer) = rt.block_on(async {
+        let bao = bao_with_secrets(&signer).await;
+        let reviewer = TokenReviewServer::start(&signer.public_pem).await;
+        bao.setup_kubernetes("kubernetes", reviewer.port, &[("app", NS, "app", "app")])
+            .await;
+        (bao, reviewer)
+    });
+    // The default config: kubernetes auth at `kubernetes`, role = service account name.
+    let manifest = db_password_deployment();
+    let config = format!("vault:\n  address: {}\n", bao.addr);
+    let run = run_injected(&manifest, &config, &[vault_token(&signer, "app")], &[]);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert_eq!(run.file("db"), DB_PASSWORD);
+    assert!(
+        reviewer.reviews.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "OpenBao asked the TokenReview API"
+    );
+    run.assert_no_values();
+
+    // A token signed by someone else is refused by the TokenReview: permanent.
+    let forger = TokenSigner::new();
+    let run = run_injected(&manifest, &config, &[vault_token(&forger, "app")], &[]);
+    let last = run.failed_without_retry();
+    assert!(
+        last.contains("login to vault role `app` via auth/kubernetes"),
+        "{last}"
+    );
+}
+
+#[test]
+fn vault_over_tls_trusts_the_configured_ca_only() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let tls_dir = tempfile::tempdir().unwrap();
+    let bao = rt.block_on(async {
+        let bao = OpenBao::start_tls(tls_dir.path()).await;
+        bao.kv2_put("team-a/db", json!({"password": DB_PASSWORD}))
+            .await;
+        bao.policy(
+            "app",
+            "path \"secret/data/team-a/*\" { capabilities = [\"read\"] }",
+        )
+        .await;
+        bao.setup_jwt("jwt", &signer.public_pem, &[("app", NS, "app", "app")])
+            .await;
+        bao
+    });
+    let ca = tls_dir.path().join("vault-ca.pem");
+    let manifest = db_password_deployment();
+    let token = [vault_token(&signer, "app")];
+    // vault.ca_cert is read by the webhook and handed to the init container as PEM.
+    let with_ca = format!(
+        "vault:\n  address: {}\n  auth_method: jwt\n  auth_path: jwt\n  ca_cert: {}\n",
+        bao.addr,
+        ca.display()
+    );
+    let run = run_injected(&manifest, &with_ca, &token, &[]);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert_eq!(run.file("db"), DB_PASSWORD);
+    run.assert_no_values();
+
+    // Without the CA the certificate is not trusted: a permanent, explained failure.
+    let run = run_injected(&manifest, &vault_only_config(&bao.addr), &token, &[]);
+    let last = run.failed_without_retry();
+    assert!(
+        last.contains("certificate") && last.contains("vault.ca_cert"),
+        "{last}"
+    );
+}
+
+/// A login answered with 200 and a body that is not a login (a proxy's page) fails at
+/// once, naming the auth mount and role, without quoting the body.
+#[test]
+fn a_login_answer_that_is_not_a_login_fails_at_once() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let port = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new()
+            .fallback(|| async { "<html><body>welcome page body-canary-Lk3</body></html>" });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    });
+    let manifest = db_password_deployment();
+    let run = run_injected(
+        &manifest,
+        &vault_only_config(&format!("http://127.0.0.1:{port}")),
+        &[vault_token(&signer, "app")],
+        &[],
+    );
+    let last = run.failed_without_retry();
+    assert!(
+        last.contains("login to vault role `app` via auth/jwt")
+            && last.contains("not a Vault login")
+            && last.contains("auth/jwt is a jwt auth mount with role `app`"),
+        "{last}"
+    );
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+    assert!(!run.output_text().contains("body-canary"));
+    assert!(run.file_names().is_empty(), "nothing written");
+}
