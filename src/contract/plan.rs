@@ -27,7 +27,7 @@ pub struct FetchPlan {
     /// `env-from`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_from: Vec<SecretRef>,
-    /// `env-from-allow`: loader variables (`exec::is_loader_variable`) that `env-from`
+    /// `env-from-allow`: loader variables (`envfile::is_loader_variable`) that `env-from`
     /// may load; init refuses any other.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub env_from_allow: BTreeSet<String>,
