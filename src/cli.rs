@@ -111,7 +111,7 @@ pub struct InitArgs {
     #[arg(long, env = "VAULT_CACERT")]
     pub vault_cacert: Option<PathBuf>,
     /// AWS region (the SDK's AWS_REGION otherwise).
-    #[arg(long, env = "AWS_REGION")]
+    #[arg(long, env = names::AWS_REGION_ENV)]
     pub aws_region: Option<String>,
 }
 

@@ -203,20 +203,22 @@ impl Config {
         }
         // The enums are checked here, so a bad value is one problem among all the others
         // rather than the only error serde reports.
-        let mut problems = Vec::new();
-        check_choice::<AuthMethod>(&mut value, "/vault/auth_method", &mut problems, |v| {
-            format!("vault.auth_method `{v}` must be `kubernetes` or `jwt`")
-        });
-        check_choice::<PullPolicy>(&mut value, "/image_pull_policy", &mut problems, |v| {
-            format!("image_pull_policy `{v}` must be Always, IfNotPresent or Never")
-        });
+        let choices = Choices {
+            auth_method: check_choice::<AuthMethod>(&mut value, "/vault/auth_method", |v| {
+                format!("vault.auth_method `{v}` must be `kubernetes` or `jwt`")
+            }),
+            pull_policy: check_choice::<PullPolicy>(&mut value, "/image_pull_policy", |v| {
+                format!("image_pull_policy `{v}` must be Always, IfNotPresent or Never")
+            }),
+        };
         let config: Config = serde_json::from_value(value)
             .map_err(|e| Error::Config(format!("invalid config: {e}")))?;
-        config.validate(problems)?;
+        config.validate(choices)?;
         Ok(config)
     }
 
-    fn validate(&self, mut problems: Vec<String>) -> Result<()> {
+    fn validate(&self, choices: Choices) -> Result<()> {
+        let mut problems = Vec::new();
         if self.image.trim().is_empty() {
             problems.push("image must not be empty".to_string());
         }
@@ -232,6 +234,7 @@ impl Config {
                 self.token_expiration_seconds
             ));
         }
+        problems.extend(choices.auth_method);
         for (what, v) in [
             ("vault.audience", &self.vault.audience),
             ("aws.audience", &self.aws.audience),
@@ -241,6 +244,7 @@ impl Config {
                 problems.push(format!("{what} must not be empty"));
             }
         }
+        problems.extend(choices.pull_policy);
         let urls = std::iter::once(("vault.address", &self.vault.address))
             .chain(
                 self.vault
@@ -277,25 +281,29 @@ impl Config {
     }
 }
 
+/// The problems of the enum-valued keys, reported in their place among the others.
+struct Choices {
+    auth_method: Option<String>,
+    pull_policy: Option<String>,
+}
+
 /// A value at `pointer` that is not one of `T`'s names: a problem, and `T`'s default in
 /// its place so the rest of the config is still checked.
 fn check_choice<T: serde::de::DeserializeOwned + Serialize + Default>(
     value: &mut Value,
     pointer: &str,
-    problems: &mut Vec<String>,
     problem: impl FnOnce(&str) -> String,
-) {
-    let Some(slot) = value.pointer_mut(pointer) else {
-        return;
-    };
-    if serde_json::from_value::<T>(slot.clone()).is_err() {
-        let shown = match &*slot {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        problems.push(problem(&shown));
-        *slot = serde_json::to_value(T::default()).expect("a default serializes");
+) -> Option<String> {
+    let slot = value.pointer_mut(pointer)?;
+    if serde_json::from_value::<T>(slot.clone()).is_ok() {
+        return None;
     }
+    let shown = match &*slot {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    *slot = serde_json::to_value(T::default()).expect("a default serializes");
+    Some(problem(&shown))
 }
 
 /// An `http(s)://host[:port]` address.
@@ -647,6 +655,13 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want}: {e}");
         }
+        // in the order the keys are checked, as before they became enums
+        let at = |w: &str| e.find(w).unwrap();
+        assert!(
+            at("mount_path") < at("vault.auth_method")
+                && at("vault.auth_method") < at("image_pull_policy"),
+            "{e}"
+        );
         let c = Config::from_yaml_and_env(
             "image_pull_policy: Never\nvault: {auth_method: jwt}\n",
             env(&[("SECRET_INJECTOR_IMAGE_PULL_POLICY", "Always")]),

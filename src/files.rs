@@ -56,31 +56,45 @@ fn at(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     Error::io(format!("{action} {}", path.display()))
 }
 
+/// A fresh temp file for `name` in `dir` ([`temp_path`]), opened for writing with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW` at mode 0600. Whatever sits at that name (a leftover of
+/// a crash, or something planted) is unlinked first, never followed.
+fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let tmp = temp_path(dir, name);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&tmp)?;
+    Ok((tmp, f))
+}
+
+/// Fill a temp file: content, then its exact mode (on the descriptor, whatever the
+/// umask), then fsync.
+fn fill(
+    f: &mut std::fs::File,
+    mode: u32,
+    content: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    content(f)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.sync_all()
+}
+
 /// Write every file of `files` into `dir` (created if missing), all or nothing.
 pub fn write_all_or_nothing(dir: &Path, files: &[FileOut]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(at("create", dir))?;
     let mut temps: Vec<PathBuf> = Vec::new();
     let written = files.iter().try_for_each(|file| {
-        let tmp = temp_path(dir, &file.name);
-        // A leftover of a crash, or something planted: unlinked, never followed.
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(at("remove", &tmp)(e));
-            }
-            _ => {}
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(at("create", &tmp))?;
+        let (tmp, mut f) =
+            create_temp(dir, &file.name).map_err(at("create", &temp_path(dir, &file.name)))?;
         temps.push(tmp.clone());
-        f.set_permissions(std::fs::Permissions::from_mode(file.mode))
-            .and_then(|_| f.write_all(&file.bytes))
-            .and_then(|_| f.sync_all())
-            .map_err(at("write", &tmp))
+        fill(&mut f, file.mode, |f| f.write_all(&file.bytes)).map_err(at("write", &tmp))
     });
     if let Err(e) = written {
         for tmp in &temps {
@@ -92,36 +106,31 @@ pub fn write_all_or_nothing(dir: &Path, files: &[FileOut]) -> Result<()> {
         let target = dir.join(&file.name);
         std::fs::rename(tmp, &target).map_err(at("rename to", &target))?;
     }
-    // The renames are durable once the directory itself is synced.
+    sync_dir(dir)
+}
+
+/// The renames are durable once the directory itself is synced.
+fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(at("sync", dir))
 }
 
-/// Copy the file `from` to `dir/name` with `mode` through the same kind of temp file,
-/// streaming (a binary never sits in memory).
-pub fn copy_atomic(from: &Path, dir: &Path, name: &str, mode: u32) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = temp_path(dir, name);
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut to = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(&tmp)?;
-    let copied = std::fs::File::open(from)
-        .and_then(|mut src| std::io::copy(&mut src, &mut to))
-        .and_then(|_| to.set_permissions(std::fs::Permissions::from_mode(mode)))
-        .and_then(|_| to.sync_all());
+/// Copy the file `from` to `dir/name` with `mode` the same way, streaming (a binary
+/// never sits in memory).
+pub fn copy_atomic(from: &Path, dir: &Path, name: &str, mode: u32) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(at("create", dir))?;
+    let (tmp, mut to) = create_temp(dir, name).map_err(at("create", &temp_path(dir, name)))?;
+    let copied = fill(&mut to, mode, |to| {
+        std::io::copy(&mut std::fs::File::open(from)?, to).map(|_| ())
+    });
     if let Err(e) = copied {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        return Err(at("copy to", &tmp)(e));
     }
-    std::fs::rename(&tmp, dir.join(name))
+    let target = dir.join(name);
+    std::fs::rename(&tmp, &target).map_err(at("rename to", &target))?;
+    sync_dir(dir)
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@
 //!   HTTPS edges around the pure [`mutation`];
 //! - [`mutation`]: pure, no I/O: AdmissionReview's pod -> [`mutation::spec`] -> JSON
 //!   [`mutation::patch`];
-//! - [`agent`]: runs in the pod (`init`, `exec`): log in, fetch, render, write;
-//! - [`contract`]: pure, what the webhook writes and the pod reads (references,
-//!   templates), the only code both programs use besides [`config`] and [`logging`].
+//! - [`agent`]: runs in the pod (`init`, `exec`): log in, fetch, assemble, write;
+//! - [`contract`]: pure, what the webhook writes and the pod reads (names, the plan,
+//!   references, templates);
+//! - shared by both: [`cli`] (the command line), [`files`] (the one atomic writer),
+//!   [`logging`], and [`Error`]; [`config`] is the webhook's config file.
 
 pub mod agent;
 pub mod cli;

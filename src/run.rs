@@ -191,10 +191,14 @@ fn inject(args: InjectArgs) -> Outcome {
                 eprintln!("warning: {w}");
             }
             let mut out = std::io::stdout().lock();
-            out.write_all(report.yaml.as_bytes())
+            // A closed pipe (`inject -f … | head`) is the reader's choice: exit 2, quietly.
+            match out
+                .write_all(report.yaml.as_bytes())
                 .and_then(|_| out.flush())
-                .context("write stdout")?;
-            Ok(ExitCode::SUCCESS)
+            {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(_) => Ok(ExitCode::from(2)),
+            }
         }
         Err(problems) => {
             for p in problems {
@@ -245,7 +249,7 @@ fn init(args: InitArgs) -> Outcome {
         error,
     };
     let plan: secret_injector::contract::plan::FetchPlan = serde_json::from_str(&args.plan)
-        .map_err(|e| fail(anyhow!("SECRET_INJECTOR_PLAN is not a valid plan: {e}")))?;
+        .map_err(|e| fail(anyhow!("{} is not a valid plan: {e}", names::PLAN_ENV)))?;
     let ca_pem = match (&args.vault_ca_pem, &args.vault_cacert) {
         (Some(pem), _) if !pem.trim().is_empty() => Some(pem.clone()),
         (_, Some(path)) => Some(

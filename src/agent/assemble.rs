@@ -2,9 +2,9 @@
 //! Select each reference's `#key`, render the templates, build env mode's variables.
 //! No I/O, so every rule here is unit-tested on fixtures.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use crate::agent::providers::{FetchError, Fetched, Selected};
+use crate::agent::providers::{FetchError, Fetched, Selected, Values};
 use crate::contract::envfile::{EnvFile, is_loader_variable, valid_env_name};
 use crate::contract::names::ENV_FILE_NAME;
 use crate::contract::plan::FetchPlan;
@@ -12,9 +12,6 @@ use crate::contract::reference::SecretRef;
 use crate::contract::render;
 use crate::files::FileOut;
 use crate::logging::Escaped;
-
-/// What the stores returned, by location ([`SecretRef::location`]).
-pub type Values = HashMap<SecretRef, Fetched>;
 
 /// Everything to write: the files of the secrets volume and, in env mode, the env file.
 #[derive(Debug, Default, PartialEq)]

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 
-use crate::agent::assemble::Values;
 use crate::agent::providers::aws::{self, Aws};
 use crate::agent::providers::vault::{self, Lease, Vault};
-use crate::agent::providers::{FetchError, Fetched};
+use crate::agent::providers::{FetchError, Fetched, Values};
 use crate::contract::plan::FetchPlan;
 use crate::contract::reference::{Provider, SecretRef};
 
@@ -126,9 +125,10 @@ impl Stores {
         let vault = match (plan.uses(Provider::Vault), vault) {
             (false, _) => None,
             (true, None) => {
-                return Err(FetchError::permanent(
-                    "the plan reads from Vault but VAULT_ADDR is not set",
-                ));
+                return Err(FetchError::permanent(format!(
+                    "the plan reads from Vault but {} is not set",
+                    crate::contract::names::VAULT_ADDR_ENV
+                )));
             }
             (true, Some(settings)) => Some(
                 retrying(deadline, || Vault::login(settings.clone()))

@@ -30,15 +30,8 @@ pub struct Options {
     pub attempt_timeout: Duration,
 }
 
-/// What `init` wrote, for its log line.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub files: Vec<String>,
-    pub env_vars: usize,
-}
-
 /// Log in, fetch, assemble, write, finish. The error is the one line to print.
-pub async fn run(opts: Options) -> Result<Report, FetchError> {
+pub async fn run(opts: Options) -> Result<(), FetchError> {
     let start = Instant::now();
     let budget = Budget::starting_now(opts.deadline, opts.concurrency, opts.attempt_timeout);
     let plan = &opts.plan;
@@ -54,7 +47,7 @@ pub async fn run(opts: Options) -> Result<Report, FetchError> {
         let fetched = stores.fetch(plan, budget).await?;
         let fetch_done = start.elapsed();
         let assembled = assemble(plan, &fetched.values)?;
-        write(&assembled, &opts)?;
+        write(&assembled, opts.out_dir.as_deref(), opts.env_dir.as_deref())?;
         for f in &assembled.files {
             // no hash of the content: for short values a hash is as good as the value
             tracing::info!(file = %f.name, mode = %format!("{:04o}", f.mode), bytes = f.bytes.len(), "wrote");
@@ -67,17 +60,13 @@ pub async fn run(opts: Options) -> Result<Report, FetchError> {
             written_ms = start.elapsed().as_millis() as u64,
             "secrets ready"
         );
-        let report = Report {
-            files: assembled.files.iter().map(|f| f.name.clone()).collect(),
-            env_vars: assembled.env_vars,
-        };
-        Ok::<_, FetchError>((report, fetched.leases))
+        Ok::<_, FetchError>(fetched.leases)
     }
     .await;
     match (&stores.vault, result) {
-        (Some(v), Ok((report, leases))) => {
+        (Some(v), Ok(leases)) => {
             finish(v, &leases).await;
-            Ok(report)
+            Ok(())
         }
         // After a failure the token is revoked with any leases it made, so a
         // crash-looping pod leaves nothing behind.
@@ -87,18 +76,20 @@ pub async fn run(opts: Options) -> Result<Report, FetchError> {
             }
             Err(e)
         }
-        (None, result) => result.map(|(report, _)| report),
+        (None, result) => result.map(|_| ()),
     }
 }
 
-/// Write the files into `--out-dir` and, in env mode, the env file and this binary into
-/// `--env-dir`; each directory all or nothing.
-pub fn write(assembled: &Assembled, opts: &Options) -> Result<(), FetchError> {
+/// Write the files into `out_dir` (all or nothing) and, in env mode, the env file and
+/// then a copy of this binary into `env_dir`.
+pub fn write(
+    assembled: &Assembled,
+    out_dir: Option<&Path>,
+    env_dir: Option<&Path>,
+) -> Result<(), FetchError> {
     if !assembled.files.is_empty() {
-        let dir = opts
-            .out_dir
-            .as_ref()
-            .ok_or_else(|| FetchError::permanent("the plan has files but no --out-dir"))?;
+        let dir =
+            out_dir.ok_or_else(|| FetchError::permanent("the plan has files but no --out-dir"))?;
         write_all_or_nothing(dir, &assembled.files).map_err(|e| {
             FetchError::permanent(format!(
                 "cannot write the secret files in {}: {e}",
@@ -107,10 +98,8 @@ pub fn write(assembled: &Assembled, opts: &Options) -> Result<(), FetchError> {
         })?;
     }
     if let Some(env_file) = &assembled.env_file {
-        let dir = opts
-            .env_dir
-            .as_ref()
-            .ok_or_else(|| FetchError::permanent("env-mode references need --env-dir"))?;
+        let dir =
+            env_dir.ok_or_else(|| FetchError::permanent("env-mode references need --env-dir"))?;
         write_all_or_nothing(dir, std::slice::from_ref(env_file)).map_err(|e| {
             FetchError::permanent(format!(
                 "cannot write the env file in {}: {e}",
@@ -146,11 +135,7 @@ pub async fn finish(v: &Vault, leases: &[Lease]) {
 
 /// Copy this binary to `<dir>/bin/secret-injector` for env-mode containers (the app's
 /// image has neither it nor a shell to copy it with).
-fn install_self(dir: &Path) -> std::io::Result<()> {
-    copy_atomic(
-        &std::env::current_exe()?,
-        &dir.join("bin"),
-        "secret-injector",
-        0o555,
-    )
+fn install_self(dir: &Path) -> crate::Result<()> {
+    let me = std::env::current_exe().map_err(crate::Error::io("find this binary"))?;
+    copy_atomic(&me, &dir.join("bin"), "secret-injector", 0o555)
 }

@@ -81,8 +81,8 @@ pub fn is_loader_variable(name: &str) -> bool {
     LOADER_VARIABLES.contains(&name) || LOADER_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// The env file `init` writes and `exec` reads.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The env file `init` writes and `exec` reads. Its `Debug` shows names only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvFile {
     /// Name -> value.
@@ -91,4 +91,32 @@ pub struct EnvFile {
     /// `env-<VAR>` annotation, or listed in `env-from-allow`). `exec` refuses any other.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub loader_allowed: BTreeSet<String>,
+}
+
+// The values are secrets: never printed, even in a debug log or a panic.
+impl std::fmt::Debug for EnvFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvFile")
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .field("loader_allowed", &self.loader_allowed)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_names_not_values() {
+        let file = EnvFile {
+            vars: [("DB_PASSWORD".to_string(), "pw-canary-4".to_string())].into(),
+            loader_allowed: BTreeSet::new(),
+        };
+        let shown = format!("{file:?}");
+        assert!(
+            shown.contains("DB_PASSWORD") && !shown.contains("pw-canary-4"),
+            "{shown}"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! Names and paths the webhook writes into the injected containers and the pod reads
 //! back: defined once, here.
 
+use super::reference::Provider;
+
 pub const INIT_CONTAINER: &str = "secret-injector-init";
 pub const FILES_VOLUME: &str = "secret-injector-files";
 pub const ENV_VOLUME: &str = "secret-injector-env";
@@ -31,8 +33,43 @@ pub const VAULT_AUTH_METHOD_ENV: &str = "SECRET_INJECTOR_VAULT_AUTH_METHOD";
 pub const VAULT_TOKEN_FILE_ENV: &str = "SECRET_INJECTOR_VAULT_TOKEN_FILE";
 pub const VAULT_CA_PEM_ENV: &str = "SECRET_INJECTOR_VAULT_CA_PEM";
 pub const VAULT_NAMESPACE_ENV: &str = "VAULT_NAMESPACE";
-/// The Vault token's path in the init container: `{TOKEN_DIR}/vault/token`.
+/// The Vault token's path in the init container: [`token_path`] of Vault.
 pub const VAULT_TOKEN_FILE: &str = "/var/run/secrets/secret-injector/vault/token";
+
+/// The log filter of the injected containers.
+pub const LOG_ENV: &str = "RUST_LOG";
+
+/// The AWS SDK's env, which the patch writes and the SDK (or `init`) reads in the pod.
+pub const AWS_REGION_ENV: &str = "AWS_REGION";
+pub const AWS_DEFAULT_REGION_ENV: &str = "AWS_DEFAULT_REGION";
+pub const AWS_ENDPOINT_URL_ENV: &str = "AWS_ENDPOINT_URL";
+pub const AWS_ENDPOINT_URL_SECRETS_MANAGER_ENV: &str = "AWS_ENDPOINT_URL_SECRETS_MANAGER";
+pub const AWS_ROLE_ARN_ENV: &str = "AWS_ROLE_ARN";
+pub const AWS_WEB_IDENTITY_TOKEN_FILE_ENV: &str = "AWS_WEB_IDENTITY_TOKEN_FILE";
+pub const AWS_ROLE_SESSION_NAME_ENV: &str = "AWS_ROLE_SESSION_NAME";
+pub const AWS_STS_REGIONAL_ENDPOINTS_ENV: &str = "AWS_STS_REGIONAL_ENDPOINTS";
+/// EKS Pod Identity.
+pub const AWS_CONTAINER_CREDENTIALS_FULL_URI_ENV: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
+pub const AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_ENV: &str =
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
+
+/// The projected token volume of a provider (`secret-injector-token-vault`).
+pub fn token_volume(provider: Provider) -> String {
+    format!("secret-injector-token-{provider}")
+}
+
+/// Where the injected containers mount a provider's token volume.
+pub fn token_dir(provider: Provider) -> String {
+    format!("{TOKEN_DIR}/{provider}")
+}
+
+/// The file name of the token inside its volume.
+pub const TOKEN_FILE_NAME: &str = "token";
+
+/// Where the injected containers read a provider's projected token.
+pub fn token_path(provider: Provider) -> String {
+    format!("{}/{TOKEN_FILE_NAME}", token_dir(provider))
+}
 
 #[cfg(test)]
 mod tests {
@@ -40,7 +77,7 @@ mod tests {
 
     #[test]
     fn paths_agree() {
-        assert_eq!(VAULT_TOKEN_FILE, format!("{TOKEN_DIR}/vault/token"));
+        assert_eq!(VAULT_TOKEN_FILE, token_path(Provider::Vault));
         assert_eq!(ENV_FILE, format!("{ENV_MOUNT_PATH}/{ENV_FILE_NAME}"));
         assert_eq!(EXEC_BINARY, format!("{ENV_MOUNT_PATH}/bin/secret-injector"));
     }

@@ -22,12 +22,12 @@ pub const DEFAULT_UID: i64 = 65532;
 
 /// Env names that carry an AWS identity an EKS webhook gave the app containers.
 const AWS_IDENTITY_ENV: &[&str] = &[
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_SESSION_NAME",
-    "AWS_STS_REGIONAL_ENDPOINTS",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    AWS_ROLE_ARN_ENV,
+    AWS_WEB_IDENTITY_TOKEN_FILE_ENV,
+    AWS_ROLE_SESSION_NAME_ENV,
+    AWS_STS_REGIONAL_ENDPOINTS_ENV,
+    AWS_CONTAINER_CREDENTIALS_FULL_URI_ENV,
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_ENV,
 ];
 
 fn ptr(tokens: &[&str]) -> PointerBuf {
@@ -36,16 +36,6 @@ fn ptr(tokens: &[&str]) -> PointerBuf {
 
 fn add(path: PointerBuf, value: Value) -> PatchOperation {
     PatchOperation::Add(AddOperation { path, value })
-}
-
-/// Token volume name for a provider.
-pub fn token_volume(provider: Provider) -> String {
-    format!("secret-injector-token-{provider}")
-}
-
-/// Where the injected containers read a provider's projected token.
-pub fn token_path(provider: Provider) -> String {
-    format!("{TOKEN_DIR}/{provider}/token")
 }
 
 /// Advice when `aws:` references have no identity the webhook can see: the SDK's default
@@ -139,7 +129,7 @@ fn volumes(
                 "sources": [{"serviceAccountToken": {
                     "audience": audience,
                     "expirationSeconds": config.token_expiration_seconds,
-                    "path": "token",
+                    "path": TOKEN_FILE_NAME,
                 }}],
             },
         }));
@@ -242,9 +232,9 @@ fn copied_aws_identity(pod: &PodView, spec: &InjectionSpec) -> Option<CopiedAws>
             .collect();
         env.reverse();
         let has = |n: &str| env.iter().any(|(k, _)| *k == n);
-        let web_identity = has("AWS_ROLE_ARN") && has("AWS_WEB_IDENTITY_TOKEN_FILE");
-        let pod_identity = has("AWS_CONTAINER_CREDENTIALS_FULL_URI")
-            && has("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+        let web_identity = has(AWS_ROLE_ARN_ENV) && has(AWS_WEB_IDENTITY_TOKEN_FILE_ENV);
+        let pod_identity = has(AWS_CONTAINER_CREDENTIALS_FULL_URI_ENV)
+            && has(AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_ENV);
         if !web_identity && !pod_identity {
             continue;
         }
@@ -273,7 +263,7 @@ fn copied_aws_identity(pod: &PodView, spec: &InjectionSpec) -> Option<CopiedAws>
             .env
             .iter()
             .flatten()
-            .filter(|e| e.name == "AWS_REGION" || e.name == "AWS_DEFAULT_REGION")
+            .filter(|e| e.name == AWS_REGION_ENV || e.name == AWS_DEFAULT_REGION_ENV)
             .find_map(|e| e.value.clone());
         return Some(CopiedAws {
             region,
@@ -312,7 +302,7 @@ fn init_container(
     for (provider, _) in token_providers {
         mounts.push(json!({
             "name": token_volume(*provider),
-            "mountPath": format!("{TOKEN_DIR}/{provider}"),
+            "mountPath": token_dir(*provider),
             "readOnly": true,
         }));
     }
@@ -322,7 +312,7 @@ fn init_container(
             PLAN_ENV,
             serde_json::to_string(plan).expect("plan serializes"),
         ),
-        env("RUST_LOG", config.init_log_level.clone()),
+        env(LOG_ENV, config.init_log_level.clone()),
         json!({"name": POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
         json!({"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
     ];
@@ -376,25 +366,25 @@ fn aws_env(spec: &InjectionSpec, config: &Config, copied_aws: Option<&CopiedAws>
         Some(r) if !spec.aws.region_explicit => r,
         _ => spec.aws.region.clone(),
     };
-    let mut envs = vec![env("AWS_REGION", region)];
+    let mut envs = vec![env(AWS_REGION_ENV, region)];
     if !config.aws.endpoint_url.is_empty() {
-        envs.push(env("AWS_ENDPOINT_URL", config.aws.endpoint_url.clone()));
+        envs.push(env(AWS_ENDPOINT_URL_ENV, config.aws.endpoint_url.clone()));
     }
     if !config.aws.secretsmanager_endpoint_url.is_empty() {
         envs.push(env(
-            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            AWS_ENDPOINT_URL_SECRETS_MANAGER_ENV,
             config.aws.secretsmanager_endpoint_url.clone(),
         ));
     }
     if let Some(copied) = copied_aws {
         envs.extend(copied.env.iter().cloned());
     } else if let Some(arn) = &spec.aws.role_arn {
-        envs.push(env("AWS_ROLE_ARN", arn.clone()));
+        envs.push(env(AWS_ROLE_ARN_ENV, arn.clone()));
         envs.push(env(
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            AWS_WEB_IDENTITY_TOKEN_FILE_ENV,
             token_path(Provider::Aws),
         ));
-        envs.push(env("AWS_ROLE_SESSION_NAME", "secret-injector"));
+        envs.push(env(AWS_ROLE_SESSION_NAME_ENV, "secret-injector"));
     }
     envs
 }

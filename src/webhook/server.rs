@@ -82,36 +82,7 @@ impl AppState {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Largest request body accepted (HTTP 413 above).
-    pub body_limit: usize,
-    /// Time to answer one request (HTTP 408 above).
-    pub request_timeout: Duration,
-    /// Time for a client to send its request headers, and its first request.
-    pub header_timeout: Duration,
-    /// How long in-flight requests may run after SIGTERM.
-    pub shutdown_grace: Duration,
-    /// How long to keep serving, not ready, after SIGTERM before closing the listener:
-    /// endpoints and kube-proxy need a moment to stop sending new reviews here.
-    pub shutdown_delay: Duration,
-    /// How long a connection may stay open without a request (HTTP/2 pings do not
-    /// count) before the server closes it.
-    pub idle_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            body_limit: 4 << 20,
-            request_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(20),
-            shutdown_delay: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(60),
-        }
-    }
-}
+pub use crate::webhook::https::Limits;
 
 async fn mutate(
     State(state): State<Arc<AppState>>,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser};
 use serde_json::{Value, json};
 
 use secret_injector::cli::{Cli, Command, InitArgs};
@@ -21,21 +21,39 @@ use secret_injector::{Outcome, mutate};
 
 /// Variables the patch sets for readers other than `init`'s options.
 const READ_ELSEWHERE: &[&str] = &[
-    "RUST_LOG",               // the logger
+    names::LOG_ENV,           // the logger
     names::POD_NAMESPACE_ENV, // the log span of `init`
     names::POD_NAME_ENV,      // the log span of `init`
-    "AWS_ROLE_ARN",           // the AWS SDK's web-identity provider
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_SESSION_NAME",
-    "AWS_STS_REGIONAL_ENDPOINTS",
-    "AWS_DEFAULT_REGION",
-    "AWS_ENDPOINT_URL",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI", // EKS Pod Identity
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    // the AWS SDK: web identity, endpoints, EKS Pod Identity
+    names::AWS_ROLE_ARN_ENV,
+    names::AWS_WEB_IDENTITY_TOKEN_FILE_ENV,
+    names::AWS_ROLE_SESSION_NAME_ENV,
+    names::AWS_STS_REGIONAL_ENDPOINTS_ENV,
+    names::AWS_DEFAULT_REGION_ENV,
+    names::AWS_ENDPOINT_URL_ENV,
+    names::AWS_ENDPOINT_URL_SECRETS_MANAGER_ENV,
+    names::AWS_CONTAINER_CREDENTIALS_FULL_URI_ENV,
+    names::AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_ENV,
 ];
+
+const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+/// A config that sets every optional value the patch hands to the pod.
+fn full_config() -> Config {
+    let mut config = Config::default();
+    config.vault.ca_pem = Some(CA_PEM.to_string());
+    config.vault.namespace = "team-a/".to_string();
+    config.aws.endpoint_url = "http://aws.local:4566".to_string();
+    config.aws.secretsmanager_endpoint_url = "http://sm.local:4566".to_string();
+    config
+}
 
 /// The pod after the webhook's patch, and its injected init container.
 fn injected(annotations: Value, containers: Value) -> (Value, Value) {
+    injected_with(&Config::default(), annotations, containers)
+}
+
+fn injected_with(config: &Config, annotations: Value, containers: Value) -> (Value, Value) {
     let mut pod = json!({
         "metadata": {"name": "app", "namespace": "team-a", "annotations": annotations},
         "spec": {"serviceAccountName": "app-sa", "containers": containers},
@@ -44,7 +62,7 @@ fn injected(annotations: Value, containers: Value) -> (Value, Value) {
     let ctx = Context {
         service_account_role_arn: Some("arn:aws:iam::123456789012:role/app".into()),
     };
-    let Outcome::Injected { patch, .. } = mutate(&view, &Config::default(), &ctx) else {
+    let Outcome::Injected { patch, .. } = mutate(&view, config, &ctx) else {
         panic!("not injected");
     };
     json_patch::patch(&mut pod, &patch).unwrap();
@@ -54,19 +72,13 @@ fn injected(annotations: Value, containers: Value) -> (Value, Value) {
 }
 
 /// The init container's args and env, through the real parser. Env variables become
-/// the options that read them (clap reads the process's env, which tests must not set).
+/// the options that read them; the parser's own env lookups are switched off, so the
+/// test process's env (a `VAULT_ADDR` in a developer's shell) cannot answer for the pod.
 fn parse_init(container: &Value) -> InitArgs {
-    let cli = Cli::command();
-    let init = cli.find_subcommand("init").expect("an init subcommand");
-    let by_env: BTreeMap<String, String> = init
-        .get_arguments()
-        .filter_map(|a| {
-            Some((
-                a.get_env()?.to_str()?.to_string(),
-                a.get_long()?.to_string(),
-            ))
-        })
-        .collect();
+    let cli = Cli::command().mut_subcommand("init", |init| {
+        init.mut_args(|a| a.env(None::<&'static str>))
+    });
+    let by_env = env_to_option();
     let mut argv = vec!["secret-injector".to_string()];
     argv.extend(
         container["args"]
@@ -86,7 +98,10 @@ fn parse_init(container: &Value) -> InitArgs {
             ),
         }
     }
-    match Cli::try_parse_from(&argv) {
+    let parsed = cli
+        .try_get_matches_from(&argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    match parsed {
         Ok(Cli {
             command: Command::Init(args),
             ..
@@ -94,6 +109,20 @@ fn parse_init(container: &Value) -> InitArgs {
         Ok(other) => panic!("not init: {other:?}"),
         Err(e) => panic!("the init container's command line does not parse: {e}\n{argv:?}"),
     }
+}
+
+/// Which `init` option each env variable sets.
+fn env_to_option() -> BTreeMap<String, String> {
+    let cli = Cli::command();
+    let init = cli.find_subcommand("init").expect("an init subcommand");
+    init.get_arguments()
+        .filter_map(|a| {
+            Some((
+                a.get_env()?.to_str()?.to_string(),
+                a.get_long()?.to_string(),
+            ))
+        })
+        .collect()
 }
 
 fn plan_of(args: &InitArgs) -> FetchPlan {
@@ -130,17 +159,65 @@ fn a_vault_pod_reaches_init_with_its_role_token_and_plan() {
     assert_eq!(args.env_dir, None);
     let plan = plan_of(&args);
     assert!(plan.secrets.contains_key("db") && plan.uses(Provider::Vault));
-    // The token the options point at is the one the patch mounts.
-    let mounts = init["volumeMounts"].to_string();
-    assert!(
-        names::VAULT_TOKEN_FILE.starts_with(&format!("{}/vault", names::TOKEN_DIR))
-            && mounts.contains(&format!("{}/vault", names::TOKEN_DIR)),
-        "{mounts}"
-    );
+    // The token file the options point at is the projected token the patch mounts.
+    let (dir, file) = args
+        .vault_token_file
+        .to_str()
+        .unwrap()
+        .rsplit_once('/')
+        .unwrap();
+    let mount = init["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("nothing is mounted at {dir}: {}", init["volumeMounts"]));
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume exists");
+    let source = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(source["path"], file, "{volume}");
+    assert_eq!(source["audience"], config.vault.audience, "{volume}");
     assert!(
         pod["spec"]["volumes"]
             .to_string()
             .contains(names::FILES_VOLUME)
+    );
+}
+
+/// Both stores, files only, and every optional setting of the config: the CA, the
+/// namespace and the AWS endpoints reach `init` or the SDK under the names they read.
+#[test]
+fn a_pod_with_both_stores_and_every_setting_reaches_init() {
+    let config = full_config();
+    let (_, init) = injected_with(
+        &config,
+        json!({
+            "secret-injector.io/secret-db": "vault:secret/data/db#password",
+            "secret-injector.io/secret-api": "aws:prod/api#key",
+        }),
+        json!([{"name": "app", "image": "app"}]),
+    );
+    let args = parse_init(&init);
+    assert_eq!(args.vault_ca_pem.as_deref(), Some(CA_PEM));
+    assert_eq!(args.vault_namespace.as_deref(), Some("team-a/"));
+    assert_eq!(args.aws_region.as_deref(), Some(config.aws.region.as_str()));
+    assert_eq!(args.out_dir, Some(PathBuf::from(names::INIT_FILES_DIR)));
+    let plan = plan_of(&args);
+    assert!(plan.uses(Provider::Vault) && plan.uses(Provider::Aws) && !plan.env_mode());
+    let env: BTreeMap<&str, &str> = init["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert_eq!(env[names::AWS_ENDPOINT_URL_ENV], "http://aws.local:4566");
+    assert_eq!(
+        env[names::AWS_ENDPOINT_URL_SECRETS_MANAGER_ENV],
+        "http://sm.local:4566"
     );
 }
 

@@ -16,6 +16,7 @@ use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use super::{FetchError, Fetched};
+use crate::contract::names;
 use crate::contract::reference::{SecretRef, Version};
 use crate::logging::{chain_line, root_cause_line};
 
@@ -165,12 +166,12 @@ impl Aws {
             loader = loader.region(aws_config::Region::new(r));
         }
         let config = loader.load().await;
-        let (identity, credential_source) = match std::env::var("AWS_ROLE_ARN") {
+        let (identity, credential_source) = match std::env::var(names::AWS_ROLE_ARN_ENV) {
             Ok(arn) if !arn.is_empty() => (
                 format!("AWS role {arn} (web identity)"),
                 "STS for credentials",
             ),
-            _ if std::env::var_os("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some() => (
+            _ if std::env::var_os(names::AWS_CONTAINER_CREDENTIALS_FULL_URI_ENV).is_some() => (
                 "AWS EKS Pod Identity".to_string(),
                 "the EKS Pod Identity agent for credentials",
             ),

@@ -131,6 +131,9 @@ impl Fetched {
     }
 }
 
+/// What the stores returned, by location ([`SecretRef::location`]).
+pub type Values = std::collections::HashMap<SecretRef, Fetched>;
+
 /// The value of one reference, after `#key`: the same shapes as a whole secret.
 pub type Selected = Fetched;
 
