@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::agent::providers::{FetchError, Fetched, Selected, Values};
+use crate::agent::providers::{AgentError, Fetched, Selected, Values};
 use crate::contract::envfile::{EnvFile, is_loader_variable, valid_env_name};
 use crate::contract::names::ENV_FILE_NAME;
 use crate::contract::plan::FetchPlan;
@@ -23,11 +23,11 @@ pub struct Assembled {
 }
 
 /// Build every file of `plan` from `values`; nothing is written.
-pub fn assemble(plan: &FetchPlan, values: &Values) -> Result<Assembled, FetchError> {
-    let select = |r: &SecretRef| -> Result<Selected, FetchError> {
+pub fn assemble(plan: &FetchPlan, values: &Values) -> Result<Assembled, AgentError> {
+    let select = |r: &SecretRef| -> Result<Selected, AgentError> {
         values
             .get(&r.location())
-            .ok_or_else(|| FetchError::permanent(format!("{r}: not fetched")).about(r))?
+            .ok_or_else(|| AgentError::permanent(format!("{r}: not fetched")).about(r))?
             .select(r)
             .map_err(|e| e.about(r))
     };
@@ -61,7 +61,7 @@ pub fn assemble(plan: &FetchPlan, values: &Values) -> Result<Assembled, FetchErr
 fn files(
     plan: &FetchPlan,
     selected: &BTreeMap<&str, Selected>,
-) -> Result<Vec<FileOut>, FetchError> {
+) -> Result<Vec<FileOut>, AgentError> {
     let template_ctx: BTreeMap<String, serde_json::Value> = selected
         .iter()
         .map(|(k, v)| (k.to_string(), v.template_value()))
@@ -70,12 +70,12 @@ fn files(
     for (name, mode) in &plan.files {
         let bytes = match plan.templates.get(name) {
             Some(src) => render::render(name, src, &template_ctx)
-                .map_err(|e| FetchError::permanent(e.to_string()))?
+                .map_err(|e| AgentError::permanent(e.to_string()))?
                 .into_bytes(),
             None => selected
                 .get(name.as_str())
                 .ok_or_else(|| {
-                    FetchError::permanent(format!("file `{name}` has no secret or template"))
+                    AgentError::permanent(format!("file `{name}` has no secret or template"))
                 })?
                 .file_bytes(),
         };
@@ -88,12 +88,12 @@ fn files(
 /// (which wins over a key of the same name).
 fn env_vars(
     plan: &FetchPlan,
-    select: &dyn Fn(&SecretRef) -> Result<Selected, FetchError>,
-) -> Result<BTreeMap<String, String>, FetchError> {
+    select: &dyn Fn(&SecretRef) -> Result<Selected, AgentError>,
+) -> Result<BTreeMap<String, String>, AgentError> {
     let mut vars = BTreeMap::new();
     for r in &plan.env_from {
         let Fetched::Map(map) = select(r)? else {
-            return Err(FetchError::permanent(format!(
+            return Err(AgentError::permanent(format!(
                 "{r}: env-from needs a JSON object or key/value secret, and this one is a plain value"
             ))
             .about(r));
@@ -101,7 +101,7 @@ fn env_vars(
         check_loader_keys(r, map.keys(), plan)?;
         for (k, v) in map {
             if !valid_env_name(&k) {
-                return Err(FetchError::permanent(format!(
+                return Err(AgentError::permanent(format!(
                     "{r}: key `{k}` is not a valid environment variable name, so env-from cannot load it"
                 ))
                 .about(r));
@@ -114,7 +114,7 @@ fn env_vars(
             Fetched::Text(s) => s,
             Fetched::Map(m) => serde_json::to_string(&m).expect("a map serializes"),
             Fetched::Binary(b) => String::from_utf8(b).map_err(|_| {
-                FetchError::permanent(format!(
+                AgentError::permanent(format!(
                     "{r}: binary secret is not UTF-8 text, so it cannot be {var}"
                 ))
                 .about(r)
@@ -133,7 +133,7 @@ fn check_loader_keys<'a>(
     r: &SecretRef,
     keys: impl Iterator<Item = &'a String>,
     plan: &FetchPlan,
-) -> Result<(), FetchError> {
+) -> Result<(), AgentError> {
     let mut refused: Vec<&str> = keys
         .filter(|k| is_loader_variable(k))
         .filter(|k| !plan.env_from_allow.contains(*k) && !plan.env.contains_key(*k))
@@ -167,7 +167,7 @@ fn check_loader_keys<'a>(
         .map(String::as_str)
         .chain(refused.iter().copied())
         .collect();
-    Err(FetchError::permanent(format!(
+    Err(AgentError::permanent(format!(
         "{r}: {what} ({they} which code the app runs), so env-from refuses {them}; if the app needs {them} from this secret, add {them} to secret-injector.io/env-from-allow (for example secret-injector.io/env-from-allow: {})",
         example.join(",")
     ))

@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use crate::agent::providers::aws::{self, Aws};
 use crate::agent::providers::vault::{self, Lease, Vault};
-use crate::agent::providers::{FetchError, Fetched, Values};
+use crate::agent::providers::{AgentError, Fetched, Values};
 use crate::contract::plan::FetchPlan;
 use crate::contract::reference::{Provider, SecretRef};
 
@@ -52,10 +52,10 @@ pub struct Fetch {
 }
 
 /// Retry `op` on transient errors with exponential backoff and jitter until `deadline`.
-async fn retrying<T, F, Fut>(deadline: Instant, op: F) -> Result<T, FetchError>
+async fn retrying<T, F, Fut>(deadline: Instant, op: F) -> Result<T, AgentError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, FetchError>>,
+    Fut: std::future::Future<Output = Result<T, AgentError>>,
 {
     let backoff = ExponentialBuilder::default()
         .with_jitter()
@@ -64,21 +64,21 @@ where
         .without_max_times();
     op.retry(backoff)
         .sleep(tokio::time::sleep)
-        .when(move |e: &FetchError| e.is_transient() && Instant::now() < deadline)
+        .when(move |e: &AgentError| e.is_transient() && Instant::now() < deadline)
         // never sleep past the deadline: the last attempt happens at it
-        .adjust(move |_: &FetchError, d: Option<Duration>| {
+        .adjust(move |_: &AgentError, d: Option<Duration>| {
             d.map(|d| d.min(deadline.saturating_duration_since(Instant::now())))
         })
-        .notify(|e: &FetchError, after: Duration| {
+        .notify(|e: &AgentError, after: Duration| {
             tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "transient failure; retrying");
         })
         .await
 }
 
 /// A transient failure still there at the deadline says so.
-fn gave_up(e: FetchError, deadline: Duration) -> FetchError {
+fn gave_up(e: AgentError, deadline: Duration) -> AgentError {
     if e.is_transient() {
-        FetchError {
+        AgentError {
             message: format!(
                 "gave up after {}: {}",
                 humantime::format_duration(deadline),
@@ -120,12 +120,12 @@ impl Stores {
         vault: Option<&vault::Settings>,
         aws_region: Option<&str>,
         budget: Budget,
-    ) -> Result<Stores, FetchError> {
+    ) -> Result<Stores, AgentError> {
         let deadline = budget.until;
         let vault = match (plan.uses(Provider::Vault), vault) {
             (false, _) => None,
             (true, None) => {
-                return Err(FetchError::permanent(format!(
+                return Err(AgentError::permanent(format!(
                     "the plan reads from Vault but {} is not set",
                     crate::contract::names::VAULT_ADDR_ENV
                 )));
@@ -153,11 +153,11 @@ impl Stores {
     /// Fetch every location of `plan`: current AWS versions in batches, the rest one by
     /// one, concurrently with a bound. All failures are collected; the first (in the
     /// order of their messages) is returned, with how many more there were.
-    pub async fn fetch(&self, plan: &FetchPlan, budget: Budget) -> Result<Fetch, FetchError> {
+    pub async fn fetch(&self, plan: &FetchPlan, budget: Budget) -> Result<Fetch, AgentError> {
         let deadline = budget.until;
         let locations = locations(plan);
         let mut values = Values::new();
-        let mut errors: Vec<FetchError> = Vec::new();
+        let mut errors: Vec<AgentError> = Vec::new();
         for (region, client) in &self.aws {
             let batchable: Vec<&SecretRef> = locations
                 .iter()
@@ -202,17 +202,17 @@ impl Stores {
     }
 
     /// One read of one location.
-    async fn read(&self, r: &SecretRef) -> Result<(Fetched, Option<Lease>), FetchError> {
+    async fn read(&self, r: &SecretRef) -> Result<(Fetched, Option<Lease>), AgentError> {
         match r.provider {
             Provider::Vault => match &self.vault {
                 Some(vault) => vault.read(r).await,
-                None => Err(FetchError::permanent(format!(
+                None => Err(AgentError::permanent(format!(
                     "{r}: not logged in to Vault"
                 ))),
             },
             Provider::Aws => match self.aws.get(&arn_region(r)) {
                 Some(aws) => aws.get(r).await.map(|v| (v, None)),
-                None => Err(FetchError::permanent(format!(
+                None => Err(AgentError::permanent(format!(
                     "{r}: no AWS client for its region"
                 ))),
             },
@@ -228,7 +228,7 @@ async fn batch(
     refs: &[&SecretRef],
     deadline: Instant,
     values: &mut Values,
-    errors: &mut Vec<FetchError>,
+    errors: &mut Vec<AgentError>,
 ) {
     for chunk in refs.chunks(aws::BATCH_LIMIT) {
         match retrying(deadline, || client.batch(chunk)).await {
@@ -292,12 +292,12 @@ mod tests {
     fn giving_up_keeps_the_reference_and_says_how_long() {
         let r = parse("vault:kv/db").unwrap();
         let e = gave_up(
-            FetchError::transient("vault:kv/db: timed out").about(&r),
+            AgentError::transient("vault:kv/db: timed out").about(&r),
             Duration::from_secs(120),
         );
         assert_eq!(e.message, "gave up after 2m: vault:kv/db: timed out");
         assert_eq!(e.reference, Some(r));
-        let permanent = FetchError::permanent("x");
+        let permanent = AgentError::permanent("x");
         assert_eq!(
             gave_up(permanent.clone(), Duration::from_secs(1)),
             permanent

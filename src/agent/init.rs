@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::assemble::{Assembled, assemble};
 use crate::agent::fetch::{Budget, Stores};
-use crate::agent::providers::FetchError;
+use crate::agent::providers::AgentError;
 use crate::agent::providers::vault::{self, Lease, Vault};
 use crate::contract::plan::FetchPlan;
 use crate::files::{copy_atomic, write_all_or_nothing};
@@ -31,7 +31,7 @@ pub struct Options {
 }
 
 /// Log in, fetch, assemble, write, finish. The error is the one line to print.
-pub async fn run(opts: Options) -> Result<(), FetchError> {
+pub async fn run(opts: Options) -> Result<(), AgentError> {
     let start = Instant::now();
     let budget = Budget::starting_now(opts.deadline, opts.concurrency, opts.attempt_timeout);
     let plan = &opts.plan;
@@ -60,7 +60,7 @@ pub async fn run(opts: Options) -> Result<(), FetchError> {
             written_ms = start.elapsed().as_millis() as u64,
             "secrets ready"
         );
-        Ok::<_, FetchError>(fetched.leases)
+        Ok::<_, AgentError>(fetched.leases)
     }
     .await;
     match (&stores.vault, result) {
@@ -86,12 +86,12 @@ pub fn write(
     assembled: &Assembled,
     out_dir: Option<&Path>,
     env_dir: Option<&Path>,
-) -> Result<(), FetchError> {
+) -> Result<(), AgentError> {
     if !assembled.files.is_empty() {
         let dir =
-            out_dir.ok_or_else(|| FetchError::permanent("the plan has files but no --out-dir"))?;
+            out_dir.ok_or_else(|| AgentError::permanent("the plan has files but no --out-dir"))?;
         write_all_or_nothing(dir, &assembled.files).map_err(|e| {
-            FetchError::permanent(format!(
+            AgentError::permanent(format!(
                 "cannot write the secret files in {}: {e}",
                 dir.display()
             ))
@@ -99,15 +99,15 @@ pub fn write(
     }
     if let Some(env_file) = &assembled.env_file {
         let dir =
-            env_dir.ok_or_else(|| FetchError::permanent("env-mode references need --env-dir"))?;
+            env_dir.ok_or_else(|| AgentError::permanent("env-mode references need --env-dir"))?;
         write_all_or_nothing(dir, std::slice::from_ref(env_file)).map_err(|e| {
-            FetchError::permanent(format!(
+            AgentError::permanent(format!(
                 "cannot write the env file in {}: {e}",
                 dir.display()
             ))
         })?;
         install_self(dir).map_err(|e| {
-            FetchError::permanent(format!(
+            AgentError::permanent(format!(
                 "cannot copy the secret-injector binary into {}: {e}",
                 dir.display()
             ))

@@ -15,7 +15,7 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
-use super::{FetchError, Fetched};
+use super::{AgentError, Fetched};
 use crate::contract::names;
 use crate::contract::reference::{SecretRef, Version};
 use crate::logging::{chain_line, root_cause_line};
@@ -68,7 +68,7 @@ fn credentials_refused(text: &str) -> bool {
 }
 
 /// Classify an SDK error; the message names the reference and identity, never a value.
-fn classify<E>(e: &SdkError<E, HttpResponse>, what: &str, aws: &Aws) -> FetchError
+fn classify<E>(e: &SdkError<E, HttpResponse>, what: &str, aws: &Aws) -> AgentError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -88,24 +88,24 @@ where
                 _ => String::new(),
             };
             if transient_service_error(err.code(), status) {
-                FetchError::transient(format!("{what}: {code}{msg}"))
+                AgentError::transient(format!("{what}: {code}{msg}"))
             } else {
-                FetchError::permanent(format!("{what}: {code} for {identity}{msg}"))
+                AgentError::permanent(format!("{what}: {code} for {identity}{msg}"))
             }
         }
         SdkError::TimeoutError(_) => {
-            FetchError::transient(format!("{what}: timed out as {identity}"))
+            AgentError::transient(format!("{what}: timed out as {identity}"))
         }
         // Only the status: the parser's error quotes the bytes it choked on, and in a
         // GetSecretValue answer those belong to the secret.
         SdkError::ResponseError(re) => {
             let s = re.raw().status().as_u16();
             if s >= 400 && !transient_service_error(None, s) {
-                FetchError::permanent(format!(
+                AgentError::permanent(format!(
                     "{what}: HTTP {s} with an unreadable body for {identity}"
                 ))
             } else {
-                FetchError::transient(format!("{what}: unreadable response (HTTP {s})"))
+                AgentError::transient(format!("{what}: unreadable response (HTTP {s})"))
             }
         }
         SdkError::DispatchFailure(df) => {
@@ -113,7 +113,7 @@ where
             // Credentials are resolved while dispatching: a refusal or a missing
             // identity is permanent.
             if credentials_refused(&text) {
-                FetchError::permanent(format!(
+                AgentError::permanent(format!(
                     "{what}: no usable AWS credentials for {identity}: {text}"
                 ))
             } else if df.is_io()
@@ -130,22 +130,22 @@ where
                 } else {
                     "Secrets Manager"
                 };
-                FetchError::transient(format!(
+                AgentError::transient(format!(
                     "{what}: cannot reach {service} as {identity}: {}",
                     root_cause_line(e)
                 ))
             } else {
-                FetchError::permanent(format!("{what}: {}", root_cause_line(e)))
+                AgentError::permanent(format!("{what}: {}", root_cause_line(e)))
             }
         }
         _ => {
             let text = chain_line(e);
             if credentials_refused(&text) {
-                FetchError::permanent(format!(
+                AgentError::permanent(format!(
                     "{what}: no usable AWS credentials for {identity}: {text}"
                 ))
             } else {
-                FetchError::permanent(format!("{what}: {text}"))
+                AgentError::permanent(format!("{what}: {text}"))
             }
         }
     }
@@ -188,7 +188,7 @@ impl Aws {
     }
 
     /// `GetSecretValue` of one location (name or ARN, with its version).
-    pub async fn get(&self, r: &SecretRef) -> Result<Fetched, FetchError> {
+    pub async fn get(&self, r: &SecretRef) -> Result<Fetched, AgentError> {
         let what = r.location().to_string();
         let mut req = self.client.get_secret_value().secret_id(&r.path);
         match &r.version {
@@ -202,7 +202,7 @@ impl Aws {
         } else if let Some(b) = out.secret_binary {
             Ok(Fetched::Binary(b.into_inner()))
         } else {
-            Err(FetchError::permanent(format!(
+            Err(AgentError::permanent(format!(
                 "{what}: the secret has no value"
             )))
         }
@@ -214,7 +214,7 @@ impl Aws {
     pub async fn batch<'r>(
         &self,
         refs: &[&'r SecretRef],
-    ) -> Result<Vec<(&'r SecretRef, Option<Result<Fetched, FetchError>>)>, FetchError> {
+    ) -> Result<Vec<(&'r SecretRef, Option<Result<Fetched, AgentError>>)>, AgentError> {
         let what = format!("BatchGetSecretValue of {} secrets", refs.len());
         let ids: Vec<String> = refs.iter().map(|r| r.path.clone()).collect();
         let out = self
@@ -224,9 +224,9 @@ impl Aws {
             .send()
             .await
             .map_err(|e| classify(&e, &what, self))?;
-        let mut results: Vec<(&SecretRef, Option<Result<Fetched, FetchError>>)> =
+        let mut results: Vec<(&SecretRef, Option<Result<Fetched, AgentError>>)> =
             refs.iter().map(|r| (*r, None)).collect();
-        let mut answer = |id: &str, result: Result<Fetched, FetchError>| {
+        let mut answer = |id: &str, result: Result<Fetched, AgentError>| {
             for (r, slot) in results.iter_mut().filter(|(r, _)| r.path == id) {
                 *slot = Some(result.clone().map_err(|e| e.about(r)));
             }
@@ -250,9 +250,9 @@ impl Aws {
             let msg = err.message.unwrap_or_default();
             let what = format!("aws:{id}");
             let e = if TRANSIENT_CODES.contains(&code.as_str()) {
-                FetchError::transient(format!("{what}: {code}: {msg}"))
+                AgentError::transient(format!("{what}: {code}: {msg}"))
             } else {
-                FetchError::permanent(format!("{what}: {code} for {}: {msg}", self.identity))
+                AgentError::permanent(format!("{what}: {code} for {}: {msg}", self.identity))
             };
             answer(&id, Err(e));
         }

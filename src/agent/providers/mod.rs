@@ -27,15 +27,15 @@ pub enum Kind {
 /// identity and the cause) and never holds a value; `reference` says which secret it is
 /// about, so no step has to read the message to decide anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FetchError {
+pub struct AgentError {
     pub kind: Kind,
     pub message: String,
     pub reference: Option<SecretRef>,
 }
 
-impl FetchError {
+impl AgentError {
     pub fn transient(message: impl Into<String>) -> Self {
-        FetchError {
+        AgentError {
             kind: Kind::Transient,
             message: message.into(),
             reference: None,
@@ -43,7 +43,7 @@ impl FetchError {
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        FetchError {
+        AgentError {
             kind: Kind::Permanent,
             message: message.into(),
             reference: None,
@@ -61,13 +61,13 @@ impl FetchError {
     }
 }
 
-impl fmt::Display for FetchError {
+impl fmt::Display for AgentError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for FetchError {}
+impl std::error::Error for AgentError {}
 
 /// What a store returned for one location (provider, path, version).
 #[derive(Clone, PartialEq)]
@@ -103,7 +103,7 @@ impl Fetched {
     }
 
     /// The value a reference names: the whole secret, or its `#key`.
-    pub fn select(&self, r: &SecretRef) -> Result<Selected, FetchError> {
+    pub fn select(&self, r: &SecretRef) -> Result<Selected, AgentError> {
         let Some(key) = &r.key else {
             return Ok(self.clone());
         };
@@ -114,17 +114,17 @@ impl Fetched {
                 Some(Value::Null) | None => {
                     let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
                     keys.sort_unstable();
-                    Err(FetchError::permanent(format!(
+                    Err(AgentError::permanent(format!(
                         "{r}: the secret has no key `{key}` (its keys: {})",
                         keys.join(", ")
                     )))
                 }
                 Some(other) => Ok(Fetched::Text(other.to_string())),
             },
-            Fetched::Text(_) => Err(FetchError::permanent(format!(
+            Fetched::Text(_) => Err(AgentError::permanent(format!(
                 "{r}: the secret is a plain string, not JSON, so it has no key `{key}`; drop `#{key}` to use the whole string"
             ))),
-            Fetched::Binary(_) => Err(FetchError::permanent(format!(
+            Fetched::Binary(_) => Err(AgentError::permanent(format!(
                 "{r}: the secret is binary, so it has no key `{key}`; drop `#{key}`"
             ))),
         }

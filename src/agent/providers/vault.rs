@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{FetchError, Fetched};
+use super::{AgentError, Fetched};
 use crate::contract::auth::AuthMethod;
 use crate::contract::reference::{SecretRef, Version};
 use crate::logging::root_cause_line;
@@ -53,26 +53,26 @@ pub struct Vault {
     token: String,
 }
 
-fn http_client(settings: &Settings) -> Result<reqwest::Client, FetchError> {
+fn http_client(settings: &Settings) -> Result<reqwest::Client, AgentError> {
     let mut builder = reqwest::Client::builder()
         .tls_backend_rustls()
         .timeout(settings.timeout)
         .connect_timeout(Duration::from_secs(5));
     if let Some(pem) = &settings.ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
-            FetchError::permanent(format!("the Vault CA certificate does not parse: {e}"))
+            AgentError::permanent(format!("the Vault CA certificate does not parse: {e}"))
         })?;
         builder = builder.tls_certs_merge(certs);
     }
     builder
         .build()
-        .map_err(|e| FetchError::permanent(format!("cannot build the HTTP client: {e}")))
+        .map_err(|e| AgentError::permanent(format!("cannot build the HTTP client: {e}")))
 }
 
 /// Read the projected token; a missing or malformed file is permanent.
-pub fn read_token_file(path: &std::path::Path) -> Result<String, FetchError> {
+pub fn read_token_file(path: &std::path::Path) -> Result<String, AgentError> {
     let raw = std::fs::read_to_string(path).map_err(|e| {
-        FetchError::permanent(format!(
+        AgentError::permanent(format!(
             "cannot read the service-account token {}: {e}",
             path.display()
         ))
@@ -83,7 +83,7 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, FetchError> {
         || parts.iter().any(|p| p.is_empty())
         || token.chars().any(char::is_whitespace)
     {
-        return Err(FetchError::permanent(format!(
+        return Err(AgentError::permanent(format!(
             "the service-account token {} is not a JWT (expected three dot-separated parts)",
             path.display()
         )));
@@ -92,17 +92,17 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, FetchError> {
 }
 
 /// A TLS verification failure: retrying cannot help, the trust setup must change.
-fn untrusted(detail: &str, what: &str) -> Option<FetchError> {
+fn untrusted(detail: &str, what: &str) -> Option<AgentError> {
     let lower = detail.to_lowercase();
     (lower.contains("certificate") || lower.contains("unknownissuer")).then(|| {
-        FetchError::permanent(format!(
+        AgentError::permanent(format!(
             "{what}: Vault's TLS certificate is not trusted ({detail}); give the webhook its CA in vault.ca_cert"
         ))
     })
 }
 
 /// Classify a reqwest transport error.
-fn transport(e: &reqwest::Error, what: &str) -> FetchError {
+fn transport(e: &reqwest::Error, what: &str) -> AgentError {
     // Connection refused/reset, DNS, timeouts: the store may come back.
     let cause = if e.is_timeout() {
         "timed out"
@@ -122,7 +122,7 @@ fn transport(e: &reqwest::Error, what: &str) -> FetchError {
     } else {
         format!(" ({detail})")
     };
-    FetchError::transient(format!("{what}: {cause}{detail}"))
+    AgentError::transient(format!("{what}: {cause}{detail}"))
 }
 
 /// Vault's error strings, on one line ("1 error occurred:\n\t* permission denied").
@@ -135,28 +135,28 @@ fn one_line(errors: &[String]) -> String {
         .join("; ")
 }
 
-fn status_error(code: u16, errors: &[String], what: &str, identity: &str) -> FetchError {
+fn status_error(code: u16, errors: &[String], what: &str, identity: &str) -> AgentError {
     let detail = if errors.is_empty() {
         String::new()
     } else {
         format!(": {}", one_line(errors))
     };
     match code {
-        429 | 412 | 500..=599 => FetchError::transient(format!(
+        429 | 412 | 500..=599 => AgentError::transient(format!(
             "{what}: Vault answered HTTP {code} to {identity}{detail}"
         )),
-        403 => FetchError::permanent(format!(
+        403 => AgentError::permanent(format!(
             "{what}: permission denied (HTTP 403) for {identity}{detail}; check the role's policies"
         )),
-        404 => FetchError::permanent(format!("{what}: not found (HTTP 404){detail}")),
-        _ => FetchError::permanent(format!(
+        404 => AgentError::permanent(format!("{what}: not found (HTTP 404){detail}")),
+        _ => AgentError::permanent(format!(
             "{what}: Vault refused the request (HTTP {code}) for {identity}{detail}"
         )),
     }
 }
 
 /// A refused login is about the identity, whatever the 4xx status.
-fn login_refused(code: u16, errors: &[String], settings: &Settings) -> FetchError {
+fn login_refused(code: u16, errors: &[String], settings: &Settings) -> AgentError {
     let what = format!("login to {}", settings.identity());
     if (400..500).contains(&code) && code != 429 && code != 412 {
         let detail = if errors.is_empty() {
@@ -164,7 +164,7 @@ fn login_refused(code: u16, errors: &[String], settings: &Settings) -> FetchErro
         } else {
             format!(": {}", one_line(errors))
         };
-        FetchError::permanent(format!(
+        AgentError::permanent(format!(
             "{what} refused (HTTP {code}){detail}; check that the auth mount `auth/{}` exists and its role `{}` is bound to this service account and audience `vault`",
             settings.auth_path, settings.role
         ))
@@ -232,7 +232,7 @@ impl Vault {
         settings: &Settings,
         req: reqwest::RequestBuilder,
         what: &str,
-    ) -> Result<Answer, FetchError> {
+    ) -> Result<Answer, AgentError> {
         let mut req = req.header("X-Vault-Request", "true");
         if let Some(ns) = &settings.namespace {
             req = req.header("X-Vault-Namespace", ns);
@@ -248,12 +248,12 @@ impl Vault {
 
     /// Log in with the projected token (`POST auth/<path>/login` with `role` and `jwt`,
     /// the same body for the kubernetes and the jwt method).
-    pub async fn login(settings: Settings) -> Result<Vault, FetchError> {
+    pub async fn login(settings: Settings) -> Result<Vault, AgentError> {
         let jwt = read_token_file(&settings.token_file)?;
         let http = http_client(&settings)?;
         let url = Self::url(&settings, &format!("auth/{}/login", settings.auth_path));
         reqwest::Url::parse(&url).map_err(|e| {
-            FetchError::permanent(format!(
+            AgentError::permanent(format!(
                 "the Vault address `{}` is not usable: {e}",
                 settings.address
             ))
@@ -270,7 +270,7 @@ impl Vault {
         // quote the token.
         let auth = serde_json::from_slice::<LoginResponse>(&answer.body)
             .map_err(|_| {
-                FetchError::permanent(format!(
+                AgentError::permanent(format!(
                     "{what}: the answer is not a Vault login (not JSON, or no auth.client_token in it); check that {} is Vault or OpenBao itself and that auth/{} is a {} auth mount with role `{}`",
                     settings.address, settings.auth_path, settings.auth_method, settings.role
                 ))
@@ -289,7 +289,7 @@ impl Vault {
     }
 
     /// One logical read of a location (the reference without `#key`).
-    pub async fn read(&self, r: &SecretRef) -> Result<(Fetched, Option<Lease>), FetchError> {
+    pub async fn read(&self, r: &SecretRef) -> Result<(Fetched, Option<Lease>), AgentError> {
         let what = r.location().to_string();
         let mut url = Self::url(&self.settings, &r.path);
         if let Some(Version::Number(n)) = &r.version {
@@ -306,19 +306,19 @@ impl Vault {
             ));
         }
         let parsed: ReadResponse = serde_json::from_slice(&answer.body).map_err(|_| {
-            FetchError::permanent(format!(
+            AgentError::permanent(format!(
                 "{what}: Vault's answer is not a secret (unexpected JSON)"
             ))
         })?;
         let data = match parsed.data {
             Some(Value::Object(map)) => map,
             _ => {
-                return Err(FetchError::permanent(format!(
+                return Err(AgentError::permanent(format!(
                     "{what}: Vault returned no data at this path"
                 )));
             }
         };
-        let map = unwrap_kv2(data).map_err(|m| FetchError::permanent(format!("{what}: {m}")))?;
+        let map = unwrap_kv2(data).map_err(|m| AgentError::permanent(format!("{what}: {m}")))?;
         let lease = (!parsed.lease_id.is_empty()).then_some(Lease {
             id: parsed.lease_id,
             duration: parsed.lease_duration,
@@ -328,7 +328,7 @@ impl Vault {
     }
 
     /// Revoke the login token (and with it any leases it created).
-    pub async fn revoke_self(&self) -> Result<(), FetchError> {
+    pub async fn revoke_self(&self) -> Result<(), AgentError> {
         let what = format!("revoke the token of {}", self.identity());
         let url = Self::url(&self.settings, "auth/token/revoke-self");
         let req = self.http.post(&url).header("X-Vault-Token", &self.token);
