@@ -42,6 +42,21 @@ pub enum Command {
     Init(InitArgs),
     /// Env-mode wrapper: load the fetched variables and exec the app (same PID).
     Exec(ExecArgs),
+    /// In the refresh sidecar: the first fetch, then re-fetch, renew and rotate until
+    /// SIGTERM, which revokes the Vault token and its leases.
+    Refresh(RefreshArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    #[command(flatten)]
+    pub init: InitArgs,
+    /// How often to re-read the secrets without a lease (±10 % jitter).
+    #[arg(long, env = names::REFRESH_INTERVAL_ENV, value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Where to serve /readyz, /healthz and /metrics (the kubelet probes the pod's IP).
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], names::PROBE_PORT)))]
+    pub probe_listen: SocketAddr,
 }
 
 /// Whether `serve` watches ServiceAccounts.

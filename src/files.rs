@@ -133,6 +133,73 @@ pub fn copy_atomic(from: &Path, dir: &Path, name: &str, mode: u32) -> Result<()>
     sync_dir(dir)
 }
 
+/// The link that names the current generation of a published file set.
+pub const DATA_LINK: &str = "..data";
+const GENERATION_PREFIX: &str = "..gen.";
+
+/// Publish `files` in `dir` as one new generation that replaces the previous one at
+/// once, as the kubelet does for Secret volumes: the files go into a fresh
+/// `..gen.<n>` directory, `..data` is switched to it by renaming a symlink over it (one
+/// atomic step), and each `dir/<name>` is a symlink to `..data/<name>`. A reader that
+/// opens `..data/` (or a single file) sees the old set or the new one, never a mix or
+/// half a file. The previous generation is kept until the next publish, so a reader
+/// that resolved `..data` just before the switch can finish reading it.
+pub fn publish(dir: &Path, generation: u64, files: &[FileOut]) -> Result<()> {
+    let name = format!("{GENERATION_PREFIX}{generation}");
+    let gen_dir = dir.join(&name);
+    // A leftover of a crashed run with the same number is replaced.
+    if gen_dir.exists() {
+        std::fs::remove_dir_all(&gen_dir).map_err(at("remove", &gen_dir))?;
+    }
+    write_all_or_nothing(&gen_dir, files)?;
+    let previous = std::fs::read_link(dir.join(DATA_LINK)).ok();
+    swap_link(dir, DATA_LINK, Path::new(&name))?;
+    for file in files {
+        let target = Path::new(DATA_LINK).join(&file.name);
+        if std::fs::read_link(dir.join(&file.name)).ok().as_deref() != Some(&target) {
+            swap_link(dir, &file.name, &target)?;
+        }
+    }
+    // Names no longer published, and generations older than the previous one.
+    let keep: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    let entries = std::fs::read_dir(dir).map_err(at("list", dir))?;
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if let Some(n) = entry_name.strip_prefix(GENERATION_PREFIX) {
+            let current = n.parse::<u64>().ok() == Some(generation);
+            let prior = previous.as_deref() == Some(Path::new(&entry_name));
+            if !current && !prior {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        } else if !entry_name.starts_with("..") && !keep.contains(&entry_name.as_str()) {
+            let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+            if is_link {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Point `dir/name` at `target` by renaming a fresh symlink over it.
+fn swap_link(dir: &Path, name: &str, target: &Path) -> Result<()> {
+    let tmp = temp_path(dir, name);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(at("remove", &tmp)(e)),
+        _ => {}
+    }
+    std::os::unix::fs::symlink(target, &tmp).map_err(at("link", &tmp))?;
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path).map_err(at("rename to", &path))
+}
+
+/// The generation `..data` points at, if any.
+pub fn current_generation(dir: &Path) -> Option<u64> {
+    let link = std::fs::read_link(dir.join(DATA_LINK)).ok()?;
+    link.to_str()?.strip_prefix(GENERATION_PREFIX)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +302,59 @@ mod tests {
         assert!(!temp_path(&bin, "tool").exists());
         assert!(copy_atomic(&dir.path().join("missing"), &bin, "x", 0o555).is_err());
         assert!(!temp_path(&bin, "x").exists() && !bin.join("x").exists());
+    }
+
+    fn read(dir: &Path, name: &str) -> String {
+        std::fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    /// Each publish switches every file at once through `..data`, keeps exactly one
+    /// previous generation, drops names no longer published and keeps the modes.
+    #[test]
+    fn publish_switches_generations_through_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let one = [
+            FileOut::new("user", "app-1", 0o440),
+            FileOut::new("pass", "pw-1", 0o400),
+        ];
+        publish(d, 1, &one).unwrap();
+        assert_eq!(
+            (read(d, "user"), read(d, "pass")),
+            ("app-1".into(), "pw-1".into())
+        );
+        assert_eq!(mode(&d.join("..data/pass")), 0o400);
+        assert_eq!(
+            std::fs::metadata(d.join("user"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o440
+        );
+        assert_eq!(current_generation(d), Some(1));
+
+        let two = [
+            FileOut::new("user", "app-2", 0o440),
+            FileOut::new("new", "n", 0o444),
+        ];
+        publish(d, 2, &two).unwrap();
+        assert_eq!(read(d, "user"), "app-2");
+        assert_eq!(read(d, "new"), "n");
+        assert!(!d.join("pass").exists() && std::fs::symlink_metadata(d.join("pass")).is_err());
+        // the previous generation stays readable for a reader that resolved it
+        assert_eq!(read(d, "..gen.1/pass"), "pw-1");
+        publish(d, 3, &two).unwrap();
+        assert!(
+            !d.join("..gen.1").exists(),
+            "only one previous generation is kept"
+        );
+        assert!(d.join("..gen.2").exists() && d.join("..gen.3").exists());
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["..data", "..gen.2", "..gen.3", "new", "user"]);
     }
 }

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow};
-use secret_injector::cli::{CertsArgs, Cli, Command, InitArgs, InjectArgs, KubeMode, ServeArgs};
+use secret_injector::cli::{
+    CertsArgs, Cli, Command, InitArgs, InjectArgs, KubeMode, RefreshArgs, ServeArgs,
+};
 use secret_injector::config::Config;
 use secret_injector::contract::names;
 use secret_injector::files::{FileOut, write_all_or_nothing};
@@ -49,6 +51,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Certs(args) => make_certs(args),
         Command::Init(args) => init(args),
         Command::Exec(args) => exec(args),
+        Command::Refresh(args) => refresh(args),
     };
     outcome.unwrap_or_else(|f| {
         eprintln!("{}: {:#}", f.program, f.error);
@@ -134,7 +137,7 @@ fn serve(args: ServeArgs) -> Outcome {
         }
         tokio::spawn(files.watch(tls.clone(), loaded, args.tls_reload_interval, metrics));
         tracing::info!(listen = %args.listen, admin = %args.admin_listen, "serving admission reviews on /mutate");
-        server::run(webhook, admin, tls, Arc::new(state), limits, server::shutdown_signal()).await?;
+        server::run(webhook, admin, tls, Arc::new(state), limits, terminated()).await?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
@@ -243,11 +246,95 @@ fn make_certs(args: CertsArgs) -> Outcome {
 
 /// `init`: every failure is one line, exit code 1 (the pod's init container restarts).
 fn init(args: InitArgs) -> Outcome {
-    let fail = |error: anyhow::Error| Failure {
-        program: "secret-injector init",
+    let program = "secret-injector init";
+    let opts = init_options(args, program)?;
+    let runtime = agent_runtime(program)?;
+    use tracing::Instrument;
+    runtime
+        .block_on(secret_injector::agent::init::run(opts).instrument(pod_span("init")))
+        .map_err(|e| agent_failure(program, e.into()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `refresh`: the native sidecar. A failed first fetch exits 1 (the kubelet restarts
+/// it, and the startup probe keeps the app waiting); SIGTERM exits 0.
+fn refresh(args: RefreshArgs) -> Outcome {
+    let program = "secret-injector refresh";
+    let opts = secret_injector::agent::refresh::RefreshOptions {
+        init: init_options(args.init, program)?,
+        interval: args.interval,
+        probe_listen: args.probe_listen,
+    };
+    let runtime = agent_runtime(program)?;
+    use tracing::Instrument;
+    runtime
+        .block_on(
+            async move {
+                let status = Arc::new(secret_injector::agent::refresh::Status::default());
+                let listener = tokio::net::TcpListener::bind(opts.probe_listen)
+                    .await
+                    .with_context(|| format!("bind the probe listener {}", opts.probe_listen))?;
+                tokio::spawn(secret_injector::agent::refresh::serve_probes(
+                    listener,
+                    status.clone(),
+                ));
+                secret_injector::agent::refresh::run(opts, status, terminated()).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+            .instrument(pod_span("refresh")),
+        )
+        .map_err(|e| agent_failure(program, e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn agent_failure(program: &'static str, error: anyhow::Error) -> Failure {
+    Failure {
+        program,
         code: 1,
         error,
+    }
+}
+
+fn agent_runtime(program: &'static str) -> std::result::Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| agent_failure(program, anyhow!("cannot start the async runtime: {e}")))
+}
+
+/// The pod's namespace and name (downward API) on every line of the agent.
+fn pod_span(command: &'static str) -> tracing::Span {
+    let namespace = std::env::var(names::POD_NAMESPACE_ENV).unwrap_or_default();
+    let pod = std::env::var(names::POD_NAME_ENV).unwrap_or_default();
+    match command {
+        "refresh" => tracing::info_span!("refresh", namespace = %namespace, pod = %pod),
+        _ => tracing::info_span!("init", namespace = %namespace, pod = %pod),
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+pub async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
     };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// init's options from its args and env.
+fn init_options(
+    args: InitArgs,
+    program: &'static str,
+) -> std::result::Result<secret_injector::agent::init::Options, Failure> {
+    let fail = |error: anyhow::Error| agent_failure(program, error);
     let plan: secret_injector::contract::plan::FetchPlan = serde_json::from_str(&args.plan)
         .map_err(|e| fail(anyhow!("{} is not a valid plan: {e}", names::PLAN_ENV)))?;
     let ca_pem = match (&args.vault_ca_pem, &args.vault_cacert) {
@@ -274,7 +361,7 @@ fn init(args: InitArgs) -> Outcome {
                 timeout: args.attempt_timeout,
             },
         );
-    let opts = secret_injector::agent::init::Options {
+    Ok(secret_injector::agent::init::Options {
         plan,
         out_dir: args.out_dir,
         env_dir: args.env_dir,
@@ -283,20 +370,5 @@ fn init(args: InitArgs) -> Outcome {
         vault,
         aws_region: args.aws_region,
         attempt_timeout: args.attempt_timeout,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| fail(anyhow!("cannot start the async runtime: {e}")))?;
-    let span = tracing::info_span!(
-        "init",
-        namespace = %std::env::var(names::POD_NAMESPACE_ENV).unwrap_or_default(),
-        pod = %std::env::var(names::POD_NAME_ENV).unwrap_or_default(),
-    );
-    use tracing::Instrument;
-    runtime
-        .block_on(secret_injector::agent::init::run(opts).instrument(span))
-        .map_err(|e| fail(e.into()))?;
-    Ok(ExitCode::SUCCESS)
+    })
 }

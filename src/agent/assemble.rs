@@ -14,7 +14,7 @@ use crate::files::FileOut;
 use crate::logging::Escaped;
 
 /// Everything to write: the files of the secrets volume and, in env mode, the env file.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Assembled {
     pub files: Vec<FileOut>,
     pub env_file: Option<FileOut>,

@@ -48,7 +48,7 @@ pub struct Stores {
 /// What one fetch returned: the values by location, and the leases they came with.
 pub struct Fetch {
     pub values: Values,
-    pub leases: Vec<Lease>,
+    pub leases: std::collections::HashMap<SecretRef, Lease>,
 }
 
 /// Retry `op` on transient errors with exponential backoff and jitter until `deadline`.
@@ -154,8 +154,16 @@ impl Stores {
     /// one, concurrently with a bound. All failures are collected; the first (in the
     /// order of their messages) is returned, with how many more there were.
     pub async fn fetch(&self, plan: &FetchPlan, budget: Budget) -> Result<Fetch, AgentError> {
+        self.fetch_locations(&locations(plan), budget).await
+    }
+
+    /// [`Stores::fetch`] of some locations only.
+    pub async fn fetch_locations(
+        &self,
+        locations: &[SecretRef],
+        budget: Budget,
+    ) -> Result<Fetch, AgentError> {
         let deadline = budget.until;
-        let locations = locations(plan);
         let mut values = Values::new();
         let mut errors: Vec<AgentError> = Vec::new();
         for (region, client) in &self.aws {
@@ -179,12 +187,14 @@ impl Stores {
             .buffer_unordered(budget.concurrency.max(1))
             .collect()
             .await;
-        let mut leases = Vec::new();
+        let mut leases = std::collections::HashMap::new();
         for (r, result) in results {
             match result {
                 Ok((v, lease)) => {
                     values.insert(r.clone(), v);
-                    leases.extend(lease);
+                    if let Some(lease) = lease {
+                        leases.insert(r.clone(), lease);
+                    }
                 }
                 Err(e) => errors.push(gave_up(e.about(r), budget.deadline)),
             }

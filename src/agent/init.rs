@@ -117,7 +117,10 @@ pub fn write(
 }
 
 /// Revoke the token unless leases depend on it (revoking it would revoke them).
-pub async fn finish(v: &Vault, leases: &[Lease]) {
+pub async fn finish(
+    v: &Vault,
+    leases: &std::collections::HashMap<crate::contract::reference::SecretRef, Lease>,
+) {
     if !leases.is_empty() {
         tracing::info!(
             leases = leases.len(),

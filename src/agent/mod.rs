@@ -7,3 +7,4 @@ pub mod exec;
 pub mod fetch;
 pub mod init;
 pub mod providers;
+pub mod refresh;

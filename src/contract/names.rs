@@ -4,6 +4,12 @@
 use super::reference::Provider;
 
 pub const INIT_CONTAINER: &str = "secret-injector-init";
+/// The native sidecar of pods with a refresh interval (it replaces the init container).
+pub const REFRESH_CONTAINER: &str = "secret-injector-refresh";
+/// The sidecar's refresh interval (humantime, `5m`).
+pub const REFRESH_INTERVAL_ENV: &str = "SECRET_INJECTOR_REFRESH_INTERVAL";
+/// The sidecar's probe port: `/readyz` (startup), `/healthz` (liveness), `/metrics`.
+pub const PROBE_PORT: u16 = 8099;
 pub const FILES_VOLUME: &str = "secret-injector-files";
 pub const ENV_VOLUME: &str = "secret-injector-env";
 

@@ -289,7 +289,12 @@ fn init_container(
     copied_aws: Option<&CopiedAws>,
 ) -> Value {
     let plan = &spec.plan;
-    let mut args = vec!["init".to_string()];
+    let command = if spec.refresh_interval.is_some() {
+        "refresh"
+    } else {
+        "init"
+    };
+    let mut args = vec![command.to_string()];
     let mut mounts = Vec::new();
     if !plan.files.is_empty() {
         args.push(format!("--out-dir={INIT_FILES_DIR}"));
@@ -326,7 +331,7 @@ fn init_container(
         }
     }
 
-    json!({
+    let mut container = json!({
         "name": INIT_CONTAINER,
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
@@ -336,7 +341,37 @@ fn init_container(
         "securityContext": security_context(pod, spec),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-    })
+    });
+    if let Some(interval) = spec.refresh_interval {
+        as_sidecar(&mut container, interval);
+    }
+    container
+}
+
+/// The refresh sidecar: the same container, kept running. A native sidecar (an init
+/// container with `restartPolicy: Always`, GA since Kubernetes 1.33): the kubelet
+/// starts the app containers once its startup probe passes, that is once the first
+/// files are written, and stops it after them, so Jobs still complete.
+fn as_sidecar(container: &mut Value, interval: std::time::Duration) {
+    container["name"] = json!(REFRESH_CONTAINER);
+    container["restartPolicy"] = json!("Always");
+    container["env"]
+        .as_array_mut()
+        .expect("env is a list")
+        .push(env(
+            REFRESH_INTERVAL_ENV,
+            humantime::format_duration(interval).to_string(),
+        ));
+    let probe = |path: &str| json!({"httpGet": {"path": path, "port": PROBE_PORT}});
+    // The first fetch may retry for init's 2m deadline: 5 minutes before a restart.
+    let mut startup = probe("/readyz");
+    startup["periodSeconds"] = json!(2);
+    startup["failureThreshold"] = json!(150);
+    let mut liveness = probe("/healthz");
+    liveness["periodSeconds"] = json!(30);
+    liveness["failureThreshold"] = json!(3);
+    container["startupProbe"] = startup;
+    container["livenessProbe"] = liveness;
 }
 
 /// How the init container reaches Vault and as whom.
@@ -591,5 +626,46 @@ mod tests {
                 .to_string()
                 .contains("secret-injector-token-aws")
         );
+    }
+
+    /// With a refresh interval the injected container is a native sidecar: first of the
+    /// init containers, `restartPolicy: Always`, held ready by its startup probe, with
+    /// the same identity, volumes and plan as the init container it replaces.
+    #[test]
+    fn refresh_interval_makes_a_native_sidecar() {
+        let pod = json!({
+            "metadata": {"name": "job", "annotations": {
+                "secret-injector.io/secret-db": "vault:database/creds/app",
+                "secret-injector.io/refresh-interval": "5m",
+            }},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "app", "image": "app"}]},
+        });
+        let (out, _) = run(&pod);
+        let sidecar = &out["spec"]["initContainers"][0];
+        assert_eq!(sidecar["name"], REFRESH_CONTAINER);
+        assert_eq!(sidecar["restartPolicy"], "Always");
+        assert_eq!(sidecar["args"][0], "refresh");
+        assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(sidecar["startupProbe"]["httpGet"]["port"], PROBE_PORT);
+        assert_eq!(sidecar["livenessProbe"]["httpGet"]["path"], "/healthz");
+        let env = sidecar["env"].to_string();
+        assert!(
+            env.contains(&format!(
+                r#"{{"name":"{REFRESH_INTERVAL_ENV}","value":"5m"}}"#
+            )),
+            "{env}"
+        );
+        assert!(env.contains(VAULT_TOKEN_FILE_ENV), "{env}");
+        assert_eq!(out["spec"]["initContainers"].as_array().unwrap().len(), 1);
+        // without the annotation: the plain init container, which exits
+        let mut plain = pod.clone();
+        plain["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("secret-injector.io/refresh-interval");
+        let (out, _) = run(&plain);
+        let init = &out["spec"]["initContainers"][0];
+        assert_eq!(init["name"], INIT_CONTAINER);
+        assert!(init.get("restartPolicy").is_none() && init.get("startupProbe").is_none());
     }
 }

@@ -67,7 +67,10 @@ fn injected_with(config: &Config, annotations: Value, containers: Value) -> (Val
     };
     json_patch::patch(&mut pod, &patch).unwrap();
     let init = pod["spec"]["initContainers"][0].clone();
-    assert_eq!(init["name"], names::INIT_CONTAINER);
+    assert!(
+        init["name"] == names::INIT_CONTAINER || init["name"] == names::REFRESH_CONTAINER,
+        "{init}"
+    );
     (pod, init)
 }
 
@@ -75,10 +78,18 @@ fn injected_with(config: &Config, annotations: Value, containers: Value) -> (Val
 /// the options that read them; the parser's own env lookups are switched off, so the
 /// test process's env (a `VAULT_ADDR` in a developer's shell) cannot answer for the pod.
 fn parse_init(container: &Value) -> InitArgs {
-    let cli = Cli::command().mut_subcommand("init", |init| {
-        init.mut_args(|a| a.env(None::<&'static str>))
+    match parse_agent(container, "init") {
+        Command::Init(args) => args,
+        other => panic!("not init: {other:?}"),
+    }
+}
+
+/// The injected container's args and env through the real parser of `subcommand`.
+fn parse_agent(container: &Value, subcommand: &str) -> Command {
+    let cli = Cli::command().mut_subcommand(subcommand, |sub| {
+        sub.mut_args(|a| a.env(None::<&'static str>))
     });
-    let by_env = env_to_option();
+    let by_env = env_to_option(subcommand);
     let mut argv = vec!["secret-injector".to_string()];
     argv.extend(
         container["args"]
@@ -91,10 +102,10 @@ fn parse_init(container: &Value) -> InitArgs {
         let name = e["name"].as_str().unwrap();
         match (by_env.get(name), e["value"].as_str()) {
             (Some(long), Some(value)) => argv.push(format!("--{long}={value}")),
-            (Some(_), None) => panic!("{name} has no literal value, but init reads it"),
+            (Some(_), None) => panic!("{name} has no literal value, but {subcommand} reads it"),
             (None, _) => assert!(
                 READ_ELSEWHERE.contains(&name),
-                "the init container sets {name}, which nothing in the pod reads"
+                "the injected container sets {name}, which nothing in the pod reads"
             ),
         }
     }
@@ -102,20 +113,16 @@ fn parse_init(container: &Value) -> InitArgs {
         .try_get_matches_from(&argv)
         .and_then(|m| Cli::from_arg_matches(&m));
     match parsed {
-        Ok(Cli {
-            command: Command::Init(args),
-            ..
-        }) => args,
-        Ok(other) => panic!("not init: {other:?}"),
-        Err(e) => panic!("the init container's command line does not parse: {e}\n{argv:?}"),
+        Ok(cli) => cli.command,
+        Err(e) => panic!("the injected container's command line does not parse: {e}\n{argv:?}"),
     }
 }
 
-/// Which `init` option each env variable sets.
-fn env_to_option() -> BTreeMap<String, String> {
+/// Which option of `subcommand` each env variable sets.
+fn env_to_option(subcommand: &str) -> BTreeMap<String, String> {
     let cli = Cli::command();
-    let init = cli.find_subcommand("init").expect("an init subcommand");
-    init.get_arguments()
+    let sub = cli.find_subcommand(subcommand).expect("the subcommand");
+    sub.get_arguments()
         .filter_map(|a| {
             Some((
                 a.get_env()?.to_str()?.to_string(),
@@ -123,6 +130,43 @@ fn env_to_option() -> BTreeMap<String, String> {
             ))
         })
         .collect()
+}
+
+/// The refresh sidecar is the init container kept running: the same options, plus its
+/// interval, through the real `refresh` parser.
+#[test]
+fn a_refresh_pod_reaches_the_sidecar_with_its_interval_and_the_init_options() {
+    let (pod, sidecar) = injected_with(
+        &full_config(),
+        json!({
+            "secret-injector.io/secret-db": "vault:database/creds/app",
+            "secret-injector.io/secret-api": "aws:prod/api#key",
+            "secret-injector.io/refresh-interval": "90s",
+        }),
+        json!([{"name": "app", "image": "app"}]),
+    );
+    assert_eq!(sidecar["name"], names::REFRESH_CONTAINER);
+    let Command::Refresh(args) = parse_agent(&sidecar, "refresh") else {
+        panic!("not refresh");
+    };
+    assert_eq!(args.interval, std::time::Duration::from_secs(90));
+    assert_eq!(args.probe_listen.port(), names::PROBE_PORT);
+    assert_eq!(
+        sidecar["startupProbe"]["httpGet"]["port"],
+        names::PROBE_PORT
+    );
+    assert_eq!(args.init.vault_ca_pem.as_deref(), Some(CA_PEM));
+    assert_eq!(
+        args.init.out_dir,
+        Some(PathBuf::from(names::INIT_FILES_DIR))
+    );
+    let plan = plan_of(&args.init);
+    assert!(plan.uses(Provider::Vault) && plan.uses(Provider::Aws));
+    assert!(
+        pod["spec"]["containers"][0]["volumeMounts"]
+            .to_string()
+            .contains(names::FILES_VOLUME)
+    );
 }
 
 fn plan_of(args: &InitArgs) -> FetchPlan {

@@ -8,8 +8,14 @@ use crate::support::{OpenBao, Postgres, TokenSigner};
 use crate::util::rt;
 
 /// OpenBao whose database engine issues credentials for `pg` to role `migrations`,
-/// which the service account `migrations` of team-a gets through jwt auth.
-async fn bao_issuing_credentials_for(pg: &Postgres, signer: &TokenSigner) -> OpenBao {
+/// which the service account `migrations` of team-a gets through jwt auth; leases of
+/// `default_ttl`, renewable up to `max_ttl`.
+pub async fn bao_issuing_credentials_for(
+    pg: &Postgres,
+    signer: &TokenSigner,
+    default_ttl: &str,
+    max_ttl: &str,
+) -> OpenBao {
     let bao = OpenBao::start().await;
     bao.api("POST", "sys/mounts/database", json!({"type": "database"}))
         .await;
@@ -36,7 +42,8 @@ async fn bao_issuing_credentials_for(pg: &Postgres, signer: &TokenSigner) -> Ope
             "creation_statements": [
                 "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
             ],
-            "default_ttl": "1h",
+            "default_ttl": default_ttl,
+            "max_ttl": max_ttl,
         }),
     )
     .await;
@@ -64,7 +71,7 @@ fn dynamic_database_credentials_log_in_to_postgres() {
     let signer = TokenSigner::new();
     let (bao, pg) = rt.block_on(async {
         let pg = Postgres::start().await;
-        let bao = bao_issuing_credentials_for(&pg, &signer).await;
+        let bao = bao_issuing_credentials_for(&pg, &signer, "1h", "24h").await;
         (bao, pg)
     });
     let tokens_before = rt.block_on(bao.token_count());

@@ -236,6 +236,33 @@ pub fn run_injected(
     tokens: &[(&str, String)],
     extra_env: &[(&str, &str)],
 ) -> InitRun {
+    let mut prepared = prepare_injected(manifest, config, tokens);
+    assert_eq!(prepared.container["name"], "secret-injector-init");
+    for (k, v) in extra_env {
+        prepared.cmd.env(k, v);
+    }
+    let start = Instant::now();
+    let out = prepared.cmd.stdin(Stdio::null()).output().unwrap();
+    InitRun {
+        out,
+        elapsed: start.elapsed(),
+        root: prepared.root,
+        mounts: prepared.mounts,
+    }
+}
+
+/// The injected container (init or refresh sidecar), ready to run as a process: its
+/// mounts remapped to directories under a temp root, its args and env only.
+pub struct Prepared {
+    pub cmd: std::process::Command,
+    pub container: Value,
+    pub root: tempfile::TempDir,
+    /// mountPath in the container -> directory on this machine
+    pub mounts: BTreeMap<String, PathBuf>,
+}
+
+/// `inject -f` the manifest with `config`, and prepare its injected container.
+pub fn prepare_injected(manifest: &str, config: &str, tokens: &[(&str, String)]) -> Prepared {
     let root = tempfile::tempdir().unwrap();
     let cfg = root.path().join("config.yaml");
     std::fs::write(&cfg, config).unwrap();
@@ -272,8 +299,7 @@ pub fn run_injected(
     } else {
         &workload["spec"]["template"]
     };
-    let init = &tpl["spec"]["initContainers"][0];
-    assert_eq!(init["name"], "secret-injector-init");
+    let init = tpl["spec"]["initContainers"][0].clone();
     let args: Vec<String> = init["args"]
         .as_array()
         .unwrap()
@@ -318,18 +344,10 @@ pub fn run_injected(
         cmd.env(name, value);
     }
     cmd.env("RUST_LOG", "trace");
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let start = Instant::now();
-    let out = cmd
-        .args(args.iter().map(|a| remap(a)))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    InitRun {
-        out,
-        elapsed: start.elapsed(),
+    cmd.args(args.iter().map(|a| remap(a)));
+    Prepared {
+        cmd,
+        container: init,
         root,
         mounts,
     }

@@ -14,6 +14,7 @@ mod exec;
 mod file_mode;
 mod fixtures;
 mod hostile;
+mod refresh;
 mod retries;
 mod self_signed;
 #[path = "../support/mod.rs"]

@@ -23,6 +23,11 @@ impl TokenSigner {
     }
 
     pub fn token(&self, ns: &str, sa: &str, aud: &str) -> String {
+        self.token_for(ns, sa, aud, 600)
+    }
+
+    /// A token that expires `seconds` from now, as the kubelet's projected tokens do.
+    pub fn token_for(&self, ns: &str, sa: &str, aud: &str, seconds: u64) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -33,7 +38,7 @@ impl TokenSigner {
             "aud": [aud],
             "iat": now,
             "nbf": now,
-            "exp": now + 600,
+            "exp": now + seconds,
             "kubernetes.io": {
                 "namespace": ns,
                 "serviceaccount": {"name": sa, "uid": "4e6c1f6a-5b8a-4a0e-9c55-0c8f3c0d7e11"},

@@ -51,6 +51,15 @@ pub struct Vault {
     http: reqwest::Client,
     /// The login token: sent as `X-Vault-Token`, never logged.
     token: String,
+    /// The token's lease as of the login or the last renewal.
+    pub token_lease: TokenLease,
+}
+
+/// How long the login token lives, and whether it can be renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenLease {
+    pub ttl: u64,
+    pub renewable: bool,
 }
 
 fn http_client(settings: &Settings) -> Result<reqwest::Client, AgentError> {
@@ -195,6 +204,17 @@ struct LoginAuth {
     client_token: String,
     #[serde(default)]
     lease_duration: u64,
+    #[serde(default)]
+    renewable: bool,
+}
+
+#[derive(Deserialize)]
+struct LeaseAnswer {
+    lease_id: String,
+    #[serde(default)]
+    lease_duration: u64,
+    #[serde(default)]
+    renewable: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -281,6 +301,10 @@ impl Vault {
             settings,
             http,
             token: auth.client_token,
+            token_lease: TokenLease {
+                ttl: auth.lease_duration,
+                renewable: auth.renewable,
+            },
         })
     }
 
@@ -325,6 +349,83 @@ impl Vault {
             renewable: parsed.renewable,
         });
         Ok((Fetched::Map(map), lease))
+    }
+
+    /// A call with the token whose answer is JSON `T` (or nothing, for `T = ()`).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        what: &str,
+    ) -> Result<Answer, AgentError> {
+        let url = Self::url(&self.settings, path);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header("X-Vault-Token", &self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let answer = Self::send(&self.settings, req, what).await?;
+        if answer.ok() {
+            Ok(answer)
+        } else {
+            Err(status_error(
+                answer.code,
+                &answer.errors(),
+                what,
+                &self.identity(),
+            ))
+        }
+    }
+
+    /// Renew the login token (`auth/token/renew-self`, in Vault's default policy). The
+    /// answer's TTL is shorter than asked for when the token nears its max TTL.
+    pub async fn renew_self(&mut self) -> Result<TokenLease, AgentError> {
+        let what = format!("renew the token of {}", self.identity());
+        let answer = self
+            .call(reqwest::Method::POST, "auth/token/renew-self", None, &what)
+            .await?;
+        let auth = serde_json::from_slice::<LoginResponse>(&answer.body)
+            .map_err(|_| AgentError::permanent(format!("{what}: the answer has no auth")))?
+            .auth;
+        self.token_lease = TokenLease {
+            ttl: auth.lease_duration,
+            renewable: auth.renewable,
+        };
+        Ok(self.token_lease)
+    }
+
+    /// Renew a lease (`sys/leases/renew`, in Vault's default policy); the answer says
+    /// how long it now lives, less than asked for near its max TTL.
+    pub async fn renew_lease(&self, lease: &Lease) -> Result<Lease, AgentError> {
+        let what = "renew a lease".to_string();
+        let body = serde_json::json!({"lease_id": lease.id, "increment": lease.duration});
+        let answer = self
+            .call(reqwest::Method::PUT, "sys/leases/renew", Some(body), &what)
+            .await?;
+        let renewed: LeaseAnswer = serde_json::from_slice(&answer.body)
+            .map_err(|_| AgentError::permanent(format!("{what}: the answer has no lease")))?;
+        Ok(Lease {
+            id: renewed.lease_id,
+            duration: renewed.lease_duration,
+            renewable: renewed.renewable,
+        })
+    }
+
+    /// Revoke one lease (`sys/leases/revoke`; the policy must allow it, the default one
+    /// does not).
+    pub async fn revoke_lease(&self, lease: &Lease) -> Result<(), AgentError> {
+        let body = serde_json::json!({"lease_id": lease.id});
+        self.call(
+            reqwest::Method::PUT,
+            "sys/leases/revoke",
+            Some(body),
+            "revoke a lease",
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Revoke the login token (and with it any leases it created).

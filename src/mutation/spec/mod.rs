@@ -323,9 +323,9 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     let refresh_interval = ours
         .get("refresh-interval")
         .and_then(|raw| parse_interval(&mut c, raw));
-    if refresh_interval.is_some() {
+    if refresh_interval.is_some() && plan.env_mode() {
         warnings.push(
-            "secret-injector.io/refresh-interval is validated, but the refresh sidecar is not part of this release yet: the secrets are fetched once, when the pod starts".to_string(),
+            "secret-injector.io/refresh-interval: env-mode variables are read once, when the app starts; the refresh sidecar keeps files current and renews leases, but a running process keeps the variables it started with".to_string(),
         );
     }
     let vault = vault_identity(&mut c, pod, config, &ours);
@@ -365,12 +365,11 @@ fn opt_out(c: &mut Collector, pod: &PodView, ours: &BTreeMap<&str, &str>) -> Opt
         ),
         None => {}
     }
-    if pod
-        .init_containers()
-        .iter()
-        .any(|ic| ic.name == crate::contract::names::INIT_CONTAINER)
-    {
-        return Some("already has the secret-injector-init container");
+    if pod.init_containers().iter().any(|ic| {
+        ic.name == crate::contract::names::INIT_CONTAINER
+            || ic.name == crate::contract::names::REFRESH_CONTAINER
+    }) {
+        return Some("already has the secret-injector-init or -refresh container");
     }
     match ours.get("inject").copied() {
         Some("false") => return Some("secret-injector.io/inject is false"),
@@ -897,11 +896,20 @@ mod tests {
                 "{volume}: {ps:?}"
             );
         }
+        // refresh in file mode: no warning, the sidecar keeps the files current
         let s = inject(
             json!({"secret-injector.io/secret-a": "vault:kv/a", "secret-injector.io/refresh-interval": "1m"}),
         );
+        assert_eq!(s.warnings, Vec::<String>::new());
+        assert_eq!(s.refresh_interval, Some(Duration::from_secs(60)));
+        // in env mode: the running process keeps its variables, and admission says so
+        let s = inject(
+            json!({"secret-injector.io/env-A": "vault:kv/a#x", "secret-injector.io/refresh-interval": "1m"}),
+        );
         assert!(
-            s.warnings.iter().any(|w| w.contains("fetched once")),
+            s.warnings
+                .iter()
+                .any(|w| w.contains("keeps the variables it started with")),
             "{:?}",
             s.warnings
         );

@@ -1,0 +1,568 @@
+//! `secret-injector refresh`: the native sidecar of pods with
+//! `secret-injector.io/refresh-interval`. It does the pod's first fetch itself (so there
+//! is one login and one set of leases per pod), reports ready on its probe port once the
+//! files exist (the startup probe holds the app until then), and then, until SIGTERM:
+//!
+//! - re-reads every secret without a lease each interval (with jitter) and publishes a
+//!   new generation of all files when any changed (`files::publish`: they switch
+//!   together through `..data`);
+//! - renews the Vault token and each lease at 2/3 of its TTL; a lease that cannot be
+//!   renewed, or nears its max TTL, is replaced by new credentials and revoked after a
+//!   grace period; a token that cannot be renewed is replaced by a new login with the
+//!   current projected token (and its leases with it);
+//! - keeps the last good files when a store fails, backs off, and says so in its log and
+//!   metrics;
+//! - on SIGTERM revokes the token (and with it every lease) and exits 0.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::agent::assemble::{Assembled, assemble};
+use crate::agent::fetch::{Budget, Stores, locations};
+use crate::agent::init::{self, Options};
+use crate::agent::providers::AgentError;
+use crate::agent::providers::vault::{Lease, Vault};
+use crate::contract::reference::SecretRef;
+use crate::files::{FileOut, publish};
+
+/// How long a replaced lease stays valid before it is revoked: apps hold open
+/// connections with the old credentials, and need a moment to reconnect.
+pub const LEASE_GRACE: Duration = Duration::from_secs(30);
+
+/// What the sidecar needs besides init's options.
+#[derive(Clone, Debug)]
+pub struct RefreshOptions {
+    pub init: Options,
+    pub interval: Duration,
+    /// Where the probes and metrics are served (the pod's IP: the kubelet probes it).
+    pub probe_listen: SocketAddr,
+}
+
+/// What the probes and the metrics read.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub ready: AtomicBool,
+    /// The secrets on disk are older than the last refresh attempt.
+    pub stale: AtomicBool,
+    pub last_success_unix: AtomicU64,
+    pub failures: AtomicU64,
+    pub publications: AtomicU64,
+    /// The main loop's last turn (Unix seconds): liveness.
+    pub heartbeat_unix: AtomicU64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A lease held for the app, and when to renew it.
+struct Held {
+    lease: Lease,
+    /// Its TTL when it was issued: a renewal that gives less than a third of it means
+    /// the lease nears its max TTL.
+    issued_ttl: u64,
+    renew_at: Instant,
+}
+
+/// 2/3 of a TTL from now: when a token or a lease is renewed. A TTL of 0 never expires.
+fn two_thirds(ttl_seconds: u64) -> Instant {
+    let ttl = if ttl_seconds == 0 {
+        // 100 years: never, as far as this pod is concerned
+        100 * 365 * 24 * 3600
+    } else {
+        ttl_seconds.max(3)
+    };
+    Instant::now() + Duration::from_secs(ttl * 2 / 3)
+}
+
+/// Whether a renewal still gives enough time: at least a third of the TTL at issue.
+fn renewed_enough(ttl: u64, issued_ttl: u64) -> bool {
+    ttl * 3 >= issued_ttl
+}
+
+/// `d` ± 10 %, so the pods of a Deployment do not refresh in step.
+fn jittered(d: Duration, keys: &std::collections::hash_map::RandomState) -> Duration {
+    let r = keys.hash_one(Instant::now()) % 2001; // 0..=2000
+    d.mul_f64(0.9 + r as f64 / 10_000.0)
+}
+
+/// A short keyed hash of a file's content for the log: it shows which files changed and
+/// whether two lines saw the same content, and cannot be brute-forced offline because
+/// the key is random per process and never leaves it.
+fn short_hash(bytes: &[u8], keys: &std::collections::hash_map::RandomState) -> String {
+    format!("{:08x}", keys.hash_one(bytes) as u32)
+}
+
+/// The names of the files whose content differs between two assemblies.
+fn changed<'a>(old: Option<&Assembled>, new: &'a Assembled) -> Vec<&'a FileOut> {
+    new.files
+        .iter()
+        .filter(|f| old.is_none_or(|o| !o.files.contains(f)))
+        .collect()
+}
+
+struct Sidecar {
+    opts: RefreshOptions,
+    stores: Stores,
+    values: crate::agent::providers::Values,
+    leases: HashMap<SecretRef, Held>,
+    token_renew_at: Option<Instant>,
+    /// The token's TTL at login.
+    token_issued_ttl: u64,
+    /// Replaced leases, revoked after [`LEASE_GRACE`]; replaced Vault sessions (their
+    /// token revoked, which revokes their leases), likewise.
+    retiring: Vec<(Instant, Lease)>,
+    retiring_sessions: Vec<(Instant, Vault)>,
+    published: Option<Assembled>,
+    generation: u64,
+    status: Arc<Status>,
+    keys: std::collections::hash_map::RandomState,
+    failures_in_a_row: u32,
+}
+
+impl Sidecar {
+    fn budget(&self, deadline: Duration) -> Budget {
+        Budget::starting_now(
+            deadline,
+            self.opts.init.concurrency,
+            self.opts.init.attempt_timeout,
+        )
+    }
+
+    /// One attempt of a refresh cycle may retry a transient failure for at most this long.
+    fn cycle_deadline(&self) -> Duration {
+        (self.opts.interval / 2).min(self.opts.init.attempt_timeout * 2)
+    }
+
+    /// Take what a fetch returned: values, and leases to renew from now on.
+    fn take(&mut self, fetched: crate::agent::fetch::Fetch) {
+        self.values.extend(fetched.values);
+        for (location, lease) in fetched.leases {
+            let held = Held {
+                renew_at: two_thirds(lease.duration),
+                issued_ttl: lease.duration,
+                lease,
+            };
+            if let Some(old) = self.leases.insert(location, held) {
+                self.retiring
+                    .push((Instant::now() + LEASE_GRACE, old.lease));
+            }
+        }
+    }
+
+    /// Assemble, and publish a new generation when any file changed.
+    fn publish_if_changed(&mut self) -> Result<(), AgentError> {
+        let assembled = assemble(&self.opts.init.plan, &self.values)?;
+        let changes = changed(self.published.as_ref(), &assembled);
+        let env_changed = self.published.as_ref().map(|p| &p.env_file) != Some(&assembled.env_file);
+        if changes.is_empty() && !env_changed {
+            return Ok(());
+        }
+        if let Some(dir) = &self.opts.init.out_dir
+            && !assembled.files.is_empty()
+        {
+            self.generation += 1;
+            publish(dir, self.generation, &assembled.files).map_err(|e| {
+                AgentError::permanent(format!(
+                    "cannot publish the secret files in {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        if self.published.is_none() {
+            // The env file is read once, when the app starts: written for the first
+            // generation only (see docs/design.md, refresh in env mode).
+            let env_only = Assembled {
+                files: Vec::new(),
+                ..assembled.clone()
+            };
+            init::write(&env_only, None, self.opts.init.env_dir.as_deref())?;
+        } else if env_changed {
+            tracing::warn!(
+                "env-mode values changed; the app keeps the values it started with until it restarts"
+            );
+        }
+        for f in &changes {
+            tracing::info!(file = %f.name, hash = %short_hash(&f.bytes, &self.keys), generation = self.generation, "file changed");
+        }
+        self.published = Some(assembled);
+        self.status.publications.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Renew the token when due; log in again when it cannot be renewed or nears its
+    /// max TTL, and replace every lease of the old session.
+    async fn keep_token(&mut self) -> Result<(), AgentError> {
+        let Some(due) = self.token_renew_at else {
+            return Ok(());
+        };
+        if Instant::now() < due {
+            return Ok(());
+        }
+        let vault = self
+            .stores
+            .vault
+            .as_mut()
+            .expect("a due token has a session");
+        match vault.renew_self().await {
+            Ok(lease) if lease.renewable && renewed_enough(lease.ttl, self.token_issued_ttl) => {
+                tracing::debug!(ttl_seconds = lease.ttl, "renewed the Vault token");
+                self.token_renew_at = Some(two_thirds(lease.ttl));
+                return Ok(());
+            }
+            Ok(lease) => tracing::info!(
+                ttl_seconds = lease.ttl,
+                "the Vault token nears its max TTL; logging in again"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot renew the Vault token; logging in again"),
+        }
+        self.relogin().await
+    }
+
+    /// A new session with the current projected token; the old one's leases are
+    /// replaced with new credentials and the old token revoked after the grace period.
+    async fn relogin(&mut self) -> Result<(), AgentError> {
+        let budget = self.budget(self.cycle_deadline());
+        let fresh = Stores::login(
+            &self.opts.init.plan,
+            self.opts.init.vault.as_ref(),
+            self.opts.init.aws_region.as_deref(),
+            budget,
+        )
+        .await?;
+        let old = std::mem::replace(&mut self.stores, fresh);
+        self.token_renew_at = self
+            .stores
+            .vault
+            .as_ref()
+            .map(|v| two_thirds(v.token_lease.ttl));
+        self.token_issued_ttl = self.stores.vault.as_ref().map_or(0, |v| v.token_lease.ttl);
+        tracing::info!("logged in again with the current service-account token");
+        let leased: Vec<SecretRef> = self.leases.keys().cloned().collect();
+        if !leased.is_empty() {
+            let fetched = self.stores.fetch_locations(&leased, budget).await?;
+            // The old leases end with the old token: not revoked one by one.
+            for location in &leased {
+                self.leases.remove(location);
+            }
+            self.take(fetched);
+            self.publish_if_changed()?;
+        }
+        if let Some(v) = old.vault {
+            self.retiring_sessions
+                .push((Instant::now() + LEASE_GRACE, v));
+        }
+        Ok(())
+    }
+
+    /// Renew each due lease; replace the ones that cannot be renewed or near their max TTL.
+    async fn keep_leases(&mut self) -> Result<(), AgentError> {
+        let now = Instant::now();
+        let due: Vec<SecretRef> = self
+            .leases
+            .iter()
+            .filter(|(_, h)| h.renew_at <= now)
+            .map(|(l, _)| l.clone())
+            .collect();
+        let mut replace = Vec::new();
+        for location in due {
+            let held = &self.leases[&location];
+            let vault = self.stores.vault.as_ref().expect("a lease has a session");
+            let result = if held.lease.renewable {
+                vault.renew_lease(&held.lease).await
+            } else {
+                Err(AgentError::permanent("the lease is not renewable"))
+            };
+            match result {
+                // Renewed for at least a third of its TTL at issue: keep it.
+                Ok(lease) if renewed_enough(lease.duration, held.issued_ttl) => {
+                    tracing::debug!(secret = %location, ttl_seconds = lease.duration, "renewed a lease");
+                    let held = Held {
+                        renew_at: two_thirds(lease.duration),
+                        issued_ttl: held.issued_ttl,
+                        lease,
+                    };
+                    self.leases.insert(location, held);
+                }
+                Ok(lease) => {
+                    tracing::info!(secret = %location, ttl_seconds = lease.duration, "the lease nears its max TTL; fetching new credentials");
+                    replace.push(location);
+                }
+                Err(e) => {
+                    tracing::warn!(secret = %location, error = %e, "cannot renew the lease; fetching new credentials");
+                    replace.push(location);
+                }
+            }
+        }
+        if replace.is_empty() {
+            return Ok(());
+        }
+        let fetched = self
+            .stores
+            .fetch_locations(&replace, self.budget(self.cycle_deadline()))
+            .await?;
+        self.take(fetched);
+        self.publish_if_changed()
+    }
+
+    /// Re-read every secret without a lease.
+    async fn refresh(&mut self) -> Result<(), AgentError> {
+        let plain: Vec<SecretRef> = locations(&self.opts.init.plan)
+            .into_iter()
+            .filter(|l| !self.leases.contains_key(l))
+            .collect();
+        if plain.is_empty() {
+            return Ok(());
+        }
+        let fetched = self
+            .stores
+            .fetch_locations(&plain, self.budget(self.cycle_deadline()))
+            .await?;
+        self.take(fetched);
+        self.publish_if_changed()
+    }
+
+    /// Revoke what the grace period has passed for.
+    async fn retire(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.retiring = later;
+        for (_, lease) in due {
+            if let Some(v) = &self.stores.vault
+                && let Err(e) = v.revoke_lease(&lease).await
+            {
+                tracing::info!(error = %e, "could not revoke a replaced lease; it ends at its TTL (allow update on sys/leases/revoke to revoke it at once)");
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring_sessions)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.retiring_sessions = later;
+        for (_, v) in due {
+            if let Err(e) = v.revoke_self().await {
+                tracing::info!(error = %e, "could not revoke a replaced Vault token; it ends at its TTL");
+            }
+        }
+    }
+
+    /// The token and every lease end with the pod.
+    async fn shut_down(self) {
+        let sessions = self
+            .stores
+            .vault
+            .into_iter()
+            .chain(self.retiring_sessions.into_iter().map(|(_, v)| v));
+        for v in sessions {
+            match v.revoke_self().await {
+                Ok(()) => tracing::info!("revoked the Vault token and its leases"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not revoke the Vault token; it ends at its TTL")
+                }
+            }
+        }
+    }
+}
+
+/// Run the sidecar until `shutdown` completes.
+pub async fn run(
+    opts: RefreshOptions,
+    status: Arc<Status>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let budget = Budget::starting_now(
+        opts.init.deadline,
+        opts.init.concurrency,
+        opts.init.attempt_timeout,
+    );
+    let plan = &opts.init.plan;
+    let stores = Stores::login(
+        plan,
+        opts.init.vault.as_ref(),
+        opts.init.aws_region.as_deref(),
+        budget,
+    )
+    .await?;
+    let token_renew_at = stores.vault.as_ref().map(|v| two_thirds(v.token_lease.ttl));
+    let token_issued_ttl = stores.vault.as_ref().map_or(0, |v| v.token_lease.ttl);
+    let mut sidecar = Sidecar {
+        stores,
+        values: Default::default(),
+        leases: HashMap::new(),
+        token_renew_at,
+        token_issued_ttl,
+        retiring: Vec::new(),
+        retiring_sessions: Vec::new(),
+        published: None,
+        generation: 0,
+        status: status.clone(),
+        keys: Default::default(),
+        failures_in_a_row: 0,
+        opts,
+    };
+    let first = async {
+        let fetched = sidecar
+            .stores
+            .fetch(&sidecar.opts.init.plan, budget)
+            .await?;
+        sidecar.take(fetched);
+        sidecar.publish_if_changed()
+    }
+    .await;
+    if let Err(e) = first {
+        sidecar.shut_down().await;
+        return Err(e);
+    }
+    status.ready.store(true, Ordering::Relaxed);
+    status
+        .last_success_unix
+        .store(unix_now(), Ordering::Relaxed);
+    tracing::info!(
+        files = sidecar.published.as_ref().map_or(0, |p| p.files.len()),
+        leases = sidecar.leases.len(),
+        interval = %humantime::format_duration(sidecar.opts.interval),
+        "secrets ready; refreshing"
+    );
+
+    tokio::pin!(shutdown);
+    let mut next_refresh = Instant::now() + jittered(sidecar.opts.interval, &sidecar.keys);
+    loop {
+        status.heartbeat_unix.store(unix_now(), Ordering::Relaxed);
+        let next_lease = sidecar.leases.values().map(|h| h.renew_at).min();
+        let next_retire = sidecar
+            .retiring
+            .iter()
+            .map(|(at, _)| *at)
+            .chain(sidecar.retiring_sessions.iter().map(|(at, _)| *at))
+            .min();
+        let wake = [
+            Some(next_refresh),
+            sidecar.token_renew_at,
+            next_lease,
+            next_retire,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("a refresh is always scheduled")
+        // the heartbeat goes on at least every 10 s
+        .min(Instant::now() + Duration::from_secs(10));
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        let result = async {
+            sidecar.keep_token().await?;
+            sidecar.keep_leases().await?;
+            if Instant::now() >= next_refresh {
+                sidecar.refresh().await?;
+            }
+            Ok::<_, AgentError>(())
+        }
+        .await;
+        sidecar.retire().await;
+        match result {
+            Ok(()) => {
+                if Instant::now() >= next_refresh {
+                    next_refresh = Instant::now() + jittered(sidecar.opts.interval, &sidecar.keys);
+                }
+                sidecar.failures_in_a_row = 0;
+                status.stale.store(false, Ordering::Relaxed);
+                status
+                    .last_success_unix
+                    .store(unix_now(), Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Keep the last good files; try again sooner, backing off to the interval.
+                sidecar.failures_in_a_row += 1;
+                status.failures.fetch_add(1, Ordering::Relaxed);
+                status.stale.store(true, Ordering::Relaxed);
+                let backoff = Duration::from_secs(5)
+                    .saturating_mul(1 << sidecar.failures_in_a_row.min(10))
+                    .min(sidecar.opts.interval);
+                next_refresh = Instant::now() + jittered(backoff, &sidecar.keys);
+                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "refresh failed; keeping the last good files");
+            }
+        }
+    }
+    tracing::info!("SIGTERM: revoking the Vault token and its leases");
+    sidecar.shut_down().await;
+    Ok(())
+}
+
+/// The probe and metrics server: `/readyz` (200 once the first files are written: the
+/// startup probe), `/healthz` (200 while the loop turns: the liveness probe), `/metrics`.
+pub async fn serve_probes(listener: tokio::net::TcpListener, status: Arc<Status>) {
+    use axum::routing::get;
+    let ready = status.clone();
+    let live = status.clone();
+    let app = axum::Router::new()
+        .route(
+            "/readyz",
+            get(move || {
+                let ok = ready.ready.load(Ordering::Relaxed);
+                async move { probe(ok) }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let beat = live.heartbeat_unix.load(Ordering::Relaxed);
+                // a loop that has not turned for a minute is wedged
+                let ok = beat == 0 || unix_now().saturating_sub(beat) < 60;
+                async move { probe(ok) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics_text(&status);
+                async move { text }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(error = %e, "the probe server stopped");
+    }
+}
+
+fn probe(ok: bool) -> (axum::http::StatusCode, &'static str) {
+    if ok {
+        (axum::http::StatusCode::OK, "ok\n")
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not yet\n")
+    }
+}
+
+/// The sidecar's metrics in the Prometheus text format.
+pub fn metrics_text(s: &Status) -> String {
+    let gauge = |b: &AtomicBool| u8::from(b.load(Ordering::Relaxed));
+    format!(
+        "# HELP secret_injector_refresh_ready 1 once the first files are written.\n\
+         # TYPE secret_injector_refresh_ready gauge\n\
+         secret_injector_refresh_ready {}\n\
+         # HELP secret_injector_refresh_stale 1 while the last refresh failed and the files are the last good ones.\n\
+         # TYPE secret_injector_refresh_stale gauge\n\
+         secret_injector_refresh_stale {}\n\
+         # HELP secret_injector_refresh_last_success_timestamp_seconds When a refresh last succeeded.\n\
+         # TYPE secret_injector_refresh_last_success_timestamp_seconds gauge\n\
+         secret_injector_refresh_last_success_timestamp_seconds {}\n\
+         # HELP secret_injector_refresh_failures_total Failed refresh attempts.\n\
+         # TYPE secret_injector_refresh_failures_total counter\n\
+         secret_injector_refresh_failures_total {}\n\
+         # HELP secret_injector_refresh_publications_total Generations of files published.\n\
+         # TYPE secret_injector_refresh_publications_total counter\n\
+         secret_injector_refresh_publications_total {}\n",
+        gauge(&s.ready),
+        gauge(&s.stale),
+        s.last_success_unix.load(Ordering::Relaxed),
+        s.failures.load(Ordering::Relaxed),
+        s.publications.load(Ordering::Relaxed),
+    )
+}

@@ -1,0 +1,381 @@
+//! The refresh sidecar (`secret-injector.io/refresh-interval`), run exactly as
+//! `inject -f` writes it, against real OpenBao: rotation of every file together,
+//! a deleted secret that keeps the last good files, recovery, and SIGTERM.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::fixtures::{
+    Prepared, deployment, prepare_injected, runtime_signer_and_bao, vault_only_config, vault_token,
+};
+use crate::support::free_port;
+
+/// The values of the rotated secret, one pair per version: a reader must never see a
+/// username of one version beside the password of another.
+fn pair(n: u32) -> (String, String) {
+    (format!("rot-user-{n}"), format!("rot-pw-{n}-Xy7q"))
+}
+
+/// The sidecar as a child process, with a 1 s interval (admission's 10 s minimum is for
+/// pods; the command takes any interval) and its probes on a free port.
+struct Sidecar {
+    child: Child,
+    probes: String,
+    prepared: Prepared,
+}
+
+impl Sidecar {
+    fn start(mut prepared: Prepared) -> Sidecar {
+        assert_eq!(prepared.container["name"], "secret-injector-refresh");
+        assert_eq!(prepared.container["restartPolicy"], "Always");
+        let port = free_port();
+        let child = prepared
+            .cmd
+            .env("SECRET_INJECTOR_REFRESH_INTERVAL", "1s")
+            .arg(format!("--probe-listen=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Sidecar {
+            child,
+            probes: format!("http://127.0.0.1:{port}"),
+            prepared,
+        }
+    }
+
+    fn files(&self) -> &Path {
+        &self.prepared.mounts["/secret-injector/files"]
+    }
+
+    /// A plain HTTP/1.0 GET of the probe port: the status code and the body.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut conn =
+            std::net::TcpStream::connect(self.probes.trim_start_matches("http://")).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(conn, "GET {path} HTTP/1.0\r\nHost: probe\r\n\r\n").ok()?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).ok()?;
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        Some((code, body))
+    }
+
+    /// Wait until `f` holds, or fail after `limit`.
+    fn wait_for(&mut self, what: &str, limit: Duration, f: impl Fn(&Sidecar) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if f(self) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the sidecar exited ({status}) while waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{what}: not within {limit:?}");
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.files().join(name)).unwrap_or_default()
+    }
+
+    fn metric(&self, name: &str) -> Option<String> {
+        let (_, text) = self.get("/metrics")?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
+    }
+
+    /// SIGTERM, then the exit status and everything it printed.
+    fn terminate(self) -> (std::process::ExitStatus, String, Duration) {
+        let start = Instant::now();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let out = self.child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, text, start.elapsed())
+    }
+}
+
+/// A reader in a tight loop: resolves `..data` once per round and reads both files of
+/// that generation; counts rounds and any mixed pair.
+fn reader(
+    dir: &Path,
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let mut mixed = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(generation) = std::fs::read_link(dir.join("..data")) else {
+                continue;
+            };
+            let generation = dir.join(generation);
+            let user = std::fs::read_to_string(generation.join("user"));
+            let pass = std::fs::read_to_string(generation.join("pass"));
+            if let (Ok(user), Ok(pass)) = (user, pass) {
+                let n = |s: &str| s.split('-').nth(2).map(str::to_string);
+                if n(&user) != n(&pass) {
+                    mixed.push(format!("{user} / {pass}"));
+                }
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        mixed
+    })
+}
+
+#[test]
+fn kv_rotation_switches_all_files_together_keeps_the_last_good_ones_and_revokes_on_sigterm() {
+    let (rt, signer, bao) = runtime_signer_and_bao();
+    let write = |n: u32| {
+        let (user, pass) = pair(n);
+        rt.block_on(bao.kv2_put("team-a/rot", json!({"username": user, "password": pass})));
+    };
+    write(1);
+    let tokens_before = rt.block_on(bao.token_count());
+    let manifest = deployment(
+        &[
+            ("secret-user", "vault:secret/data/team-a/rot#username"),
+            ("secret-pass", "vault:secret/data/team-a/rot#password"),
+            ("refresh-interval", "10s"),
+        ],
+        "app",
+    );
+    let prepared = prepare_injected(
+        &manifest,
+        &vault_only_config(&bao.addr),
+        &[vault_token(&signer, "app")],
+    );
+    let mut sidecar = Sidecar::start(prepared);
+
+    // Ready only once the first files are written: the startup probe holds the app.
+    sidecar.wait_for("ready", Duration::from_secs(20), |s| {
+        s.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    assert_eq!((sidecar.read("user"), sidecar.read("pass")), pair(1));
+    assert_eq!(sidecar.get("/healthz").map(|(c, _)| c), Some(200));
+
+    // A new version: both files change, together, within two intervals.
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let watcher = reader(sidecar.files(), stop.clone(), rounds.clone());
+    for n in 2..=4 {
+        write(n);
+        sidecar.wait_for(&format!("version {n}"), Duration::from_secs(5), |s| {
+            s.read("pass") == pair(n).1
+        });
+        assert_eq!(sidecar.read("user"), pair(n).0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mixed = watcher.join().unwrap();
+    assert!(mixed.is_empty(), "a reader saw mixed versions: {mixed:?}");
+    assert!(
+        rounds.load(Ordering::Relaxed) > 100,
+        "the reader hardly ran"
+    );
+
+    // Deleted: the files stay, the sidecar lives and says the files are stale.
+    rt.block_on(bao.api(
+        "DELETE",
+        "secret/metadata/team-a/rot",
+        serde_json::Value::Null,
+    ));
+    sidecar.wait_for("stale", Duration::from_secs(10), |s| {
+        s.metric("secret_injector_refresh_stale").as_deref() == Some("1")
+    });
+    assert_eq!((sidecar.read("user"), sidecar.read("pass")), pair(4));
+    assert_eq!(sidecar.get("/healthz").map(|(c, _)| c), Some(200));
+
+    // Restored: it recovers on its own.
+    write(5);
+    sidecar.wait_for("recovery", Duration::from_secs(20), |s| {
+        s.read("pass") == pair(5).1
+    });
+    sidecar.wait_for("fresh", Duration::from_secs(5), |s| {
+        s.metric("secret_injector_refresh_stale").as_deref() == Some("0")
+    });
+
+    // SIGTERM: exit 0 quickly, the token revoked, no value in the log.
+    let (status, text, took) = sidecar.terminate();
+    assert!(status.success(), "{status}\n{text}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        text.contains("file changed") && text.contains("refresh failed"),
+        "{text}"
+    );
+    assert!(text.contains("revoked the Vault token"), "{text}");
+    assert_eq!(
+        rt.block_on(bao.token_count()),
+        tokens_before,
+        "a token was left behind"
+    );
+    for n in 1..=5 {
+        let (user, pass) = pair(n);
+        assert!(
+            !text.contains(&pass) && !text.contains(&user),
+            "a value leaked:\n{text}"
+        );
+    }
+}
+
+/// Dynamic PostgreSQL credentials (TTL 4 s, max 12 s): renewed past their TTL, replaced
+/// by new ones before their max TTL, and on SIGTERM revoked with the token, so no role
+/// is left in PostgreSQL.
+#[test]
+fn dynamic_credentials_are_renewed_replaced_before_max_ttl_and_revoked_on_sigterm() {
+    let rt = crate::util::rt();
+    let signer = crate::support::TokenSigner::new();
+    let (bao, pg) = rt.block_on(async {
+        let pg = crate::support::Postgres::start().await;
+        let bao =
+            crate::dynamic_credentials::bao_issuing_credentials_for(&pg, &signer, "4s", "12s")
+                .await;
+        (bao, pg)
+    });
+    let manifest = deployment(
+        &[
+            ("vault-role", "migrations"),
+            ("secret-user", "vault:database/creds/migrations#username"),
+            ("secret-pass", "vault:database/creds/migrations#password"),
+            ("refresh-interval", "10s"),
+        ],
+        "migrations",
+    );
+    let prepared = prepare_injected(
+        &manifest,
+        &vault_only_config(&bao.addr),
+        &[vault_token(&signer, "migrations")],
+    );
+    let mut sidecar = Sidecar::start(prepared);
+    sidecar.wait_for("ready", Duration::from_secs(20), |s| {
+        s.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    let first = (sidecar.read("user"), sidecar.read("pass"));
+    let logs_in = |(user, pass): &(String, String)| {
+        pg.psql(user, pass, "SELECT current_user").as_deref() == Ok(user.as_str())
+    };
+    assert!(logs_in(&first), "the first credentials log in");
+
+    // Past the 4 s TTL they still log in: the lease (and VALID UNTIL) was renewed.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(sidecar.read("user"), first.0, "renewed, not replaced yet");
+    assert!(logs_in(&first), "the credentials outlive their first TTL");
+
+    // Before the 12 s max TTL, new credentials replace them, and they log in.
+    sidecar.wait_for("new credentials", Duration::from_secs(10), |s| {
+        s.read("user") != first.0
+    });
+    let second = (sidecar.read("user"), sidecar.read("pass"));
+    assert!(logs_in(&second), "the new credentials log in");
+
+    // SIGTERM revokes the token and with it every lease: no role is left.
+    let (status, text, took) = sidecar.terminate();
+    assert!(status.success(), "{status}\n{text}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let roles = || {
+        pg.psql(
+            "postgres",
+            &pg.superuser_password,
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-%'",
+        )
+        .unwrap()
+    };
+    let start = Instant::now();
+    while roles() != "0" && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(roles(), "0", "dynamic roles left in PostgreSQL\n{text}");
+    for (user, pass) in [&first, &second] {
+        assert!(
+            !text.contains(pass.as_str()) && !text.contains(user.as_str()),
+            "a credential leaked:\n{text}"
+        );
+    }
+    assert!(text.contains("nears its max TTL"), "{text}");
+}
+
+/// A Vault token that lives 3 s (5 s at most) and a projected token that the kubelet
+/// replaces: the sidecar renews the token, logs in again before the max TTL with the
+/// token file's *current* content (the first JWT has expired by then), and keeps
+/// refreshing.
+#[test]
+fn an_expiring_vault_token_is_renewed_then_replaced_by_a_new_login_with_the_current_token() {
+    let (rt, signer, bao) = runtime_signer_and_bao();
+    rt.block_on(bao.api(
+        "POST",
+        "auth/jwt/role/app",
+        json!({
+            "role_type": "jwt",
+            "bound_audiences": ["vault"],
+            "bound_subject": "system:serviceaccount:team-a:app",
+            "user_claim": "sub",
+            "policies": ["app"],
+            "token_ttl": "3s",
+            "token_max_ttl": "5s",
+            "expiration_leeway": -1,
+            "clock_skew_leeway": -1,
+            "not_before_leeway": -1,
+        }),
+    ));
+    let write = |n: u32| {
+        let (user, pass) = pair(n);
+        rt.block_on(bao.kv2_put("team-a/rot", json!({"username": user, "password": pass})));
+    };
+    write(1);
+    let manifest = deployment(
+        &[
+            ("secret-pass", "vault:secret/data/team-a/rot#password"),
+            ("refresh-interval", "10s"),
+        ],
+        "app",
+    );
+    // The first projected token expires in 3 s.
+    let first = (
+        "secret-injector-token-vault",
+        signer.token_for("team-a", "app", "vault", 3),
+    );
+    let prepared = prepare_injected(&manifest, &vault_only_config(&bao.addr), &[first]);
+    let token_file = prepared.mounts["/var/run/secrets/secret-injector/vault"].join("token");
+    let mut sidecar = Sidecar::start(prepared);
+    sidecar.wait_for("ready", Duration::from_secs(20), |s| {
+        s.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    // The kubelet rotates the projected token.
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&token_file, signer.token_for("team-a", "app", "vault", 600)).unwrap();
+
+    // Past the Vault token's max TTL and the first JWT's expiry, refreshes still work.
+    std::thread::sleep(Duration::from_secs(6));
+    write(2);
+    sidecar.wait_for(
+        "a refresh after the new login",
+        Duration::from_secs(10),
+        |s| s.read("pass") == pair(2).1,
+    );
+    let (status, text, _) = sidecar.terminate();
+    assert!(status.success(), "{status}\n{text}");
+    assert!(text.contains("renewed the Vault token"), "{text}");
+    assert!(
+        text.contains("logged in again with the current service-account token"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&pair(1).1) && !text.contains(&pair(2).1),
+        "a value leaked"
+    );
+}
