@@ -72,7 +72,7 @@ if [[ -n "${BIN:-}" ]]; then
       failed=1
       continue
     fi
-    if ! grep -q 'secret-injector-init' "$out"; then
+    if ! grep -qE 'secret-injector-(init|refresh)' "$out"; then
       echo "FAILED: inject -f $f injected nothing" >&2
       failed=1
     fi
