@@ -64,8 +64,8 @@ fn unix_now() -> u64 {
 /// A lease held for the app, and when to renew it.
 struct Held {
     lease: Lease,
-    /// Its TTL when it was issued: a renewal that gives less than a third of it means
-    /// the lease nears its max TTL.
+    /// Its TTL when it was issued: a renewal that gives less means the lease nears its
+    /// max TTL.
     issued_ttl: u64,
     renew_at: Instant,
 }
@@ -81,9 +81,10 @@ fn two_thirds(ttl_seconds: u64) -> Instant {
     Instant::now() + Duration::from_secs(ttl * 2 / 3)
 }
 
-/// Whether a renewal still gives enough time: at least a third of the TTL at issue.
-fn renewed_enough(ttl: u64, issued_ttl: u64) -> bool {
-    ttl * 3 >= issued_ttl
+/// Whether a renewal gave the whole TTL at issue. Less means Vault capped it at the max
+/// TTL, which is then less than one TTL away: time to replace, not to renew again.
+fn renewed_in_full(ttl: u64, issued_ttl: u64) -> bool {
+    ttl >= issued_ttl
 }
 
 /// `d` ± 10 %, so the pods of a Deployment do not refresh in step.
@@ -211,7 +212,7 @@ impl Sidecar {
             .as_mut()
             .expect("a due token has a session");
         match vault.renew_self().await {
-            Ok(lease) if lease.renewable && renewed_enough(lease.ttl, self.token_issued_ttl) => {
+            Ok(lease) if lease.renewable && renewed_in_full(lease.ttl, self.token_issued_ttl) => {
                 tracing::debug!(ttl_seconds = lease.ttl, "renewed the Vault token");
                 self.token_renew_at = Some(two_thirds(lease.ttl));
                 return Ok(());
@@ -280,8 +281,8 @@ impl Sidecar {
                 Err(AgentError::permanent("the lease is not renewable"))
             };
             match result {
-                // Renewed for at least a third of its TTL at issue: keep it.
-                Ok(lease) if renewed_enough(lease.duration, held.issued_ttl) => {
+                // Renewed for its whole TTL: keep it.
+                Ok(lease) if renewed_in_full(lease.duration, held.issued_ttl) => {
                     tracing::debug!(secret = %location, ttl_seconds = lease.duration, "renewed a lease");
                     let held = Held {
                         renew_at: two_thirds(lease.duration),
@@ -371,128 +372,147 @@ impl Sidecar {
     }
 }
 
+impl Sidecar {
+    /// Log in and do the first fetch; on failure the token is revoked.
+    async fn start(opts: RefreshOptions, status: Arc<Status>) -> Result<Sidecar, AgentError> {
+        let init = &opts.init;
+        let budget = Budget::starting_now(init.deadline, init.concurrency, init.attempt_timeout);
+        let stores = Stores::login(
+            &init.plan,
+            init.vault.as_ref(),
+            init.aws_region.as_deref(),
+            budget,
+        )
+        .await?;
+        let token_lease = stores.vault.as_ref().map(|v| v.token_lease);
+        let mut sidecar = Sidecar {
+            stores,
+            values: Default::default(),
+            leases: HashMap::new(),
+            token_renew_at: token_lease.map(|l| two_thirds(l.ttl)),
+            token_issued_ttl: token_lease.map_or(0, |l| l.ttl),
+            retiring: Vec::new(),
+            retiring_sessions: Vec::new(),
+            published: None,
+            generation: 0,
+            status,
+            keys: Default::default(),
+            failures_in_a_row: 0,
+            opts,
+        };
+        let first = async {
+            let fetched = sidecar
+                .stores
+                .fetch(&sidecar.opts.init.plan, budget)
+                .await?;
+            sidecar.take(fetched);
+            sidecar.publish_if_changed()
+        }
+        .await;
+        if let Err(e) = first {
+            sidecar.shut_down().await;
+            return Err(e);
+        }
+        sidecar.status.ready.store(true, Ordering::Relaxed);
+        sidecar
+            .status
+            .last_success_unix
+            .store(unix_now(), Ordering::Relaxed);
+        tracing::info!(
+            files = sidecar.published.as_ref().map_or(0, |p| p.files.len()),
+            leases = sidecar.leases.len(),
+            interval = %humantime::format_duration(sidecar.opts.interval),
+            "secrets ready; refreshing"
+        );
+        Ok(sidecar)
+    }
+
+    /// When something is next due: the refresh, the token, a lease, a revocation; at
+    /// most 10 s away, so the heartbeat goes on.
+    fn next_wake(&self, next_refresh: Instant) -> Instant {
+        let next_lease = self.leases.values().map(|h| h.renew_at).min();
+        let next_retire = self
+            .retiring
+            .iter()
+            .map(|(at, _)| *at)
+            .chain(self.retiring_sessions.iter().map(|(at, _)| *at))
+            .min();
+        [
+            Some(next_refresh),
+            self.token_renew_at,
+            next_lease,
+            next_retire,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(Instant::now() + Duration::from_secs(10), Instant::min)
+    }
+
+    /// One turn of the loop: what is due, then the bookkeeping of success or failure.
+    /// Returns when the next refresh is due.
+    async fn turn(&mut self, next_refresh: Instant) -> Instant {
+        let result = async {
+            self.keep_token().await?;
+            self.keep_leases().await?;
+            if Instant::now() >= next_refresh {
+                self.refresh().await?;
+            }
+            Ok::<_, AgentError>(())
+        }
+        .await;
+        self.retire().await;
+        let status = &self.status;
+        match result {
+            Ok(()) => {
+                self.failures_in_a_row = 0;
+                status.stale.store(false, Ordering::Relaxed);
+                status
+                    .last_success_unix
+                    .store(unix_now(), Ordering::Relaxed);
+                if Instant::now() >= next_refresh {
+                    Instant::now() + jittered(self.opts.interval, &self.keys)
+                } else {
+                    next_refresh
+                }
+            }
+            Err(e) => {
+                // Keep the last good files; try again sooner, backing off to the interval.
+                self.failures_in_a_row += 1;
+                status.failures.fetch_add(1, Ordering::Relaxed);
+                status.stale.store(true, Ordering::Relaxed);
+                let backoff = Duration::from_secs(5)
+                    .saturating_mul(1 << self.failures_in_a_row.min(10))
+                    .min(self.opts.interval);
+                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "refresh failed; keeping the last good files");
+                Instant::now() + jittered(backoff, &self.keys)
+            }
+        }
+    }
+}
+
 /// Run the sidecar until `shutdown` completes.
 pub async fn run(
     opts: RefreshOptions,
     status: Arc<Status>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let budget = Budget::starting_now(
-        opts.init.deadline,
-        opts.init.concurrency,
-        opts.init.attempt_timeout,
-    );
-    let plan = &opts.init.plan;
-    let stores = Stores::login(
-        plan,
-        opts.init.vault.as_ref(),
-        opts.init.aws_region.as_deref(),
-        budget,
-    )
-    .await?;
-    let token_renew_at = stores.vault.as_ref().map(|v| two_thirds(v.token_lease.ttl));
-    let token_issued_ttl = stores.vault.as_ref().map_or(0, |v| v.token_lease.ttl);
-    let mut sidecar = Sidecar {
-        stores,
-        values: Default::default(),
-        leases: HashMap::new(),
-        token_renew_at,
-        token_issued_ttl,
-        retiring: Vec::new(),
-        retiring_sessions: Vec::new(),
-        published: None,
-        generation: 0,
-        status: status.clone(),
-        keys: Default::default(),
-        failures_in_a_row: 0,
-        opts,
-    };
-    let first = async {
-        let fetched = sidecar
-            .stores
-            .fetch(&sidecar.opts.init.plan, budget)
-            .await?;
-        sidecar.take(fetched);
-        sidecar.publish_if_changed()
-    }
-    .await;
-    if let Err(e) = first {
-        sidecar.shut_down().await;
-        return Err(e);
-    }
-    status.ready.store(true, Ordering::Relaxed);
-    status
-        .last_success_unix
-        .store(unix_now(), Ordering::Relaxed);
-    tracing::info!(
-        files = sidecar.published.as_ref().map_or(0, |p| p.files.len()),
-        leases = sidecar.leases.len(),
-        interval = %humantime::format_duration(sidecar.opts.interval),
-        "secrets ready; refreshing"
-    );
-
+    let mut sidecar = Sidecar::start(opts, status.clone()).await?;
     tokio::pin!(shutdown);
     let mut next_refresh = Instant::now() + jittered(sidecar.opts.interval, &sidecar.keys);
     loop {
         status.heartbeat_unix.store(unix_now(), Ordering::Relaxed);
-        let next_lease = sidecar.leases.values().map(|h| h.renew_at).min();
-        let next_retire = sidecar
-            .retiring
-            .iter()
-            .map(|(at, _)| *at)
-            .chain(sidecar.retiring_sessions.iter().map(|(at, _)| *at))
-            .min();
-        let wake = [
-            Some(next_refresh),
-            sidecar.token_renew_at,
-            next_lease,
-            next_retire,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .expect("a refresh is always scheduled")
-        // the heartbeat goes on at least every 10 s
-        .min(Instant::now() + Duration::from_secs(10));
+        let wake = sidecar.next_wake(next_refresh);
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        let result = async {
-            sidecar.keep_token().await?;
-            sidecar.keep_leases().await?;
-            if Instant::now() >= next_refresh {
-                sidecar.refresh().await?;
-            }
-            Ok::<_, AgentError>(())
-        }
-        .await;
-        sidecar.retire().await;
-        match result {
-            Ok(()) => {
-                if Instant::now() >= next_refresh {
-                    next_refresh = Instant::now() + jittered(sidecar.opts.interval, &sidecar.keys);
-                }
-                sidecar.failures_in_a_row = 0;
-                status.stale.store(false, Ordering::Relaxed);
-                status
-                    .last_success_unix
-                    .store(unix_now(), Ordering::Relaxed);
-            }
-            Err(e) => {
-                // Keep the last good files; try again sooner, backing off to the interval.
-                sidecar.failures_in_a_row += 1;
-                status.failures.fetch_add(1, Ordering::Relaxed);
-                status.stale.store(true, Ordering::Relaxed);
-                let backoff = Duration::from_secs(5)
-                    .saturating_mul(1 << sidecar.failures_in_a_row.min(10))
-                    .min(sidecar.opts.interval);
-                next_refresh = Instant::now() + jittered(backoff, &sidecar.keys);
-                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "refresh failed; keeping the last good files");
-            }
-        }
+        next_refresh = sidecar.turn(next_refresh).await;
     }
-    tracing::info!("SIGTERM: revoking the Vault token and its leases");
+    if sidecar.stores.vault.is_some() {
+        tracing::info!("SIGTERM: revoking the Vault token and its leases");
+    } else {
+        tracing::info!("SIGTERM: stopping");
+    }
     sidecar.shut_down().await;
     Ok(())
 }
@@ -565,4 +585,82 @@ pub fn metrics_text(s: &Status) -> String {
         s.failures.load(Ordering::Relaxed),
         s.publications.load(Ordering::Relaxed),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let keys = Default::default();
+        for _ in 0..200 {
+            let d = jittered(Duration::from_secs(100), &keys);
+            assert!(
+                d >= Duration::from_secs(90) && d <= Duration::from_secs(110),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn renewal_and_replacement_times() {
+        let soon = two_thirds(30) - Instant::now();
+        assert!(soon <= Duration::from_secs(20) && soon > Duration::from_secs(19));
+        assert!(two_thirds(0) - Instant::now() > Duration::from_secs(365 * 24 * 3600));
+        assert!(renewed_in_full(3600, 3600));
+        assert!(
+            !renewed_in_full(1200, 3600),
+            "capped at the max TTL: replace"
+        );
+    }
+
+    /// Only files whose bytes differ are reported; the keyed hash says "same content"
+    /// without being a plain hash of the value.
+    #[test]
+    fn changes_and_hashes() {
+        let old = Assembled {
+            files: vec![FileOut::new("a", "1", 0o400), FileOut::new("b", "2", 0o400)],
+            ..Assembled::default()
+        };
+        let new = Assembled {
+            files: vec![FileOut::new("a", "1", 0o400), FileOut::new("b", "3", 0o400)],
+            ..Assembled::default()
+        };
+        let names: Vec<&str> = changed(Some(&old), &new)
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(names, ["b"]);
+        assert_eq!(changed(None, &new).len(), 2);
+        let keys = Default::default();
+        assert_eq!(short_hash(b"x", &keys), short_hash(b"x", &keys));
+        assert_ne!(short_hash(b"x", &keys), short_hash(b"y", &keys));
+        assert_ne!(
+            short_hash(b"x", &keys),
+            short_hash(b"x", &Default::default()),
+            "keyed per process"
+        );
+        assert_eq!(short_hash(b"x", &keys).len(), 8);
+    }
+
+    #[test]
+    fn metrics_show_staleness() {
+        let s = Status::default();
+        s.stale.store(true, Ordering::Relaxed);
+        s.failures.store(3, Ordering::Relaxed);
+        let text = metrics_text(&s);
+        assert!(
+            text.contains("\nsecret_injector_refresh_stale 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nsecret_injector_refresh_failures_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nsecret_injector_refresh_ready 0\n"),
+            "{text}"
+        );
+    }
 }

@@ -379,3 +379,55 @@ fn an_expiring_vault_token_is_renewed_then_replaced_by_a_new_login_with_the_curr
         "a value leaked"
     );
 }
+
+/// AWS Secrets Manager in moto: `PutSecretValue` changes the current file at the next
+/// refresh, and a `?version-stage=AWSPREVIOUS` file follows the stage to the version it
+/// replaced.
+#[test]
+fn aws_put_secret_value_changes_the_files_and_awsprevious_follows_the_stage() {
+    let rt = crate::util::rt();
+    let moto = rt.block_on(crate::fixtures::moto_with_secrets(&[
+        ("team-a/api", "aws-v1-Qe4r"),
+        ("team-a/other", "other-v1-Pz8k"),
+    ]));
+    let manifest = deployment(
+        &[
+            ("secret-current", "aws:team-a/api"),
+            (
+                "secret-previous",
+                "aws:team-a/api?version-stage=AWSPREVIOUS",
+            ),
+            ("secret-other", "aws:team-a/other"),
+            ("refresh-interval", "10s"),
+        ],
+        "app",
+    );
+    // No AWSPREVIOUS yet: the first fetch would fail, so there is a second version.
+    rt.block_on(moto.put("team-a/api", "aws-v2-Wt5y"));
+    let mut prepared =
+        prepare_injected(&manifest, &crate::fixtures::aws_only_config(&moto.url), &[]);
+    prepared.cmd.envs(crate::fixtures::STATIC_AWS_KEYS);
+    let mut sidecar = Sidecar::start(prepared);
+    sidecar.wait_for("ready", Duration::from_secs(20), |s| {
+        s.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    assert_eq!(sidecar.read("current"), "aws-v2-Wt5y");
+    assert_eq!(sidecar.read("previous"), "aws-v1-Qe4r");
+
+    rt.block_on(moto.put("team-a/api", "aws-v3-Mn6b"));
+    sidecar.wait_for("the new version", Duration::from_secs(5), |s| {
+        s.read("current") == "aws-v3-Mn6b"
+    });
+    assert_eq!(
+        sidecar.read("previous"),
+        "aws-v2-Wt5y",
+        "AWSPREVIOUS moved with the stage"
+    );
+    assert_eq!(sidecar.read("other"), "other-v1-Pz8k");
+
+    let (status, text, _) = sidecar.terminate();
+    assert!(status.success(), "{status}\n{text}");
+    for v in ["aws-v1-Qe4r", "aws-v2-Wt5y", "aws-v3-Mn6b", "other-v1-Pz8k"] {
+        assert!(!text.contains(v), "a value leaked:\n{text}");
+    }
+}
