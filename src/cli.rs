@@ -54,6 +54,9 @@ pub struct RefreshArgs {
     /// How often to re-read the secrets without a lease (±10 % jitter).
     #[arg(long, env = names::REFRESH_INTERVAL_ENV, value_parser = humantime::parse_duration)]
     pub interval: Duration,
+    /// POST here after the files changed (the app's reload endpoint, in the pod).
+    #[arg(long, env = names::RELOAD_URL_ENV)]
+    pub reload_url: Option<String>,
     /// Where to serve /readyz, /healthz and /metrics (the kubelet probes the pod's IP).
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], names::PROBE_PORT)))]
     pub probe_listen: SocketAddr,

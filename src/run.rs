@@ -263,6 +263,7 @@ fn refresh(args: RefreshArgs) -> Outcome {
     let opts = secret_injector::agent::refresh::RefreshOptions {
         init: init_options(args.init, program)?,
         interval: args.interval,
+        reload_url: args.reload_url,
         probe_listen: args.probe_listen,
     };
     let runtime = agent_runtime(program)?;

@@ -38,6 +38,8 @@ pub const LEASE_GRACE: Duration = Duration::from_secs(30);
 pub struct RefreshOptions {
     pub init: Options,
     pub interval: Duration,
+    /// POSTed after each change of the files (not after the first generation).
+    pub reload_url: Option<String>,
     /// Where the probes and metrics are served (the pod's IP: the kubelet probes it).
     pub probe_listen: SocketAddr,
 }
@@ -125,6 +127,8 @@ struct Sidecar {
     status: Arc<Status>,
     keys: std::collections::hash_map::RandomState,
     failures_in_a_row: u32,
+    /// The files changed since the app was last told.
+    reload_pending: bool,
 }
 
 impl Sidecar {
@@ -191,6 +195,9 @@ impl Sidecar {
         }
         for f in &changes {
             tracing::info!(file = %f.name, hash = %short_hash(&f.bytes, &self.keys), generation = self.generation, "file changed");
+        }
+        if self.published.is_some() && !changes.is_empty() {
+            self.reload_pending = true;
         }
         self.published = Some(assembled);
         self.status.publications.fetch_add(1, Ordering::Relaxed);
@@ -329,6 +336,32 @@ impl Sidecar {
         self.publish_if_changed()
     }
 
+    /// POST the reload URL once after the files changed. A failure is logged and not
+    /// retried: the files are already in place, and the next change asks again.
+    async fn tell_the_app(&mut self) {
+        if !std::mem::take(&mut self.reload_pending) {
+            return;
+        }
+        let Some(url) = &self.opts.reload_url else {
+            return;
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("a plain HTTP client builds");
+        match client.post(url).send().await {
+            Ok(resp) if resp.status().is_success() => {
+                tracing::info!(url = %url, status = resp.status().as_u16(), "asked the app to reload");
+            }
+            Ok(resp) => {
+                tracing::warn!(url = %url, status = resp.status().as_u16(), "the app's reload endpoint refused; the new files are in place")
+            }
+            Err(e) => {
+                tracing::warn!(url = %url, error = %crate::logging::root_cause_line(&e), "cannot reach the app's reload endpoint; the new files are in place")
+            }
+        }
+    }
+
     /// Revoke what the grace period has passed for.
     async fn retire(&mut self) {
         let now = Instant::now();
@@ -398,6 +431,7 @@ impl Sidecar {
             status,
             keys: Default::default(),
             failures_in_a_row: 0,
+            reload_pending: false,
             opts,
         };
         let first = async {
@@ -461,6 +495,7 @@ impl Sidecar {
         }
         .await;
         self.retire().await;
+        self.tell_the_app().await;
         let status = &self.status;
         match result {
             Ok(()) => {

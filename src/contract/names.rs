@@ -8,6 +8,8 @@ pub const INIT_CONTAINER: &str = "secret-injector-init";
 pub const REFRESH_CONTAINER: &str = "secret-injector-refresh";
 /// The sidecar's refresh interval (humantime, `5m`).
 pub const REFRESH_INTERVAL_ENV: &str = "SECRET_INJECTOR_REFRESH_INTERVAL";
+/// The URL the sidecar POSTs to after the files changed (`reload-url`).
+pub const RELOAD_URL_ENV: &str = "SECRET_INJECTOR_RELOAD_URL";
 /// The sidecar's probe port: `/readyz` (startup), `/healthz` (liveness), `/metrics`.
 pub const PROBE_PORT: u16 = 8099;
 pub const FILES_VOLUME: &str = "secret-injector-files";

@@ -343,7 +343,7 @@ fn init_container(
         "terminationMessagePolicy": "FallbackToLogsOnError",
     });
     if let Some(interval) = spec.refresh_interval {
-        as_sidecar(&mut container, interval);
+        as_sidecar(&mut container, interval, spec.reload_url.as_deref());
     }
     container
 }
@@ -352,16 +352,17 @@ fn init_container(
 /// container with `restartPolicy: Always`, GA since Kubernetes 1.33): the kubelet
 /// starts the app containers once its startup probe passes, that is once the first
 /// files are written, and stops it after them, so Jobs still complete.
-fn as_sidecar(container: &mut Value, interval: std::time::Duration) {
+fn as_sidecar(container: &mut Value, interval: std::time::Duration, reload_url: Option<&str>) {
     container["name"] = json!(REFRESH_CONTAINER);
     container["restartPolicy"] = json!("Always");
-    container["env"]
-        .as_array_mut()
-        .expect("env is a list")
-        .push(env(
-            REFRESH_INTERVAL_ENV,
-            humantime::format_duration(interval).to_string(),
-        ));
+    let envs = container["env"].as_array_mut().expect("env is a list");
+    envs.push(env(
+        REFRESH_INTERVAL_ENV,
+        humantime::format_duration(interval).to_string(),
+    ));
+    if let Some(url) = reload_url {
+        envs.push(env(RELOAD_URL_ENV, url));
+    }
     let probe = |path: &str| json!({"httpGet": {"path": path, "port": PROBE_PORT}});
     // The first fetch may retry for init's 2m deadline: 5 minutes before a restart.
     let mut startup = probe("/readyz");

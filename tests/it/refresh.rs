@@ -431,3 +431,73 @@ fn aws_put_secret_value_changes_the_files_and_awsprevious_follows_the_stage() {
         assert!(!text.contains(v), "a value leaked:\n{text}");
     }
 }
+
+/// An app's reload endpoint, as a real HTTP server on loopback: counts the POSTs to
+/// `/-/reload` (and answers 200 to every request).
+fn reload_endpoint() -> (u16, Arc<AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let posts = Arc::new(AtomicUsize::new(0));
+    let seen = posts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            if String::from_utf8_lossy(&buf[..n]).starts_with("POST /-/reload ") {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, posts)
+}
+
+/// `reload-url`: after the files changed, and only then, the sidecar POSTs the app's
+/// reload endpoint once; the first files (written before the app starts) do not.
+#[test]
+fn the_app_is_asked_to_reload_after_the_files_changed() {
+    let (rt, signer, bao) = runtime_signer_and_bao();
+    let write = |n: u32| {
+        let (user, pass) = pair(n);
+        rt.block_on(bao.kv2_put("team-a/rot", json!({"username": user, "password": pass})));
+    };
+    write(1);
+    let (port, posts) = reload_endpoint();
+    let url = format!("http://127.0.0.1:{port}/-/reload");
+    let manifest = deployment(
+        &[
+            ("secret-pass", "vault:secret/data/team-a/rot#password"),
+            ("refresh-interval", "10s"),
+            ("reload-url", &url),
+        ],
+        "app",
+    );
+    let prepared = prepare_injected(
+        &manifest,
+        &vault_only_config(&bao.addr),
+        &[vault_token(&signer, "app")],
+    );
+    let mut sidecar = Sidecar::start(prepared);
+    sidecar.wait_for("ready", Duration::from_secs(20), |s| {
+        s.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(posts.load(Ordering::SeqCst), 0, "no change, no reload");
+    write(2);
+    sidecar.wait_for("a reload after the change", Duration::from_secs(5), |_| {
+        posts.load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(
+        sidecar.read("pass"),
+        pair(2).1,
+        "the files are in place before the app is told"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(posts.load(Ordering::SeqCst), 1, "one reload per change");
+    let (status, text, _) = sidecar.terminate();
+    assert!(status.success(), "{status}\n{text}");
+    assert!(text.contains("asked the app to reload"), "{text}");
+}

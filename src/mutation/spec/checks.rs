@@ -261,6 +261,42 @@ pub(super) fn parse_interval(c: &mut Collector, raw: &str) -> Option<Duration> {
     }
 }
 
+/// `reload-url`: an `http://` URL on the pod's own loopback (the sidecar shares the
+/// pod's network namespace), which the refresh sidecar POSTs to after the files changed.
+pub(super) fn parse_reload_url(c: &mut Collector, raw: &str, refreshing: bool) -> Option<String> {
+    let example = "for example secret-injector.io/reload-url: http://127.0.0.1:9090/-/reload";
+    if !refreshing {
+        c.push(
+            "reload-url",
+            "is only used by the refresh sidecar; add secret-injector.io/refresh-interval (for example 5m), or remove this annotation",
+        );
+        return None;
+    }
+    let problem = match reqwest::Url::parse(raw) {
+        Err(e) => Some(format!("`{raw}` is not a URL ({e})")),
+        Ok(u) if u.scheme() != "http" => Some(format!(
+            "`{raw}` must be http:// (the request stays inside the pod)"
+        )),
+        Ok(u) if !matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) => {
+            Some(format!(
+                "`{raw}` must point at the pod itself (127.0.0.1, localhost or [::1]): the sidecar does not call other hosts"
+            ))
+        }
+        Ok(u) if u.port().is_none() => Some(format!("`{raw}` needs a port")),
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            Some(format!("`{raw}` must not carry credentials"))
+        }
+        Ok(_) => None,
+    };
+    match problem {
+        Some(m) => {
+            c.push("reload-url", format!("{m}; {example}"));
+            None
+        }
+        None => Some(raw.to_string()),
+    }
+}
+
 pub(super) fn is_name(s: &str, extra: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253

@@ -42,6 +42,7 @@ const EXACT_KEYS: &[&str] = &[
     "containers",
     "command",
     "refresh-interval",
+    "reload-url",
     "env-from",
     "env-from-allow",
     "vault-role",
@@ -172,6 +173,8 @@ pub struct InjectionSpec {
     /// Entrypoint for env-mode containers that declare none.
     pub command: Option<Vec<String>>,
     pub refresh_interval: Option<Duration>,
+    /// `reload-url`: POSTed by the refresh sidecar after the files changed.
+    pub reload_url: Option<String>,
     pub vault: VaultIdentity,
     pub aws: AwsIdentity,
     /// Advice that does not block admission (sent as admission warnings).
@@ -323,6 +326,9 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     let refresh_interval = ours
         .get("refresh-interval")
         .and_then(|raw| parse_interval(&mut c, raw));
+    let reload_url = ours
+        .get("reload-url")
+        .and_then(|raw| parse_reload_url(&mut c, raw, refresh_interval.is_some()));
     if refresh_interval.is_some() && plan.env_mode() {
         warnings.push(
             "secret-injector.io/refresh-interval: env-mode variables are read once, when the app starts; the refresh sidecar keeps files current and renews leases, but a running process keeps the variables it started with".to_string(),
@@ -346,6 +352,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         targets,
         command,
         refresh_interval,
+        reload_url,
         vault,
         aws,
         warnings,
@@ -1029,5 +1036,53 @@ mod tests {
         assert_eq!(keys.len(), 5, "{ps:?}");
         let msg = Problems(ps, 0).to_string();
         assert!(msg.starts_with("secret-injector: 5 problems"), "{msg}");
+    }
+
+    #[test]
+    fn reload_url_is_a_loopback_http_url_of_a_refreshing_pod() {
+        let ok = inject(json!({
+            "secret-injector.io/secret-a": "vault:kv/a",
+            "secret-injector.io/refresh-interval": "1m",
+            "secret-injector.io/reload-url": "http://127.0.0.1:9090/-/reload",
+        }));
+        assert_eq!(
+            ok.reload_url.as_deref(),
+            Some("http://127.0.0.1:9090/-/reload")
+        );
+        for (url, refresh, want) in [
+            (
+                "http://127.0.0.1:9090/-/reload",
+                None,
+                "add secret-injector.io/refresh-interval",
+            ),
+            (
+                "http://example.com:80/reload",
+                Some("1m"),
+                "must point at the pod itself",
+            ),
+            ("https://127.0.0.1:9090/", Some("1m"), "must be http://"),
+            ("http://localhost/reload", Some("1m"), "needs a port"),
+            (
+                "http://u:p@127.0.0.1:1/",
+                Some("1m"),
+                "must not carry credentials",
+            ),
+            ("not a url", Some("1m"), "is not a URL"),
+        ] {
+            let mut ann = json!({
+                "secret-injector.io/secret-a": "vault:kv/a",
+                "secret-injector.io/reload-url": url,
+            });
+            if let Some(r) = refresh {
+                ann["secret-injector.io/refresh-interval"] = json!(r);
+            }
+            let ps = problems(ann, one_app());
+            assert!(
+                ps.iter()
+                    .any(|p| p.annotation == "secret-injector.io/reload-url"
+                        && p.message.contains(want)),
+                "{url}: {ps:?}"
+            );
+        }
     }
 }
