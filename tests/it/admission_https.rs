@@ -105,7 +105,16 @@ fn fixtures_round_trip_over_https() {
             let before_c = names(&pod["spec"]["containers"]);
             assert_eq!(names(&patched["spec"]["containers"]), before_c, "{rel}");
             let inits = names(&patched["spec"]["initContainers"]);
-            assert_eq!(inits[0], "secret-injector-init", "{rel}");
+            // the init container, or with a refresh interval the refresh sidecar
+            let refreshing = pod
+                .to_string()
+                .contains("secret-injector.io/refresh-interval");
+            let injected_name = if refreshing {
+                "secret-injector-refresh"
+            } else {
+                "secret-injector-init"
+            };
+            assert_eq!(inits[0], injected_name, "{rel}");
             assert_eq!(
                 inits[1..].to_vec(),
                 names(&pod["spec"]["initContainers"]),
