@@ -427,7 +427,13 @@ impl Sidecar {
             retiring: Vec::new(),
             retiring_sessions: Vec::new(),
             published: None,
-            generation: 0,
+            // A restarted sidecar continues the numbering: never rewrite the live one.
+            generation: opts
+                .init
+                .out_dir
+                .as_deref()
+                .and_then(crate::files::current_generation)
+                .unwrap_or(0),
             status,
             keys: Default::default(),
             failures_in_a_row: 0,
@@ -485,10 +491,15 @@ impl Sidecar {
     /// One turn of the loop: what is due, then the bookkeeping of success or failure.
     /// Returns when the next refresh is due.
     async fn turn(&mut self, next_refresh: Instant) -> Instant {
+        let now = Instant::now();
+        let refresh_due = now >= next_refresh;
+        let due = refresh_due
+            || self.token_renew_at.is_some_and(|t| t <= now)
+            || self.leases.values().any(|h| h.renew_at <= now);
         let result = async {
             self.keep_token().await?;
             self.keep_leases().await?;
-            if Instant::now() >= next_refresh {
+            if refresh_due {
                 self.refresh().await?;
             }
             Ok::<_, AgentError>(())
@@ -498,20 +509,23 @@ impl Sidecar {
         self.tell_the_app().await;
         let status = &self.status;
         match result {
+            // A turn that only kept the heartbeat going says nothing about the files.
+            Ok(()) if !due => next_refresh,
             Ok(()) => {
                 self.failures_in_a_row = 0;
                 status.stale.store(false, Ordering::Relaxed);
                 status
                     .last_success_unix
                     .store(unix_now(), Ordering::Relaxed);
-                if Instant::now() >= next_refresh {
+                if refresh_due {
                     Instant::now() + jittered(self.opts.interval, &self.keys)
                 } else {
                     next_refresh
                 }
             }
             Err(e) => {
-                // Keep the last good files; try again sooner, backing off to the interval.
+                // Keep the last good files; try again later, backing off to the interval,
+                // whatever failed: the refresh, the token or a lease.
                 self.failures_in_a_row += 1;
                 status.failures.fetch_add(1, Ordering::Relaxed);
                 status.stale.store(true, Ordering::Relaxed);
@@ -519,8 +533,24 @@ impl Sidecar {
                     .saturating_mul(1 << self.failures_in_a_row.min(10))
                     .min(self.opts.interval);
                 tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "refresh failed; keeping the last good files");
-                Instant::now() + jittered(backoff, &self.keys)
+                let retry = Instant::now() + jittered(backoff, &self.keys);
+                self.defer_due(retry);
+                retry
             }
+        }
+    }
+
+    /// Move whatever is overdue (the token, leases) to `at`, so a failure that persists
+    /// is retried on the backoff schedule, not in a tight loop.
+    fn defer_due(&mut self, at: Instant) {
+        let now = Instant::now();
+        if let Some(t) = self.token_renew_at.as_mut()
+            && *t <= now
+        {
+            *t = at;
+        }
+        for held in self.leases.values_mut().filter(|h| h.renew_at <= now) {
+            held.renew_at = at;
         }
     }
 }
@@ -541,7 +571,12 @@ pub async fn run(
             _ = &mut shutdown => break,
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        next_refresh = sidecar.turn(next_refresh).await;
+        // SIGTERM also ends a slow turn (a store that does not answer): the files are
+        // published in one step without awaiting, so nothing is left half done.
+        tokio::select! {
+            _ = &mut shutdown => break,
+            next = sidecar.turn(next_refresh) => next_refresh = next,
+        }
     }
     if sidecar.stores.vault.is_some() {
         tracing::info!("SIGTERM: revoking the Vault token and its leases");

@@ -282,7 +282,6 @@ pub(super) fn parse_reload_url(c: &mut Collector, raw: &str, refreshing: bool) -
                 "`{raw}` must point at the pod itself (127.0.0.1, localhost or [::1]): the sidecar does not call other hosts"
             ))
         }
-        Ok(u) if u.port().is_none() => Some(format!("`{raw}` needs a port")),
         Ok(u) if !u.username().is_empty() || u.password().is_some() => {
             Some(format!("`{raw}` must not carry credentials"))
         }

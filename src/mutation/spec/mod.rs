@@ -1061,7 +1061,6 @@ mod tests {
                 "must point at the pod itself",
             ),
             ("https://127.0.0.1:9090/", Some("1m"), "must be http://"),
-            ("http://localhost/reload", Some("1m"), "needs a port"),
             (
                 "http://u:p@127.0.0.1:1/",
                 Some("1m"),
