@@ -53,6 +53,8 @@ pub struct Status {
     pub last_success_unix: AtomicU64,
     pub failures: AtomicU64,
     pub publications: AtomicU64,
+    /// Refreshes that read every secret without a lease successfully.
+    pub refreshes: AtomicU64,
     /// The main loop's last turn (Unix seconds): liveness.
     pub heartbeat_unix: AtomicU64,
 }
@@ -518,6 +520,7 @@ impl Sidecar {
                     .last_success_unix
                     .store(unix_now(), Ordering::Relaxed);
                 if refresh_due {
+                    status.refreshes.fetch_add(1, Ordering::Relaxed);
                     Instant::now() + jittered(self.opts.interval, &self.keys)
                 } else {
                     next_refresh
@@ -648,12 +651,16 @@ pub fn metrics_text(s: &Status) -> String {
          secret_injector_refresh_failures_total {}\n\
          # HELP secret_injector_refresh_publications_total Generations of files published.\n\
          # TYPE secret_injector_refresh_publications_total counter\n\
-         secret_injector_refresh_publications_total {}\n",
+         secret_injector_refresh_publications_total {}\n\
+         # HELP secret_injector_refresh_refreshes_total Refreshes that read every secret without a lease.\n\
+         # TYPE secret_injector_refresh_refreshes_total counter\n\
+         secret_injector_refresh_refreshes_total {}\n",
         gauge(&s.ready),
         gauge(&s.stale),
         s.last_success_unix.load(Ordering::Relaxed),
         s.failures.load(Ordering::Relaxed),
         s.publications.load(Ordering::Relaxed),
+        s.refreshes.load(Ordering::Relaxed),
     )
 }
 

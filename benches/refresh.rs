@@ -1,0 +1,234 @@
+//! The refresh sidecar's footprint with 20 secrets, against real OpenBao and moto: its
+//! steady-state RSS and the CPU one refresh costs (every secret read again, nothing
+//! changed), measured against the baseline of the same binary's `init`, which fetches
+//! the same 20 secrets once and exits, in the same run.
+//!
+//! Needs the test venv (scripts/test.sh installs it). Run: `cargo bench --bench refresh`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Moto, OpenBao, TokenSigner, free_port};
+
+const SECRETS: usize = 20;
+/// How long the sidecar runs at a 1 s interval before and while it is measured.
+const WARM_UP: Duration = Duration::from_secs(10);
+const WINDOW: Duration = Duration::from_secs(30);
+
+fn clock_ticks() -> f64 {
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+/// CPU seconds (user + system) a live process has used, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // fields after the command (which may hold spaces) start after the last ')'
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = rest[11].parse::<f64>().unwrap() + rest[12].parse::<f64>().unwrap();
+    ticks / clock_ticks()
+}
+
+/// A `VmRSS`-style field of /proc/<pid>/status, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// `init` of `plan` once: (peak RSS KiB, CPU seconds), from the child's rusage (reaped
+/// with `wait4`, which `Child::wait` cannot report).
+#[allow(clippy::zombie_processes)]
+fn init_once(plan: &str, env: &[(&str, String)]) -> (u64, f64) {
+    let out = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_secret-injector"))
+        .args(["init", "--out-dir", out.path().to_str().unwrap()])
+        .env_clear()
+        .env("SECRET_INJECTOR_PLAN", plan)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    assert_eq!(status, 0, "init failed");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), SECRETS);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        usage.ru_maxrss as u64,
+        secs(usage.ru_utime) + secs(usage.ru_stime),
+    )
+}
+
+/// The counter `name` of the sidecar's /metrics.
+fn metric(port: u16, name: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(conn, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+struct Sidecar {
+    rss_kib: u64,
+    peak_kib: u64,
+    cpu_per_refresh: f64,
+    refreshes: u64,
+}
+
+/// The sidecar on `plan` at a 1 s interval: warm up, then measure over [`WINDOW`].
+fn sidecar(plan: &str, env: &[(&str, String)]) -> Sidecar {
+    let out = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-injector"))
+        .args([
+            "refresh",
+            "--interval=1s",
+            "--out-dir",
+            out.path().to_str().unwrap(),
+        ])
+        .arg(format!("--probe-listen=127.0.0.1:{port}"))
+        .env_clear()
+        .env("SECRET_INJECTOR_PLAN", plan)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    std::thread::sleep(WARM_UP);
+    let (cpu0, n0) = (
+        cpu_seconds(pid),
+        metric(port, "secret_injector_refresh_refreshes_total").unwrap(),
+    );
+    std::thread::sleep(WINDOW);
+    let (cpu1, n1) = (
+        cpu_seconds(pid),
+        metric(port, "secret_injector_refresh_refreshes_total").unwrap(),
+    );
+    let rss_kib = status_kib(pid, "VmRSS");
+    let peak_kib = status_kib(pid, "VmHWM");
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let refreshes = n1 - n0;
+    assert!(refreshes >= 20, "only {refreshes} refreshes in {WINDOW:?}");
+    Sidecar {
+        rss_kib,
+        peak_kib,
+        cpu_per_refresh: (cpu1 - cpu0) / refreshes as f64,
+        refreshes,
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let signer = TokenSigner::new();
+    let (bao, moto) = rt.block_on(async {
+        let bao = OpenBao::start().await;
+        for i in 0..SECRETS {
+            bao.kv2_put(&format!("bench/s{i}"), json!({"v": format!("value-{i}")}))
+                .await;
+        }
+        bao.policy(
+            "bench",
+            "path \"secret/data/bench/*\" { capabilities = [\"read\"] }",
+        )
+        .await;
+        bao.setup_jwt(
+            "jwt",
+            &signer.public_pem,
+            &[("bench", "bench", "app", "bench")],
+        )
+        .await;
+        let moto = Moto::start().await;
+        for i in 0..SECRETS {
+            moto.create(&format!("bench/s{i}"), &json!({"v": i}).to_string())
+                .await;
+        }
+        (bao, moto)
+    });
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, signer.token("bench", "app", "vault")).unwrap();
+    let plan = |provider: &str, path: &str| {
+        let secrets: serde_json::Map<_, _> = (0..SECRETS)
+            .map(|i| (format!("s{i}"), json!(format!("{provider}:{path}/s{i}#v"))))
+            .collect();
+        let files: serde_json::Map<_, _> = (0..SECRETS)
+            .map(|i| (format!("s{i}"), json!(0o400)))
+            .collect();
+        json!({"secrets": secrets, "files": files}).to_string()
+    };
+    let vault_env = vec![
+        ("VAULT_ADDR", bao.addr.clone()),
+        ("SECRET_INJECTOR_VAULT_ROLE", "bench".to_string()),
+        ("SECRET_INJECTOR_VAULT_AUTH_METHOD", "jwt".to_string()),
+        ("SECRET_INJECTOR_VAULT_AUTH_PATH", "jwt".to_string()),
+        (
+            "SECRET_INJECTOR_VAULT_TOKEN_FILE",
+            token_file.to_str().unwrap().to_string(),
+        ),
+    ];
+    let aws_env = vec![
+        ("AWS_ENDPOINT_URL", moto.url.clone()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+    ];
+    println!(
+        "\nrefresh sidecar with {SECRETS} secrets at a 1 s interval, measured over {WINDOW:?} after {WARM_UP:?}; baseline: init of the same secrets, once"
+    );
+    println!(
+        "{:<34} {:>12} {:>12} {:>16} {:>16} {:>14}",
+        "store", "sidecar RSS", "sidecar peak", "CPU per refresh", "init peak RSS", "init CPU"
+    );
+    for (name, plan, env) in [
+        (
+            "vault (KV v2, 20 reads)",
+            plan("vault", "secret/data/bench"),
+            &vault_env,
+        ),
+        (
+            "aws (1 BatchGetSecretValue)",
+            plan("aws", "bench"),
+            &aws_env,
+        ),
+    ] {
+        let (init_peak, init_cpu) = init_once(&plan, env);
+        let s = sidecar(&plan, env);
+        println!(
+            "{:<34} {:>8.1} MiB {:>8.1} MiB {:>13.2} ms {:>12.1} MiB {:>11.1} ms   ({} refreshes; RSS {:.2}x init's peak; a refresh {:.2}x init's CPU)",
+            name,
+            s.rss_kib as f64 / 1024.0,
+            s.peak_kib as f64 / 1024.0,
+            s.cpu_per_refresh * 1e3,
+            init_peak as f64 / 1024.0,
+            init_cpu * 1e3,
+            s.refreshes,
+            s.rss_kib as f64 / init_peak as f64,
+            s.cpu_per_refresh / init_cpu,
+        );
+    }
+}
