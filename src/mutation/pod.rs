@@ -33,6 +33,7 @@ pub struct PodSpecView {
     pub volumes: Option<Vec<VolumeView>>,
     pub security_context: Option<PodSecurityContextView>,
     pub service_account_name: Option<String>,
+    pub host_network: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -44,6 +45,13 @@ pub struct ContainerView {
     pub env: Option<Vec<EnvVarView>>,
     pub volume_mounts: Option<Vec<VolumeMountView>>,
     pub security_context: Option<SecurityContextView>,
+    pub ports: Option<Vec<PortView>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PortView {
+    pub container_port: i64,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

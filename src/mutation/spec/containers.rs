@@ -242,6 +242,39 @@ pub(super) fn check_entrypoints(
     }
 }
 
+/// The refresh sidecar serves its probes on [`PROBE_PORT`] in the pod's network
+/// namespace: no container of the pod may use that port, and with `hostNetwork` it would
+/// be the node's port, which every such pod on the node would want.
+pub(super) fn check_probe_port(c: &mut Collector, pod: &PodView) {
+    use crate::contract::names::PROBE_PORT;
+    if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+        c.push(
+            "refresh-interval",
+            format!(
+                "the refresh sidecar serves its probes on port {PROBE_PORT}, and with hostNetwork: true that is the node's port, shared by every such pod on the node; remove secret-injector.io/refresh-interval (the secrets are then fetched once) or run the pod without hostNetwork"
+            ),
+        );
+        return;
+    }
+    let all = pod.containers().iter().chain(pod.init_containers());
+    for ct in all {
+        if ct
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.container_port == i64::from(PROBE_PORT))
+        {
+            c.push(
+                "refresh-interval",
+                format!(
+                    "container `{}` declares port {PROBE_PORT}, which the refresh sidecar uses for its probes in the same network namespace; move that port, or remove secret-injector.io/refresh-interval",
+                    crate::logging::Escaped(&ct.name)
+                ),
+            );
+        }
+    }
+}
+
 /// Where env mode puts things in the selected containers.
 pub(super) struct Placement<'a> {
     pub pod: &'a PodView,

@@ -326,6 +326,9 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     let refresh_interval = ours
         .get("refresh-interval")
         .and_then(|raw| parse_interval(&mut c, raw));
+    if refresh_interval.is_some() {
+        check_probe_port(&mut c, pod);
+    }
     let reload_url = ours
         .get("reload-url")
         .and_then(|raw| parse_reload_url(&mut c, raw, refresh_interval.is_some()));
@@ -1082,6 +1085,53 @@ mod tests {
                         && p.message.contains(want)),
                 "{url}: {ps:?}"
             );
+        }
+    }
+
+    /// The sidecar's probe port must be free in the pod, and not the node's.
+    #[test]
+    fn refresh_needs_the_probe_port() {
+        let ann = json!({
+            "secret-injector.io/secret-a": "vault:kv/a",
+            "secret-injector.io/refresh-interval": "1m",
+        });
+        let taken = json!({"containers": [
+            {"name": "app", "image": "app", "ports": [{"containerPort": 8099}]},
+        ]});
+        let ps = problems(ann.clone(), taken);
+        assert!(
+            ps.iter()
+                .any(|p| p.annotation == "secret-injector.io/refresh-interval"
+                    && p.message.contains("container `app` declares port 8099")),
+            "{ps:?}"
+        );
+        let host = json!({"hostNetwork": true, "containers": [{"name": "app", "image": "app"}]});
+        let ps = problems(ann.clone(), host);
+        assert!(
+            ps.iter().any(|p| p.message.contains("hostNetwork")),
+            "{ps:?}"
+        );
+        // other ports, or no refresh: fine
+        let other = json!({"containers": [
+            {"name": "app", "image": "app", "ports": [{"containerPort": 8080}]},
+        ]});
+        assert!(inject_into(ann, other).refresh_interval.is_some());
+        let host = json!({"hostNetwork": true, "containers": [{"name": "app", "image": "app", "ports": [{"containerPort": 8099}]}]});
+        assert!(
+            inject_into(json!({"secret-injector.io/secret-a": "vault:kv/a"}), host)
+                .refresh_interval
+                .is_none()
+        );
+    }
+
+    fn inject_into(annotations: serde_json::Value, spec: serde_json::Value) -> InjectionSpec {
+        match parse(
+            &pod(annotations, spec),
+            &Config::default(),
+            &Context::default(),
+        ) {
+            Ok(Decision::Inject(s)) => *s,
+            other => panic!("expected injection, got {other:?}"),
         }
     }
 }
