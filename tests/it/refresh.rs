@@ -432,31 +432,73 @@ fn aws_put_secret_value_changes_the_files_and_awsprevious_follows_the_stage() {
     }
 }
 
-/// An app's reload endpoint, as a real HTTP server on loopback: counts the POSTs to
-/// `/-/reload` (and answers 200 to every request).
-fn reload_endpoint() -> (u16, Arc<AtomicUsize>) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let posts = Arc::new(AtomicUsize::new(0));
-    let seen = posts.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut buf = [0u8; 4096];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            if String::from_utf8_lossy(&buf[..n]).starts_with("POST /-/reload ") {
-                seen.fetch_add(1, Ordering::SeqCst);
-            }
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+/// An app with a reload endpoint, as a real process (Python's http.server): on each
+/// POST to `/-/reload` it reads the secret file `pass` from `files` and appends what it
+/// read to `record`, one line per reload.
+struct App {
+    child: Child,
+    record: std::path::PathBuf,
+}
+
+impl App {
+    fn start_on(port: u16, files: &Path, record: std::path::PathBuf) -> App {
+        const SCRIPT: &str = r#"
+import http.server, sys
+port, files, record = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+class Reload(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        if self.path == "/-/reload":
+            with open(files + "/pass") as f, open(record, "a") as out:
+                out.write(f.read() + "\n")
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Reload).serve_forever()
+"#;
+        let child = std::process::Command::new("python3")
+            .args(["-c", SCRIPT, &port.to_string()])
+            .arg(files)
+            .arg(&record)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the app did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-    });
-    (port, posts)
+        App {
+            child,
+            port,
+            record,
+        }
+    }
+
+    /// What the app read at each reload.
+    fn reloads(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `reload-url`: after the files changed, and only then, the sidecar POSTs the app's
-/// reload endpoint once; the first files (written before the app starts) do not.
+/// reload endpoint once; the app (a real process) then reads the new value. The first
+/// files, written before the app starts, cause no reload.
 #[test]
 fn the_app_is_asked_to_reload_after_the_files_changed() {
     let (rt, signer, bao) = runtime_signer_and_bao();
@@ -465,7 +507,8 @@ fn the_app_is_asked_to_reload_after_the_files_changed() {
         rt.block_on(bao.kv2_put("team-a/rot", json!({"username": user, "password": pass})));
     };
     write(1);
-    let (port, posts) = reload_endpoint();
+    // The app's port is chosen before the manifest, which names it.
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}/-/reload");
     let manifest = deployment(
         &[
@@ -480,23 +523,26 @@ fn the_app_is_asked_to_reload_after_the_files_changed() {
         &vault_only_config(&bao.addr),
         &[vault_token(&signer, "app")],
     );
+    let files = prepared.mounts["/secret-injector/files"].clone();
+    let record = prepared.root.path().join("reloads");
     let mut sidecar = Sidecar::start(prepared);
     sidecar.wait_for("ready", Duration::from_secs(20), |s| {
         s.get("/readyz").is_some_and(|(code, _)| code == 200)
     });
+    let app = App::start_on(port, &files, record);
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(posts.load(Ordering::SeqCst), 0, "no change, no reload");
+    assert!(app.reloads().is_empty(), "no change, no reload");
     write(2);
     sidecar.wait_for("a reload after the change", Duration::from_secs(5), |_| {
-        posts.load(Ordering::SeqCst) == 1
+        !app.reloads().is_empty()
     });
     assert_eq!(
-        sidecar.read("pass"),
-        pair(2).1,
-        "the files are in place before the app is told"
+        app.reloads(),
+        [pair(2).1],
+        "the app read the new value when told"
     );
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(posts.load(Ordering::SeqCst), 1, "one reload per change");
+    assert_eq!(app.reloads().len(), 1, "one reload per change");
     let (status, text, _) = sidecar.terminate();
     assert!(status.success(), "{status}\n{text}");
     assert!(text.contains("asked the app to reload"), "{text}");
