@@ -472,11 +472,7 @@ http.server.HTTPServer(("127.0.0.1", port), Reload).serve_forever()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        App {
-            child,
-            port,
-            record,
-        }
+        App { child, record }
     }
 
     /// What the app read at each reload.
