@@ -4,8 +4,6 @@
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -110,33 +108,35 @@ impl Sidecar {
     }
 }
 
-/// A reader in a tight loop: resolves `..data` once per round and reads both files of
-/// that generation; counts rounds and any mixed pair.
-fn reader(
-    dir: &Path,
-    stop: Arc<AtomicBool>,
-    rounds: Arc<AtomicUsize>,
-) -> std::thread::JoinHandle<Vec<String>> {
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let mut mixed = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let Ok(generation) = std::fs::read_link(dir.join("..data")) else {
-                continue;
-            };
-            let generation = dir.join(generation);
-            let user = std::fs::read_to_string(generation.join("user"));
-            let pass = std::fs::read_to_string(generation.join("pass"));
-            if let (Ok(user), Ok(pass)) = (user, pass) {
-                let n = |s: &str| s.split('-').nth(2).map(str::to_string);
-                if n(&user) != n(&pass) {
-                    mixed.push(format!("{user} / {pass}"));
-                }
-                rounds.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        mixed
-    })
+/// A reader process in a tight loop (Python, as an app would read): resolves `..data`
+/// once per round and reads both files of that generation, until `stop` exists; then
+/// prints the rounds it completed and every mixed pair it saw.
+fn reader(dir: &Path, stop: &Path) -> Child {
+    const SCRIPT: &str = r#"
+import os, sys
+d, stop = sys.argv[1], sys.argv[2]
+rounds, mixed = 0, []
+while not os.path.exists(stop):
+    try:
+        g = os.path.join(d, os.readlink(os.path.join(d, "..data")))
+        user = open(os.path.join(g, "user")).read()
+        pw = open(os.path.join(g, "pass")).read()
+    except OSError:
+        continue
+    if user.split("-")[2] != pw.split("-")[2]:
+        mixed.append(user + " / " + pw)
+    rounds += 1
+print(rounds)
+for m in mixed:
+    print(m)
+"#;
+    std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(dir)
+        .arg(stop)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3")
 }
 
 #[test]
@@ -171,9 +171,8 @@ fn kv_rotation_switches_all_files_together_keeps_the_last_good_ones_and_revokes_
     assert_eq!(sidecar.get("/healthz").map(|(c, _)| c), Some(200));
 
     // A new version: both files change, together, within two intervals.
-    let stop = Arc::new(AtomicBool::new(false));
-    let rounds = Arc::new(AtomicUsize::new(0));
-    let watcher = reader(sidecar.files(), stop.clone(), rounds.clone());
+    let stop = sidecar.prepared.root.path().join("stop-reading");
+    let watcher = reader(sidecar.files(), &stop);
     for n in 2..=4 {
         write(n);
         sidecar.wait_for(&format!("version {n}"), Duration::from_secs(5), |s| {
@@ -181,13 +180,17 @@ fn kv_rotation_switches_all_files_together_keeps_the_last_good_ones_and_revokes_
         });
         assert_eq!(sidecar.read("user"), pair(n).0);
     }
-    stop.store(true, Ordering::Relaxed);
-    let mixed = watcher.join().unwrap();
-    assert!(mixed.is_empty(), "a reader saw mixed versions: {mixed:?}");
-    assert!(
-        rounds.load(Ordering::Relaxed) > 100,
-        "the reader hardly ran"
-    );
+    std::fs::write(&stop, "").unwrap();
+    let out = watcher.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = report.lines();
+    let rounds: usize = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .expect("a round count");
+    let mixed: Vec<&str> = lines.collect();
+    assert!(mixed.is_empty(), "the reader saw mixed versions: {mixed:?}");
+    assert!(rounds > 100, "the reader hardly ran: {rounds} rounds");
 
     // Deleted: the files stay, the sidecar lives and says the files are stale.
     rt.block_on(bao.api(
