@@ -6,5 +6,6 @@ pub mod assemble;
 pub mod exec;
 pub mod fetch;
 pub mod init;
+pub mod probes;
 pub mod providers;
 pub mod refresh;

@@ -18,12 +18,14 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::agent::assemble::{Assembled, assemble};
 use crate::agent::fetch::{Budget, Stores, locations};
 use crate::agent::init::{self, Options};
+use crate::agent::probes::unix_now;
+pub use crate::agent::probes::{Status, serve_probes};
 use crate::agent::providers::AgentError;
 use crate::agent::providers::vault::{Lease, Vault};
 use crate::contract::reference::SecretRef;
@@ -44,27 +46,6 @@ pub struct RefreshOptions {
     pub probe_listen: SocketAddr,
 }
 
-/// What the probes and the metrics read.
-#[derive(Debug, Default)]
-pub struct Status {
-    pub ready: AtomicBool,
-    /// The secrets on disk are older than the last refresh attempt.
-    pub stale: AtomicBool,
-    pub last_success_unix: AtomicU64,
-    pub failures: AtomicU64,
-    pub publications: AtomicU64,
-    /// Refreshes that read every secret without a lease successfully.
-    pub refreshes: AtomicU64,
-    /// The main loop's last turn (Unix seconds): liveness.
-    pub heartbeat_unix: AtomicU64,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// A lease held for the app, and when to renew it.
 struct Held {
     lease: Lease,
@@ -72,6 +53,8 @@ struct Held {
     /// max TTL.
     issued_ttl: u64,
     renew_at: Instant,
+    /// Held by a replaced token, so it ends with that token: replace it, do not renew.
+    orphaned: bool,
 }
 
 /// 2/3 of a TTL from now: when a token or a lease is renewed. A TTL of 0 never expires.
@@ -154,6 +137,7 @@ impl Sidecar {
             let held = Held {
                 renew_at: two_thirds(lease.duration),
                 issued_ttl: lease.duration,
+                orphaned: false,
                 lease,
             };
             if let Some(old) = self.leases.insert(location, held) {
@@ -171,9 +155,13 @@ impl Sidecar {
         if changes.is_empty() && !env_changed {
             return Ok(());
         }
-        if let Some(dir) = &self.opts.init.out_dir
-            && !assembled.files.is_empty()
-        {
+        if !assembled.files.is_empty() {
+            let dir = self
+                .opts
+                .init
+                .out_dir
+                .as_ref()
+                .ok_or_else(|| AgentError::permanent("the plan has files but no --out-dir"))?;
             self.generation += 1;
             publish(dir, self.generation, &assembled.files).map_err(|e| {
                 AgentError::permanent(format!(
@@ -254,6 +242,16 @@ impl Sidecar {
             .map(|v| two_thirds(v.token_lease.ttl));
         self.token_issued_ttl = self.stores.vault.as_ref().map_or(0, |v| v.token_lease.ttl);
         tracing::info!("logged in again with the current service-account token");
+        // The old token is revoked after the grace period, and its leases with it. Until
+        // they are replaced under the new token, they are orphans: if the fetch below
+        // fails, the next turns replace them instead of renewing them.
+        if let Some(v) = old.vault {
+            self.retiring_sessions
+                .push((Instant::now() + LEASE_GRACE, v));
+        }
+        for held in self.leases.values_mut() {
+            held.orphaned = true;
+        }
         let leased: Vec<SecretRef> = self.leases.keys().cloned().collect();
         if !leased.is_empty() {
             let fetched = self.stores.fetch_locations(&leased, budget).await?;
@@ -263,10 +261,6 @@ impl Sidecar {
             }
             self.take(fetched);
             self.publish_if_changed()?;
-        }
-        if let Some(v) = old.vault {
-            self.retiring_sessions
-                .push((Instant::now() + LEASE_GRACE, v));
         }
         Ok(())
     }
@@ -283,6 +277,10 @@ impl Sidecar {
         let mut replace = Vec::new();
         for location in due {
             let held = &self.leases[&location];
+            if held.orphaned {
+                replace.push(location);
+                continue;
+            }
             let vault = self.stores.vault.as_ref().expect("a lease has a session");
             let result = if held.lease.renewable {
                 vault.renew_lease(&held.lease).await
@@ -296,6 +294,7 @@ impl Sidecar {
                     let held = Held {
                         renew_at: two_thirds(lease.duration),
                         issued_ttl: held.issued_ttl,
+                        orphaned: false,
                         lease,
                     };
                     self.leases.insert(location, held);
@@ -590,80 +589,6 @@ pub async fn run(
     Ok(())
 }
 
-/// The probe and metrics server: `/readyz` (200 once the first files are written: the
-/// startup probe), `/healthz` (200 while the loop turns: the liveness probe), `/metrics`.
-pub async fn serve_probes(listener: tokio::net::TcpListener, status: Arc<Status>) {
-    use axum::routing::get;
-    let ready = status.clone();
-    let live = status.clone();
-    let app = axum::Router::new()
-        .route(
-            "/readyz",
-            get(move || {
-                let ok = ready.ready.load(Ordering::Relaxed);
-                async move { probe(ok) }
-            }),
-        )
-        .route(
-            "/healthz",
-            get(move || {
-                let beat = live.heartbeat_unix.load(Ordering::Relaxed);
-                // a loop that has not turned for a minute is wedged
-                let ok = beat == 0 || unix_now().saturating_sub(beat) < 60;
-                async move { probe(ok) }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics_text(&status);
-                async move { text }
-            }),
-        );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::warn!(error = %e, "the probe server stopped");
-    }
-}
-
-fn probe(ok: bool) -> (axum::http::StatusCode, &'static str) {
-    if ok {
-        (axum::http::StatusCode::OK, "ok\n")
-    } else {
-        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not yet\n")
-    }
-}
-
-/// The sidecar's metrics in the Prometheus text format.
-pub fn metrics_text(s: &Status) -> String {
-    let gauge = |b: &AtomicBool| u8::from(b.load(Ordering::Relaxed));
-    format!(
-        "# HELP secret_injector_refresh_ready 1 once the first files are written.\n\
-         # TYPE secret_injector_refresh_ready gauge\n\
-         secret_injector_refresh_ready {}\n\
-         # HELP secret_injector_refresh_stale 1 while the last refresh failed and the files are the last good ones.\n\
-         # TYPE secret_injector_refresh_stale gauge\n\
-         secret_injector_refresh_stale {}\n\
-         # HELP secret_injector_refresh_last_success_timestamp_seconds When a refresh last succeeded.\n\
-         # TYPE secret_injector_refresh_last_success_timestamp_seconds gauge\n\
-         secret_injector_refresh_last_success_timestamp_seconds {}\n\
-         # HELP secret_injector_refresh_failures_total Failed refresh attempts.\n\
-         # TYPE secret_injector_refresh_failures_total counter\n\
-         secret_injector_refresh_failures_total {}\n\
-         # HELP secret_injector_refresh_publications_total Generations of files published.\n\
-         # TYPE secret_injector_refresh_publications_total counter\n\
-         secret_injector_refresh_publications_total {}\n\
-         # HELP secret_injector_refresh_refreshes_total Refreshes that read every secret without a lease.\n\
-         # TYPE secret_injector_refresh_refreshes_total counter\n\
-         secret_injector_refresh_refreshes_total {}\n",
-        gauge(&s.ready),
-        gauge(&s.stale),
-        s.last_success_unix.load(Ordering::Relaxed),
-        s.failures.load(Ordering::Relaxed),
-        s.publications.load(Ordering::Relaxed),
-        s.refreshes.load(Ordering::Relaxed),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -719,25 +644,5 @@ mod tests {
             "keyed per process"
         );
         assert_eq!(short_hash(b"x", &keys).len(), 8);
-    }
-
-    #[test]
-    fn metrics_show_staleness() {
-        let s = Status::default();
-        s.stale.store(true, Ordering::Relaxed);
-        s.failures.store(3, Ordering::Relaxed);
-        let text = metrics_text(&s);
-        assert!(
-            text.contains("\nsecret_injector_refresh_stale 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("\nsecret_injector_refresh_failures_total 3\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("\nsecret_injector_refresh_ready 0\n"),
-            "{text}"
-        );
     }
 }
