@@ -31,6 +31,8 @@ pub const PREFIX: &str = "secret-injector.io/";
 /// Set by the webhook once a pod is injected.
 pub const STATUS: &str = "secret-injector.io/status";
 pub const STATUS_INJECTED: &str = "injected";
+/// Set by the kubelet on the API object of a static pod.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// Containers of well-known meshes that never get secrets unless named explicitly.
 const MESH_SIDECARS: &[&str] = &["istio-proxy", "linkerd-proxy", "linkerd-init", "istio-init"];
@@ -365,6 +367,13 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
 /// `status`, an existing init container and `inject: "false"`: the reasons to leave a
 /// pod alone (a bad value of `status` or `inject` is a problem instead).
 fn opt_out(c: &mut Collector, pod: &PodView, ours: &BTreeMap<&str, &str>) -> Option<&'static str> {
+    // The kubelet runs a static pod from the manifest on its disk; the API server only
+    // gets a mirror of it. A patched mirror would claim secrets the pod never gets.
+    if pod.annotations().contains_key(MIRROR_ANNOTATION) {
+        return Some(
+            "a mirror pod of a static pod: the kubelet runs the manifest on its disk, not this object",
+        );
+    }
     match ours.get("status").copied() {
         Some(STATUS_INJECTED) => return Some("already injected"),
         Some(other) => c.push(
@@ -1132,6 +1141,23 @@ mod tests {
         ) {
             Ok(Decision::Inject(s)) => *s,
             other => panic!("expected injection, got {other:?}"),
+        }
+    }
+
+    /// A static pod's mirror is left alone, with the reason: the kubelet runs the file on
+    /// its disk, so a patched mirror would say `injected` about a pod without secrets.
+    #[test]
+    fn mirror_pods_are_skipped() {
+        let p = pod(
+            json!({
+                "secret-injector.io/secret-a": "vault:kv/a",
+                "kubernetes.io/config.mirror": "3b0a9c7f",
+            }),
+            one_app(),
+        );
+        match parse(&p, &Config::default(), &Context::default()) {
+            Ok(Decision::Skip(reason)) => assert!(reason.contains("mirror pod"), "{reason}"),
+            other => panic!("a mirror pod must be skipped: {other:?}"),
         }
     }
 }
