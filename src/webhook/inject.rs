@@ -130,6 +130,9 @@ fn inject_doc(
         return;
     };
     let name = format!("{kind}/{}", str_at(doc, "/metadata/name"));
+    report
+        .warnings
+        .extend(misplaced_annotations(doc, &name, ptr));
     let namespace = match str_at(doc, "/metadata/namespace") {
         "" => "default".to_string(),
         ns => ns.to_string(),
@@ -179,6 +182,30 @@ fn inject_doc(
         }
         Outcome::Denied(p) => problems.push(format!("{name}: {p}")),
     }
+}
+
+/// Our annotations on a workload's own metadata, where nothing reads them: the webhook
+/// sees only pods, made from the pod template. The most common mistake with
+/// annotation-driven injectors, so it gets a warning naming the place to move them to.
+fn misplaced_annotations(doc: &Value, name: &str, template: &str) -> Vec<String> {
+    if template.is_empty() {
+        return Vec::new();
+    }
+    let Some(Value::Object(annotations)) = doc.pointer("/metadata/annotations") else {
+        return Vec::new();
+    };
+    let target =
+        format!("{}/metadata/annotations", template.trim_start_matches('/')).replace('/', ".");
+    annotations
+        .keys()
+        .filter(|k| k.starts_with(crate::mutation::spec::PREFIX))
+        .map(|k| {
+            format!(
+                "{name}: {k} is on the {}'s own metadata, which the webhook never sees (it reads pods, made from the pod template); move it to {target}",
+                name.split('/').next().unwrap_or("workload")
+            )
+        })
+        .collect()
 }
 
 /// Block-style YAML for Kubernetes manifests. Strings are written plain only when no
@@ -384,5 +411,60 @@ spec: {serviceAccountName: app, containers: [{name: c, image: c}]}
         let r = inject(input, &Config::default()).unwrap();
         assert!(r.yaml.contains("arn:aws:iam::123456789012:role/app"));
         assert!(r.yaml.contains("secret-injector-token-aws"));
+    }
+
+    /// Our annotations on a Deployment's own metadata: warned about, naming the place to
+    /// move them to; on a Pod's metadata they are where they belong.
+    #[test]
+    fn annotations_on_the_workloads_own_metadata_are_warned_about() {
+        let input = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app
+  annotations:
+    secret-injector.io/secret-db: "vault:kv/db#password"
+    deployment.kubernetes.io/revision: "3"
+spec:
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers: [{name: app, image: app}]
+"#;
+        let report = inject(input, &Config::default()).unwrap();
+        assert_eq!(report.injected, 0);
+        assert_eq!(
+            report.warnings,
+            [
+                "Deployment/app: secret-injector.io/secret-db is on the Deployment's own metadata, which the webhook never sees (it reads pods, made from the pod template); move it to spec.template.metadata.annotations"
+            ]
+        );
+        let cron = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: nightly
+  annotations: {secret-injector.io/secret-db: "vault:kv/db"}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: app, image: app}]
+"#;
+        let report = inject(cron, &Config::default()).unwrap();
+        assert!(
+            report.warnings[0]
+                .contains("move it to spec.jobTemplate.spec.template.metadata.annotations"),
+            "{:?}",
+            report.warnings
+        );
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    secret-injector.io/secret-db: vault:kv/db\nspec:\n  containers: [{name: app, image: app}]\n";
+        let report = inject(pod, &Config::default()).unwrap();
+        assert_eq!(report.injected, 1);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     }
 }
