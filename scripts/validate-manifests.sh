@@ -67,10 +67,24 @@ if [[ -n "${BIN:-}" ]]; then
   echo "== inject -f on examples and workload fixtures"
   for f in examples/*.yaml tests/fixtures/workloads/*.yaml; do
     out="$tmp/$(basename "$f").injected.yaml"
-    if ! "$BIN" inject -f "$f" >"$out"; then
+    if ! "$BIN" inject -f "$f" >"$out" 2>"$out.err"; then
+      cat "$out.err" >&2
       echo "FAILED: inject -f $f" >&2
       failed=1
       continue
+    fi
+    # Warnings are part of the output: a fixture's expected ones are in <name>.warnings
+    # (the fixture has no role on purpose), and any other warning fails.
+    expected="${f%.yaml}.warnings"
+    if [[ -f "$expected" ]]; then
+      if ! diff -u "$expected" "$out.err" >&2; then
+        echo "FAILED: inject -f $f: warnings differ from $expected" >&2
+        failed=1
+      fi
+    elif [[ -s "$out.err" ]]; then
+      cat "$out.err" >&2
+      echo "FAILED: inject -f $f warned unexpectedly" >&2
+      failed=1
     fi
     if ! grep -qE 'secret-injector-(init|refresh)' "$out"; then
       echo "FAILED: inject -f $f injected nothing" >&2
