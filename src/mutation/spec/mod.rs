@@ -98,12 +98,10 @@ impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let total = self.0.len() + self.1;
         match self.0.as_slice() {
-            [one] if total == 1 => write!(f, "secret-injector: {one}"),
+            // No program name: kubectl names the webhook, and inject -f the object.
+            [one] if total == 1 => write!(f, "{one}"),
             many => {
-                write!(
-                    f,
-                    "secret-injector: {total} problems with the pod's annotations:"
-                )?;
+                write!(f, "{total} problems with the pod's annotations:")?;
                 // A bounded answer however hostile the input.
                 const SHOWN: usize = 30;
                 for p in many.iter().take(SHOWN) {
@@ -1047,7 +1045,7 @@ mod tests {
         let keys: BTreeSet<&str> = ps.iter().map(|p| p.annotation.as_str()).collect();
         assert_eq!(keys.len(), 5, "{ps:?}");
         let msg = Problems(ps, 0).to_string();
-        assert!(msg.starts_with("secret-injector: 5 problems"), "{msg}");
+        assert!(msg.starts_with("5 problems"), "{msg}");
     }
 
     #[test]
