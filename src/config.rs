@@ -176,6 +176,11 @@ impl Config {
             let file: Value = serde_yaml_ng::from_str(yaml)
                 .map_err(|e| Error::Config(format!("config file is not valid YAML: {e}")))?;
             if !file.is_null() {
+                let mut unknown = Vec::new();
+                unknown_keys(&file, &value, "", &mut unknown);
+                if !unknown.is_empty() {
+                    return Err(Error::Config(unknown.join("; ")));
+                }
                 merge(&mut value, file);
             }
         }
@@ -277,6 +282,51 @@ impl Config {
             Ok(())
         } else {
             Err(Error::Config(problems.join("; ")))
+        }
+    }
+}
+
+/// Keys of the file that the config does not have, each with the closest known key of
+/// its section, as annotations get: `vault.adress is not a config key (did you mean
+/// vault.address?)`. The resource maps take any resource name (checked later).
+fn unknown_keys(file: &Value, defaults: &Value, path: &str, out: &mut Vec<String>) {
+    let (Value::Object(file), Value::Object(known)) = (file, defaults) else {
+        return;
+    };
+    if matches!(path, "resources.requests" | "resources.limits") {
+        return;
+    }
+    for (key, value) in file {
+        let full = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match known.get(key) {
+            Some(default) => unknown_keys(value, default, &full, out),
+            None => {
+                let hint =
+                    crate::contract::reference::closest(key, known.keys().map(String::as_str))
+                        .map(|k| {
+                            let k = if path.is_empty() {
+                                k.to_string()
+                            } else {
+                                format!("{path}.{k}")
+                            };
+                            format!(" (did you mean `{k}`?)")
+                        })
+                        .unwrap_or_default();
+                let keys: Vec<&str> = known.keys().map(String::as_str).collect();
+                out.push(format!(
+                    "`{full}` is not a config key{hint}; the keys {} are: {}",
+                    if path.is_empty() {
+                        "at the top".to_string()
+                    } else {
+                        format!("of {path}")
+                    },
+                    keys.join(", ")
+                ));
+            }
         }
     }
 }
@@ -670,6 +720,29 @@ mod tests {
         assert_eq!(
             (c.image_pull_policy, c.vault.auth_method),
             (PullPolicy::Always, AuthMethod::Jwt)
+        );
+    }
+
+    /// A typo in a key names its section and the closest key, as annotations do.
+    #[test]
+    fn unknown_keys_name_their_section_and_the_closest_key() {
+        let e = Config::from_yaml_and_env(
+            "vault:\n  adress: https://v:8200\nimage_pul_policy: Always\nresources:\n  requests: {cpu: 10m, \"example.com/gpu\": 1}\n",
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`vault.adress` is not a config key (did you mean `vault.address`?); the keys of vault are: address,"),
+            "{e}"
+        );
+        assert!(
+            e.contains("`image_pul_policy` is not a config key (did you mean `image_pull_policy`?); the keys at the top are:"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("gpu"),
+            "resource names are not config keys: {e}"
         );
     }
 }
