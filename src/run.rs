@@ -188,6 +188,15 @@ fn inject(args: InjectArgs) -> Outcome {
         input = std::fs::read_to_string(&args.file)
             .with_context(|| format!("read {}", args.file.display()))?;
     }
+    // A syntax error names the file it is in.
+    if let Err(e) = secret_injector::webhook::inject::parse_documents(&input) {
+        let source = match args.file.as_os_str().to_str() {
+            Some("-") => "stdin".to_string(),
+            _ => args.file.display().to_string(),
+        };
+        eprintln!("{source}: {e}");
+        return Ok(ExitCode::from(1));
+    }
     match secret_injector::webhook::inject::inject(&input, &config) {
         Ok(report) => {
             for w in &report.warnings {

@@ -49,12 +49,33 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
 pub fn parse_documents(input: &str) -> Result<Vec<Value>, String> {
     let mut docs = Vec::new();
     for (i, de) in serde_yaml_ng::Deserializer::from_str(input).enumerate() {
-        let v = Value::deserialize(de).map_err(|e| format!("document {}: {e}", i + 1))?;
+        let v = Value::deserialize(de).map_err(|e| {
+            let hint = e
+                .location()
+                .and_then(|l| input.lines().nth(l.line().saturating_sub(1)))
+                .and_then(quote_hint)
+                .unwrap_or_default();
+            format!("document {}: {e}{hint}", i + 1)
+        })?;
         if !v.is_null() {
             docs.push(v);
         }
     }
     Ok(docs)
+}
+
+/// When a YAML error is on a line of ours (`secret-injector.io/secret-db: aws: prod/db`),
+/// the fix: quote the value.
+fn quote_hint(line: &str) -> Option<String> {
+    let (key, value) = line.trim().split_once(": ")?;
+    let value = value.trim();
+    if !key.starts_with(crate::mutation::spec::PREFIX) || value.starts_with(['"', '\'']) {
+        return None;
+    }
+    let quoted = serde_json::to_string(value).ok()?;
+    Some(format!(
+        "; the value of {key} must be quoted, for example {key}: {quoted}"
+    ))
 }
 
 /// Inject every workload in `input`. On any invalid annotation, returns all messages.
@@ -466,5 +487,25 @@ spec:
         let report = inject(pod, &Config::default()).unwrap();
         assert_eq!(report.injected, 1);
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    }
+
+    /// An unquoted value with `: ` in it breaks the YAML; on one of our annotations the
+    /// error says to quote it, and shows it quoted.
+    #[test]
+    fn a_yaml_error_on_our_annotation_says_to_quote_the_value() {
+        let input = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    secret-injector.io/secret-db: aws: prod/db\nspec:\n  containers: [{name: app, image: app}]\n";
+        let e = parse_documents(input).unwrap_err();
+        assert!(e.starts_with("document 1: "), "{e}");
+        assert!(
+            e.ends_with("; the value of secret-injector.io/secret-db must be quoted, for example secret-injector.io/secret-db: \"aws: prod/db\""),
+            "{e}"
+        );
+        // not ours: no hint
+        let other = input.replace("secret-injector.io/secret-db", "example.com/x");
+        assert!(
+            !parse_documents(&other)
+                .unwrap_err()
+                .contains("must be quoted")
+        );
     }
 }

@@ -205,3 +205,26 @@ fn inject_output_matches_the_golden_files() {
         );
     }
 }
+
+/// A YAML syntax error names the file, and on one of our annotations says to quote it.
+#[test]
+fn a_yaml_syntax_error_names_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    secret-injector.io/secret-db: aws: prod/db\nspec:\n  containers: [{name: app, image: app}]\n",
+    )
+    .unwrap();
+    let out = run(&["inject", "-f", path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("{}: document 1: ", path.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("secret-injector.io/secret-db: \"aws: prod/db\""),
+        "{err}"
+    );
+}
