@@ -310,7 +310,13 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     if has_files {
         check_mount_collisions(&mut c, pod, &targets, &mount_path, "mount-path");
     }
-    if plan.env_mode() {
+    // Env mode by the annotations, not by the references that parsed: a broken
+    // reference must not hide the other env-mode problems (a missing `command`).
+    let env_mode = plan.env_mode()
+        || ours
+            .keys()
+            .any(|k| k.starts_with("env-") && *k != "env-from-allow");
+    if env_mode {
         let placement = Placement {
             pod,
             targets: &targets,
@@ -1157,5 +1163,22 @@ mod tests {
             Ok(Decision::Skip(reason)) => assert!(reason.contains("mirror pod"), "{reason}"),
             other => panic!("a mirror pod must be skipped: {other:?}"),
         }
+    }
+
+    /// A broken env-mode reference does not hide the container's missing `command`:
+    /// both come in the first answer.
+    #[test]
+    fn a_broken_env_reference_still_gets_the_env_mode_checks() {
+        let ps = problems(
+            json!({"secret-injector.io/env-TOKEN": "aws: prod/token"}),
+            json!({"containers": [{"name": "app", "image": "app"}]}),
+        );
+        assert!(
+            ps.iter()
+                .any(|p| p.annotation == "secret-injector.io/env-TOKEN"
+                    && p.message.contains("command")),
+            "{ps:?}"
+        );
+        assert!(ps.len() >= 2, "the reference and the command: {ps:?}");
     }
 }
