@@ -10,6 +10,7 @@ mod client_auth;
 mod contract;
 mod dynamic_credentials;
 mod env_mode;
+mod examples;
 mod exec;
 mod file_mode;
 mod fixtures;
