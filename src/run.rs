@@ -159,6 +159,8 @@ fn write_self_signed(args: &ServeArgs) -> Result<CertFiles> {
     let bundle = certs::generate(&names, None, 30)?;
     let dir = &args.self_signed_dir;
     certs::private_dir(dir)?;
+    // Held until the process ends: another server on this directory is refused.
+    std::mem::forget(certs::lock_dir(dir)?);
     certs::write(&bundle, dir)?;
     let ca = dir.join("ca.crt");
     eprintln!(

@@ -136,6 +136,33 @@ pub fn write(bundle: &Bundle, dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files.iter().map(|f| dir.join(&f.name)).collect())
 }
 
+/// Hold `dir` for this process: an exclusive `flock` on `dir/..lock`, released when the
+/// returned file is dropped (or the process ends). A second `serve --self-signed` on the
+/// same directory is refused instead of replacing the first one's certificate, which
+/// the first would then reload under its clients' feet.
+pub fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join("..lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&path)
+        .map_err(Error::io(format!("open {}", path.display())))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Error::Tls(format!(
+            "another `serve --self-signed` is using {}; give this one its own directory with --self-signed-dir",
+            dir.display()
+        )));
+    }
+    Ok(file)
+}
+
 /// Make `dir` fit to hold `serve --self-signed`'s keys, or refuse with the reason and the
 /// fix. The default, `$TMPDIR/secret-injector`, sits in a folder every user can write, so
 /// whoever creates that name first decides what it is.

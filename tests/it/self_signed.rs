@@ -153,3 +153,42 @@ fn a_busy_port_fails_before_the_directory_is_touched() {
     assert!(err.contains("bind the admin listener"), "{err}");
     assert!(!dir.exists(), "created {} before binding", dir.display());
 }
+
+/// Two servers on one directory: the second is refused, and the first keeps its
+/// certificate (its clients would fail on a replaced one).
+#[test]
+fn a_second_server_on_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shared");
+    let mut first = serve(&dir, util::free_port(), util::free_port());
+    let start = Instant::now();
+    while !dir.join("ca.crt").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the first server wrote nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+    let (_, err) = refused(&dir, util::free_port(), util::free_port());
+    assert!(
+        err.contains("another `serve --self-signed` is using"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("ca.crt")).unwrap(),
+        ca,
+        "the first server's CA was replaced"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // once the first is gone, the directory is free again
+    let mut again = serve(&dir, util::free_port(), util::free_port());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        again.try_wait().unwrap().is_none(),
+        "a free directory is taken"
+    );
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
