@@ -50,6 +50,27 @@ else
   failed=1
 fi
 
+# One setting for the image: a new image in the `images:` entry reaches both the
+# webhook's container and SECRET_INJECTOR_IMAGE (the injected containers' image).
+echo "== the image is set in one place"
+for base in manifests manifests/cert-manager; do
+  copy="$tmp/image-$(basename "$base")"
+  cp -r manifests "$copy"
+  dir="$copy${base#manifests}"
+  sed -i 's#    newTag: "0.1.0"#    newName: registry.example.com/si\n    newTag: "9.9.9"#' "$dir/kustomization.yaml"
+  rendered="$("$KUBECTL" kustomize "$dir")"
+  want="registry.example.com/si:9.9.9"
+  images="$(grep -c "image: ${want}\$" <<<"$rendered" || true)"
+  env="$(grep -A1 'name: SECRET_INJECTOR_IMAGE' <<<"$rendered" | grep -c "value: ${want}\$" || true)"
+  stale="$(grep -c 'ghcr.io/secret-injector' <<<"$rendered" || true)"
+  if [[ "$images" == 1 && "$env" == 1 && "$stale" == 0 ]]; then
+    echo "ok: $base: one images: entry sets the webhook's image and the injected image"
+  else
+    echo "FAILED: $base: image ${images}x, SECRET_INJECTOR_IMAGE ${env}x, old image ${stale}x" >&2
+    failed=1
+  fi
+done
+
 echo "== examples against Kubernetes ${K8S_VERSION}"
 shopt -s nullglob globstar
 examples=(examples/**/*.yaml examples/**/*.yml)
