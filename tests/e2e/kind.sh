@@ -27,7 +27,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 CLUSTER="${KIND_CLUSTER_NAME:-secret-injector-e2e}"
 IMAGE="${IMAGE:-secret-injector:e2e}"
 BUSYBOX="${BUSYBOX_IMAGE:-busybox:1.36}"
-RELEASE_IMAGE="ghcr.io/secret-injector/secret-injector:0.1.0"
 NS=secret-injector-system
 
 passed=0
@@ -100,8 +99,13 @@ k -n "$NS" create secret tls secret-injector-tls \
 
 # --- install ----------------------------------------------------------------
 log "installing manifests with image ${IMAGE}"
-# Replaces the webhook's image and the injected containers' image (config.yaml).
-kubectl kustomize manifests | sed "s#${RELEASE_IMAGE}#${IMAGE}#g" >"$WORKDIR/install.yaml"
+# One images: entry sets the webhook's image and, through the replacement, the
+# injected containers' image (SECRET_INJECTOR_IMAGE), as the README says.
+cp -r manifests "$WORKDIR/manifests"
+(cd "$WORKDIR/manifests" && kubectl kustomize . >/dev/null &&
+  sed -i "s#^    newTag: \"0.1.0\"#    newName: ${IMAGE%:*}\n    newTag: \"${IMAGE##*:}\"#" kustomization.yaml)
+kubectl kustomize "$WORKDIR/manifests" >"$WORKDIR/install.yaml"
+grep -q "value: ${IMAGE}\$" "$WORKDIR/install.yaml" || { echo "the image did not reach SECRET_INJECTOR_IMAGE" >&2; exit 1; }
 k apply -f "$WORKDIR/install.yaml"
 ca_bundle="$(tr -d '\n' <"$WORKDIR/certs/ca-bundle.b64")"
 k patch mutatingwebhookconfiguration secret-injector --type=json \
