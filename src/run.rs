@@ -214,8 +214,11 @@ fn inject(args: InjectArgs) -> Outcome {
                 Err(_) => Ok(ExitCode::from(2)),
             }
         }
-        Err(problems) => {
-            for p in problems {
+        Err(denied) => {
+            for w in &denied.warnings {
+                eprintln!("warning: {w}");
+            }
+            for p in denied.problems {
                 eprintln!("{p}");
             }
             Ok(ExitCode::from(1))

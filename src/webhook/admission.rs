@@ -167,13 +167,13 @@ pub fn review(
         Some(Err(e)) => {
             summary.outcome = ReviewOutcome::Denied;
             summary.detail = "unreadable pod".to_string();
-            let message = format!("secret-injector: cannot read the pod in the request: {e}");
+            let message = format!("cannot read the pod in the request: {e}");
             return Ok((deny(&req.uid, message), summary));
         }
         None => {
             summary.outcome = ReviewOutcome::Denied;
             summary.detail = "no object".to_string();
-            let message = "secret-injector: the request carries no pod object".to_string();
+            let message = "the request carries no pod object".to_string();
             return Ok((deny(&req.uid, message), summary));
         }
     };

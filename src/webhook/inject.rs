@@ -78,9 +78,20 @@ fn quote_hint(line: &str) -> Option<String> {
     ))
 }
 
+/// Why `inject` wrote nothing: every problem, and the warnings found on the way (a
+/// misplaced annotation may be the cause of a problem elsewhere).
+#[derive(Debug)]
+pub struct Denied {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
 /// Inject every workload in `input`. On any invalid annotation, returns all messages.
-pub fn inject(input: &str, config: &Config) -> Result<Report, Vec<String>> {
-    let mut docs = parse_documents(input).map_err(|e| vec![e])?;
+pub fn inject(input: &str, config: &Config) -> Result<Report, Denied> {
+    let mut docs = parse_documents(input).map_err(|e| Denied {
+        problems: vec![e],
+        warnings: Vec::new(),
+    })?;
     let mut accounts = BTreeMap::new();
     for doc in &docs {
         collect_service_accounts(doc, &mut accounts);
@@ -91,7 +102,10 @@ pub fn inject(input: &str, config: &Config) -> Result<Report, Vec<String>> {
         inject_doc(doc, config, &accounts, &mut report, &mut problems);
     }
     if !problems.is_empty() {
-        return Err(problems);
+        return Err(Denied {
+            problems,
+            warnings: report.warnings,
+        });
     }
     let mut yaml = String::new();
     for (i, doc) in docs.iter().enumerate() {
@@ -212,21 +226,37 @@ fn misplaced_annotations(doc: &Value, name: &str, template: &str) -> Vec<String>
     if template.is_empty() {
         return Vec::new();
     }
-    let Some(Value::Object(annotations)) = doc.pointer("/metadata/annotations") else {
-        return Vec::new();
-    };
     let target =
         format!("{}/metadata/annotations", template.trim_start_matches('/')).replace('/', ".");
-    annotations
-        .keys()
-        .filter(|k| k.starts_with(crate::mutation::spec::PREFIX))
-        .map(|k| {
-            format!(
-                "{name}: {k} is on the {}'s own metadata, which the webhook never sees (it reads pods, made from the pod template); move it to {target}",
-                name.split('/').next().unwrap_or("workload")
-            )
-        })
-        .collect()
+    let kind = name.split('/').next().unwrap_or("workload");
+    // The workload's own metadata, and a CronJob's Job template's.
+    let places = [
+        (
+            "/metadata/annotations",
+            format!("the {kind}'s own metadata"),
+        ),
+        (
+            "/spec/jobTemplate/metadata/annotations",
+            "the Job template's metadata".to_string(),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (ptr, place) in places {
+        let Some(Value::Object(annotations)) = doc.pointer(ptr) else {
+            continue;
+        };
+        out.extend(
+            annotations
+                .keys()
+                .filter(|k| k.starts_with(crate::mutation::spec::PREFIX))
+                .map(|k| {
+                    format!(
+                        "{name}: {k} is on {place}, which the webhook never sees (it reads pods, made from the pod template); move it to {target}"
+                    )
+                }),
+        );
+    }
+    out
 }
 
 /// Block-style YAML for Kubernetes manifests. Strings are written plain only when no
@@ -411,7 +441,7 @@ data: {a: b}
             "{bad}\n---\n{}",
             bad.replace("name: api, namespace", "name: api2, namespace")
         );
-        let e = inject(&two, &Config::default()).unwrap_err();
+        let e = inject(&two, &Config::default()).unwrap_err().problems;
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].starts_with("Deployment/api: "), "{}", e[0]);
         assert!(e[0].contains("secret-injector.io/secret-db"));
@@ -507,5 +537,38 @@ spec:
                 .unwrap_err()
                 .contains("must be quoted")
         );
+    }
+
+    /// A CronJob's Job template metadata is no place for them either; and the warning
+    /// survives a problem elsewhere in the input, where it may be the explanation.
+    #[test]
+    fn misplaced_annotations_in_a_job_template_and_beside_a_problem() {
+        let cron = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    metadata:
+      annotations: {secret-injector.io/secret-db: "vault:kv/db"}
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: app, image: app}]
+"#;
+        let report = inject(cron, &Config::default()).unwrap();
+        assert!(
+            report.warnings.len() == 1
+                && report.warnings[0].contains("is on the Job template's metadata"),
+            "{:?}",
+            report.warnings
+        );
+        let bad_pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    secret-injector.io/secert-db: vault:kv/db\nspec:\n  containers: [{name: app, image: app}]\n";
+        let both = format!("{cron}\n---\n{bad_pod}");
+        let denied = inject(&both, &Config::default()).unwrap_err();
+        assert_eq!(denied.problems.len(), 1, "{denied:?}");
+        assert_eq!(denied.warnings.len(), 1, "{denied:?}");
     }
 }

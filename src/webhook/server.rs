@@ -145,6 +145,10 @@ async fn mutate(
                     tracing::info!(%namespace, %pod, problems = %detail, "denied")
                 }
                 ReviewOutcome::Injected => tracing::info!(%namespace, %pod, "injected"),
+                // A static pod that asked for secrets it will not get: worth a line.
+                ReviewOutcome::Skipped if s.detail == crate::mutation::spec::MIRROR_SKIP => {
+                    tracing::info!(%namespace, %pod, reason = %detail, "not injected")
+                }
                 _ => {
                     tracing::debug!(%namespace, %pod, outcome = %s.outcome, reason = %detail, "not injected")
                 }

@@ -33,6 +33,9 @@ pub const STATUS: &str = "secret-injector.io/status";
 pub const STATUS_INJECTED: &str = "injected";
 /// Set by the kubelet on the API object of a static pod.
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+/// Why a mirror pod is skipped (logged at info: a pod that asked for secrets).
+pub const MIRROR_SKIP: &str =
+    "a mirror pod of a static pod: the kubelet runs the manifest on its disk, not this object";
 
 /// Containers of well-known meshes that never get secrets unless named explicitly.
 const MESH_SIDECARS: &[&str] = &["istio-proxy", "linkerd-proxy", "linkerd-init", "istio-init"];
@@ -306,7 +309,12 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         None => config.mount_path.clone(),
     };
     let command = parse_command(&mut c, &ours);
-    let has_files = !plan.files.is_empty();
+    // Files by the annotations, not by the references that parsed: a broken reference
+    // must not hide the other file-mode problems (a mount-path collision).
+    let has_files = !plan.files.is_empty()
+        || ours
+            .keys()
+            .any(|k| k.starts_with("secret-") || k.starts_with("template-"));
     if has_files {
         check_mount_collisions(&mut c, pod, &targets, &mount_path, "mount-path");
     }
@@ -374,9 +382,7 @@ fn opt_out(c: &mut Collector, pod: &PodView, ours: &BTreeMap<&str, &str>) -> Opt
     // The kubelet runs a static pod from the manifest on its disk; the API server only
     // gets a mirror of it. A patched mirror would claim secrets the pod never gets.
     if pod.annotations().contains_key(MIRROR_ANNOTATION) {
-        return Some(
-            "a mirror pod of a static pod: the kubelet runs the manifest on its disk, not this object",
-        );
+        return Some(MIRROR_SKIP);
     }
     match ours.get("status").copied() {
         Some(STATUS_INJECTED) => return Some("already injected"),
@@ -1180,5 +1186,26 @@ mod tests {
             "{ps:?}"
         );
         assert!(ps.len() >= 2, "the reference and the command: {ps:?}");
+    }
+
+    /// Likewise in file mode: a broken reference does not hide a mount-path collision.
+    #[test]
+    fn a_broken_file_reference_still_gets_the_mount_checks() {
+        let ps = problems(
+            json!({"secret-injector.io/secret-db": "aws: prod/db"}),
+            json!({"containers": [{"name": "app", "image": "app",
+                "volumeMounts": [{"name": "data", "mountPath": "/secrets"}]}]}),
+        );
+        assert!(
+            ps.iter()
+                .any(|p| p.annotation == "secret-injector.io/secret-db"),
+            "{ps:?}"
+        );
+        assert!(
+            ps.iter()
+                .any(|p| p.annotation == "secret-injector.io/mount-path"
+                    && p.message.contains("collides")),
+            "{ps:?}"
+        );
     }
 }
