@@ -147,7 +147,11 @@ impl Config {
             })?,
             None => String::new(),
         };
-        let mut config = Self::from_yaml_and_env(&text, env)?;
+        // Every problem of a file names the file.
+        let mut config = Self::from_yaml_and_env(&text, env).map_err(|e| match (file, e) {
+            (Some(path), Error::Config(m)) => Error::Config(format!("{}: {m}", path.display())),
+            (_, e) => e,
+        })?;
         if !config.vault.ca_cert.is_empty() {
             let pem = std::fs::read_to_string(&config.vault.ca_cert).map_err(|e| {
                 Error::Config(format!(
@@ -172,15 +176,13 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config> {
         let mut value = serde_json::to_value(Config::default()).expect("config serializes");
+        let mut unknown = Vec::new();
         if !yaml.trim().is_empty() {
-            let file: Value = serde_yaml_ng::from_str(yaml)
+            let mut file: Value = serde_yaml_ng::from_str(yaml)
                 .map_err(|e| Error::Config(format!("config file is not valid YAML: {e}")))?;
             if !file.is_null() {
-                let mut unknown = Vec::new();
-                unknown_keys(&file, &value, "", &mut unknown);
-                if !unknown.is_empty() {
-                    return Err(Error::Config(unknown.join("; ")));
-                }
+                // Reported with every other problem; dropped so the rest is still read.
+                unknown_keys(&mut file, &value, "", &mut unknown);
                 merge(&mut value, file);
             }
         }
@@ -209,6 +211,7 @@ impl Config {
         // The enums are checked here, so a bad value is one problem among all the others
         // rather than the only error serde reports.
         let choices = Choices {
+            unknown,
             auth_method: check_choice::<AuthMethod>(&mut value, "/vault/auth_method", |v| {
                 format!("vault.auth_method `{v}` must be `kubernetes` or `jwt`")
             }),
@@ -223,7 +226,7 @@ impl Config {
     }
 
     fn validate(&self, choices: Choices) -> Result<()> {
-        let mut problems = Vec::new();
+        let mut problems = choices.unknown;
         if self.image.trim().is_empty() {
             problems.push("image must not be empty".to_string());
         }
@@ -289,14 +292,15 @@ impl Config {
 /// Keys of the file that the config does not have, each with the closest known key of
 /// its section, as annotations get: `vault.adress is not a config key (did you mean
 /// vault.address?)`. The resource maps take any resource name (checked later).
-fn unknown_keys(file: &Value, defaults: &Value, path: &str, out: &mut Vec<String>) {
+fn unknown_keys(file: &mut Value, defaults: &Value, path: &str, out: &mut Vec<String>) {
     let (Value::Object(file), Value::Object(known)) = (file, defaults) else {
         return;
     };
     if matches!(path, "resources.requests" | "resources.limits") {
         return;
     }
-    for (key, value) in file {
+    let mut dropped = Vec::new();
+    for (key, value) in file.iter_mut() {
         let full = if path.is_empty() {
             key.clone()
         } else {
@@ -326,13 +330,19 @@ fn unknown_keys(file: &Value, defaults: &Value, path: &str, out: &mut Vec<String
                     },
                     keys.join(", ")
                 ));
+                dropped.push(key.clone());
             }
         }
+    }
+    for key in dropped {
+        file.remove(&key);
     }
 }
 
 /// The problems of the enum-valued keys, reported in their place among the others.
 struct Choices {
+    /// Keys the config does not have (see [`unknown_keys`]).
+    unknown: Vec<String>,
     auth_method: Option<String>,
     pull_policy: Option<String>,
 }
@@ -743,6 +753,29 @@ mod tests {
         assert!(
             !e.contains("gpu"),
             "resource names are not config keys: {e}"
+        );
+    }
+
+    /// An unknown key is one problem among the others, and a file's problems name it.
+    #[test]
+    fn unknown_keys_come_with_the_other_problems_and_the_file_name() {
+        let e = Config::from_yaml_and_env("vault:\n  adress: x\nmount_path: rel\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`vault.adress` is not a config key") && e.contains("mount_path `rel`"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "vault: [unclosed\n").unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}: config file is not valid YAML",
+                path.display()
+            )),
+            "{e}"
         );
     }
 }
