@@ -136,11 +136,7 @@ pub(super) fn parse_env_from_allow(
     plan: &FetchPlan,
 ) -> BTreeSet<String> {
     let example = "for example secret-injector.io/env-from-allow: LD_LIBRARY_PATH,NODE_OPTIONS";
-    let names: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let names = comma_list(list);
     if names.is_empty() {
         c.push(
             "env-from-allow",

@@ -66,11 +66,7 @@ pub(super) fn select_targets(c: &mut Collector, pod: &PodView, list: Option<&str
         return targets;
     };
     let mut targets = Vec::new();
-    let names: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let names = comma_list(list);
     if names.is_empty() {
         c.push(
             "containers",

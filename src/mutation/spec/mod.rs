@@ -309,22 +309,11 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         None => config.mount_path.clone(),
     };
     let command = parse_command(&mut c, &ours);
-    // Files by the annotations, not by the references that parsed: a broken reference
-    // must not hide the other file-mode problems (a mount-path collision).
-    let has_files = !plan.files.is_empty()
-        || ours
-            .keys()
-            .any(|k| k.starts_with("secret-") || k.starts_with("template-"));
+    let has_files = declares_files(&ours, &plan);
     if has_files {
         check_mount_collisions(&mut c, pod, &targets, &mount_path, "mount-path");
     }
-    // Env mode by the annotations, not by the references that parsed: a broken
-    // reference must not hide the other env-mode problems (a missing `command`).
-    let env_mode = plan.env_mode()
-        || ours
-            .keys()
-            .any(|k| k.starts_with("env-") && *k != "env-from-allow");
-    if env_mode {
+    if declares_env(&ours, &plan) {
         let placement = Placement {
             pod,
             targets: &targets,
@@ -374,6 +363,32 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         aws,
         warnings,
     })))
+}
+
+/// Files by the annotations, not only by the references that parsed: a broken reference
+/// must not hide the other file-mode problems (a mount-path collision).
+fn declares_files(ours: &BTreeMap<&str, &str>, plan: &FetchPlan) -> bool {
+    !plan.files.is_empty()
+        || ours
+            .keys()
+            .any(|k| k.starts_with("secret-") || k.starts_with("template-"))
+}
+
+/// Env mode by the annotations, likewise: a broken reference must not hide the other
+/// env-mode problems (a missing `command`).
+fn declares_env(ours: &BTreeMap<&str, &str>, plan: &FetchPlan) -> bool {
+    plan.env_mode()
+        || ours
+            .keys()
+            .any(|k| k.starts_with("env-") && *k != "env-from-allow")
+}
+
+/// The non-empty, trimmed items of a comma-separated annotation value.
+fn comma_list(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// `status`, an existing init container and `inject: "false"`: the reasons to leave a
@@ -476,11 +491,7 @@ fn read_references<'a>(
 }
 
 fn parse_env_from(c: &mut Collector, list: &str) -> Vec<reference::SecretRef> {
-    let items: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let items = comma_list(list);
     if items.is_empty() {
         c.push(
             "env-from",
