@@ -11,8 +11,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use support::{Moto, OpenBao, TcpProxy, TokenSigner};
+use support::TcpProxy;
 
 const RTT: Duration = Duration::from_millis(50);
 const SECRETS: usize = 20;
@@ -71,80 +70,14 @@ fn main() {
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
-    let signer = TokenSigner::new();
-    let (bao, moto) = rt.block_on(async {
-        let bao = OpenBao::start().await;
-        for i in 0..SECRETS {
-            bao.kv2_put(&format!("bench/s{i}"), json!({"v": format!("value-{i}")}))
-                .await;
-        }
-        bao.policy(
-            "bench",
-            "path \"secret/data/bench/*\" { capabilities = [\"read\"] }",
-        )
-        .await;
-        bao.setup_jwt(
-            "jwt",
-            &signer.public_pem,
-            &[("bench", "bench", "app", "bench")],
-        )
-        .await;
-        let moto = Moto::start().await;
-        for i in 0..SECRETS {
-            moto.create(&format!("bench/s{i}"), &json!({"v": i}).to_string())
-                .await;
-        }
-        (bao, moto)
-    });
-    let bao_proxy = TcpProxy::start(bao.port, Duration::ZERO, RTT);
-    let moto_proxy = TcpProxy::start(moto.port, Duration::ZERO, RTT);
-    let token_dir = tempfile::tempdir().unwrap();
-    let token_file = token_dir.path().join("token");
-    std::fs::write(&token_file, signer.token("bench", "app", "vault")).unwrap();
+    let stores = rt.block_on(support::bench::stores(SECRETS));
+    let bao_proxy = TcpProxy::start(stores.bao.port, Duration::ZERO, RTT);
+    let moto_proxy = TcpProxy::start(stores.moto.port, Duration::ZERO, RTT);
+    let aws_plan = support::bench::plan("aws", "bench", SECRETS);
+    let vault_env = stores.vault_env(format!("http://127.0.0.1:{}", bao_proxy.port));
+    let aws_env = support::bench::aws_env(format!("http://127.0.0.1:{}", moto_proxy.port));
 
-    let vault_plan = |n: usize| {
-        let secrets: serde_json::Map<_, _> = (0..n)
-            .map(|i| {
-                (
-                    format!("s{i}"),
-                    json!(format!("vault:secret/data/bench/s{i}#v")),
-                )
-            })
-            .collect();
-        let files: serde_json::Map<_, _> =
-            (0..n).map(|i| (format!("s{i}"), json!(0o400))).collect();
-        json!({"secrets": secrets, "files": files}).to_string()
-    };
-    let aws_plan = {
-        let secrets: serde_json::Map<_, _> = (0..SECRETS)
-            .map(|i| (format!("s{i}"), json!(format!("aws:bench/s{i}#v"))))
-            .collect();
-        let files: serde_json::Map<_, _> = (0..SECRETS)
-            .map(|i| (format!("s{i}"), json!(0o400)))
-            .collect();
-        json!({"secrets": secrets, "files": files}).to_string()
-    };
-    let vault_env = vec![
-        ("VAULT_ADDR", format!("http://127.0.0.1:{}", bao_proxy.port)),
-        ("SECRET_INJECTOR_VAULT_ROLE", "bench".to_string()),
-        ("SECRET_INJECTOR_VAULT_AUTH_METHOD", "jwt".to_string()),
-        ("SECRET_INJECTOR_VAULT_AUTH_PATH", "jwt".to_string()),
-        (
-            "SECRET_INJECTOR_VAULT_TOKEN_FILE",
-            token_file.to_str().unwrap().to_string(),
-        ),
-    ];
-    let aws_env = vec![
-        (
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", moto_proxy.port),
-        ),
-        ("AWS_REGION", "us-east-1".to_string()),
-        ("AWS_ACCESS_KEY_ID", "test".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
-    ];
-
-    let plan20 = vault_plan(SECRETS);
+    let plan20 = support::bench::plan("vault", "secret/data/bench", SECRETS);
     // one secret per call: an explicit version stage is not batchable
     let aws_single_plan = aws_plan.replace("#v", "?version-stage=AWSCURRENT#v");
     let mut rows = Vec::new();

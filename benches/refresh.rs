@@ -11,8 +11,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::json;
-use support::{Moto, OpenBao, TokenSigner, free_port};
+use support::free_port;
 
 const SECRETS: usize = 20;
 /// How long the sidecar runs at a 1 s interval before and while it is measured.
@@ -144,59 +143,10 @@ fn main() {
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
-    let signer = TokenSigner::new();
-    let (bao, moto) = rt.block_on(async {
-        let bao = OpenBao::start().await;
-        for i in 0..SECRETS {
-            bao.kv2_put(&format!("bench/s{i}"), json!({"v": format!("value-{i}")}))
-                .await;
-        }
-        bao.policy(
-            "bench",
-            "path \"secret/data/bench/*\" { capabilities = [\"read\"] }",
-        )
-        .await;
-        bao.setup_jwt(
-            "jwt",
-            &signer.public_pem,
-            &[("bench", "bench", "app", "bench")],
-        )
-        .await;
-        let moto = Moto::start().await;
-        for i in 0..SECRETS {
-            moto.create(&format!("bench/s{i}"), &json!({"v": i}).to_string())
-                .await;
-        }
-        (bao, moto)
-    });
-    let token_dir = tempfile::tempdir().unwrap();
-    let token_file = token_dir.path().join("token");
-    std::fs::write(&token_file, signer.token("bench", "app", "vault")).unwrap();
-    let plan = |provider: &str, path: &str| {
-        let secrets: serde_json::Map<_, _> = (0..SECRETS)
-            .map(|i| (format!("s{i}"), json!(format!("{provider}:{path}/s{i}#v"))))
-            .collect();
-        let files: serde_json::Map<_, _> = (0..SECRETS)
-            .map(|i| (format!("s{i}"), json!(0o400)))
-            .collect();
-        json!({"secrets": secrets, "files": files}).to_string()
-    };
-    let vault_env = vec![
-        ("VAULT_ADDR", bao.addr.clone()),
-        ("SECRET_INJECTOR_VAULT_ROLE", "bench".to_string()),
-        ("SECRET_INJECTOR_VAULT_AUTH_METHOD", "jwt".to_string()),
-        ("SECRET_INJECTOR_VAULT_AUTH_PATH", "jwt".to_string()),
-        (
-            "SECRET_INJECTOR_VAULT_TOKEN_FILE",
-            token_file.to_str().unwrap().to_string(),
-        ),
-    ];
-    let aws_env = vec![
-        ("AWS_ENDPOINT_URL", moto.url.clone()),
-        ("AWS_REGION", "us-east-1".to_string()),
-        ("AWS_ACCESS_KEY_ID", "test".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
-    ];
+    let stores = rt.block_on(support::bench::stores(SECRETS));
+    let plan = |provider: &str, path: &str| support::bench::plan(provider, path, SECRETS);
+    let vault_env = stores.vault_env(stores.bao.addr.clone());
+    let aws_env = support::bench::aws_env(stores.moto.url.clone());
     println!(
         "\nrefresh sidecar with {SECRETS} secrets at a 1 s interval, measured over {WINDOW:?} after {WARM_UP:?}; baseline: init of the same secrets, once"
     );

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+pub mod bench;
 mod kubernetes;
 mod moto;
 mod openbao;
