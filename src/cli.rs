@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::contract::auth::AuthMethod;
-use crate::contract::names;
+use crate::contract::{cloud, names};
 use crate::logging::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -131,6 +131,12 @@ pub struct InitArgs {
     /// AWS region (the SDK's AWS_REGION otherwise).
     #[arg(long, env = names::AWS_REGION_ENV)]
     pub aws_region: Option<String>,
+    /// Google Secret Manager settings, as JSON (the webhook writes them).
+    #[arg(long, env = cloud::GCP_ENV)]
+    pub gcp: Option<String>,
+    /// Azure Key Vault settings, as JSON (the webhook writes them).
+    #[arg(long, env = cloud::AZURE_ENV)]
+    pub azure: Option<String>,
 }
 
 #[derive(Debug, Args)]

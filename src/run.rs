@@ -9,7 +9,7 @@ use secret_injector::cli::{
     CertsArgs, Cli, Command, InitArgs, InjectArgs, KubeMode, RefreshArgs, ServeArgs,
 };
 use secret_injector::config::Config;
-use secret_injector::contract::names;
+use secret_injector::contract::{cloud, names};
 use secret_injector::files::{FileOut, write_all_or_nothing};
 use secret_injector::webhook::metrics::Metrics;
 use secret_injector::webhook::server::{self, AppState, Limits};
@@ -376,14 +376,33 @@ fn init_options(
                 timeout: args.attempt_timeout,
             },
         );
+    let gcp = json_setting(args.gcp.as_deref(), cloud::GCP_ENV).map_err(fail)?;
+    let azure = json_setting(args.azure.as_deref(), cloud::AZURE_ENV).map_err(fail)?;
     Ok(secret_injector::agent::init::Options {
         plan,
         out_dir: args.out_dir,
         env_dir: args.env_dir,
         deadline: args.deadline,
         concurrency: args.concurrency,
-        vault,
-        aws_region: args.aws_region,
+        stores: secret_injector::agent::fetch::StoreSettings {
+            vault,
+            aws_region: args.aws_region,
+            gcp,
+            azure,
+        },
         attempt_timeout: args.attempt_timeout,
     })
+}
+
+/// Settings the webhook handed over as JSON in `env`; empty means none.
+fn json_setting<T: serde::de::DeserializeOwned>(
+    raw: Option<&str>,
+    env: &str,
+) -> std::result::Result<Option<T>, anyhow::Error> {
+    match raw.map(str::trim).filter(|r| !r.is_empty()) {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str(raw)
+            .map(Some)
+            .map_err(|e| anyhow!("{env} is not valid: {e}")),
+    }
 }

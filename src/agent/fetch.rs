@@ -9,10 +9,14 @@ use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 
 use crate::agent::providers::aws::{self, Aws};
+use crate::agent::providers::azure::Azure;
+use crate::agent::providers::gcp::Gcp;
+use crate::agent::providers::ssm;
 use crate::agent::providers::vault::{self, Lease, Vault};
 use crate::agent::providers::{AgentError, Fetched, Values};
+use crate::contract::cloud::{AZURE_ENV, AzureSettings, GCP_ENV, GcpSettings};
 use crate::contract::plan::FetchPlan;
-use crate::contract::reference::{Provider, SecretRef};
+use crate::contract::reference::{Provider, SecretRef, SsmName};
 
 /// How hard to try: one deadline for login and fetch together.
 #[derive(Clone, Copy, Debug)]
@@ -38,11 +42,23 @@ impl Budget {
     }
 }
 
+/// How to reach each store and as whom, from the init container's env.
+#[derive(Clone, Debug, Default)]
+pub struct StoreSettings {
+    pub vault: Option<vault::Settings>,
+    pub aws_region: Option<String>,
+    pub gcp: Option<GcpSettings>,
+    pub azure: Option<AzureSettings>,
+}
+
 /// Logged-in clients of the stores a plan uses.
 pub struct Stores {
     pub vault: Option<Vault>,
-    /// One AWS client per region: the configured one (`None`), and each full ARN's.
+    /// One AWS client (Secrets Manager and Parameter Store) per region: the configured
+    /// one (`None`), and each full ARN's.
     aws: BTreeMap<Option<String>, Aws>,
+    gcp: Option<Gcp>,
+    azure: Option<Azure>,
 }
 
 /// What one fetch returned: the values by location, and the leases they came with.
@@ -91,13 +107,25 @@ fn gave_up(e: AgentError, deadline: Duration) -> AgentError {
     }
 }
 
-/// The region of a full Secrets Manager ARN reference (`None`: the configured region).
+/// The region of a full AWS ARN reference (`None`: the configured region).
 fn arn_region(r: &SecretRef) -> Option<String> {
-    r.path
-        .strip_prefix("arn:")
-        .and_then(|rest| rest.split(':').nth(2))
-        .filter(|region| !region.is_empty())
-        .map(str::to_string)
+    crate::contract::reference::arn_region(&r.path).map(str::to_string)
+}
+
+/// The settings of a store the plan uses, or why it cannot be used.
+fn needed<'s, T>(
+    plan: &FetchPlan,
+    provider: Provider,
+    settings: Option<&'s T>,
+    env: &str,
+) -> Result<Option<&'s T>, AgentError> {
+    match (plan.uses(provider), settings) {
+        (false, _) => Ok(None),
+        (true, None) => Err(AgentError::permanent(format!(
+            "the plan reads from {provider} but {env} is not set"
+        ))),
+        (true, Some(s)) => Ok(Some(s)),
+    }
 }
 
 /// Each location of the plan once, in a stable order.
@@ -117,37 +145,42 @@ impl Stores {
     /// until the deadline), an AWS client per region (credentials load on first use).
     pub async fn login(
         plan: &FetchPlan,
-        vault: Option<&vault::Settings>,
-        aws_region: Option<&str>,
+        settings: &StoreSettings,
         budget: Budget,
     ) -> Result<Stores, AgentError> {
         let deadline = budget.until;
-        let vault = match (plan.uses(Provider::Vault), vault) {
-            (false, _) => None,
-            (true, None) => {
-                return Err(AgentError::permanent(format!(
-                    "the plan reads from Vault but {} is not set",
-                    crate::contract::names::VAULT_ADDR_ENV
-                )));
-            }
-            (true, Some(settings)) => Some(
+        let vault_env = crate::contract::names::VAULT_ADDR_ENV;
+        let vault = match needed(plan, Provider::Vault, settings.vault.as_ref(), vault_env)? {
+            None => None,
+            Some(settings) => Some(
                 retrying(deadline, || Vault::login(settings.clone()))
                     .await
                     .map_err(|e| gave_up(e, budget.deadline))?,
             ),
         };
+        // GCP and Azure get their tokens on first use, like the AWS SDK.
+        let timeout = budget.attempt_timeout;
+        let gcp = needed(plan, Provider::Gcp, settings.gcp.as_ref(), GCP_ENV)?
+            .map(|s| Gcp::new(s.clone(), timeout))
+            .transpose()?;
+        let azure = needed(plan, Provider::Azure, settings.azure.as_ref(), AZURE_ENV)?
+            .map(|s| Azure::new(s.clone(), timeout))
+            .transpose()?;
+        let aws_region = settings.aws_region.as_deref();
         let mut aws = BTreeMap::new();
-        for r in locations(plan)
-            .iter()
-            .filter(|r| r.provider == Provider::Aws)
-        {
+        for r in locations(plan).iter().filter(|r| r.provider.is_aws()) {
             let region = arn_region(r);
             if let std::collections::btree_map::Entry::Vacant(slot) = aws.entry(region) {
                 let chosen = slot.key().clone().or(aws_region.map(str::to_string));
                 slot.insert(Aws::new(chosen, budget.attempt_timeout).await);
             }
         }
-        Ok(Stores { vault, aws })
+        Ok(Stores {
+            vault,
+            aws,
+            gcp,
+            azure,
+        })
     }
 
     /// Fetch every location of `plan`: current AWS versions in batches, the rest one by
@@ -167,13 +200,39 @@ impl Stores {
         let mut values = Values::new();
         let mut errors: Vec<AgentError> = Vec::new();
         for (region, client) in &self.aws {
-            let batchable: Vec<&SecretRef> = locations
-                .iter()
-                .filter(|r| r.provider == Provider::Aws && r.version.is_none())
-                .filter(|r| &arn_region(r) == region)
-                .collect();
-            if batchable.len() >= 2 {
-                batch(client, &batchable, deadline, &mut values, &mut errors).await;
+            let current = |provider: Provider| -> Vec<&SecretRef> {
+                locations
+                    .iter()
+                    .filter(|r| r.provider == provider && r.version.is_none())
+                    .filter(|r| {
+                        r.provider != Provider::Ssm || matches!(r.ssm_name(), SsmName::Parameter(_))
+                    })
+                    .filter(|r| &arn_region(r) == region)
+                    .collect()
+            };
+            let secrets = current(Provider::Aws);
+            if secrets.len() >= 2 {
+                batch(
+                    client,
+                    Batch::SecretsManager,
+                    &secrets,
+                    deadline,
+                    &mut values,
+                    &mut errors,
+                )
+                .await;
+            }
+            let parameters = current(Provider::Ssm);
+            if parameters.len() >= 2 {
+                batch(
+                    client,
+                    Batch::ParameterStore,
+                    &parameters,
+                    deadline,
+                    &mut values,
+                    &mut errors,
+                )
+                .await;
             }
         }
         let answered: HashSet<&SecretRef> =
@@ -220,28 +279,58 @@ impl Stores {
                     "{r}: not logged in to Vault"
                 ))),
             },
-            Provider::Aws => match self.aws.get(&arn_region(r)) {
+            Provider::Aws | Provider::Ssm => match self.aws.get(&arn_region(r)) {
+                Some(aws) if r.provider == Provider::Ssm => aws.ssm_get(r).await.map(|v| (v, None)),
                 Some(aws) => aws.get(r).await.map(|v| (v, None)),
                 None => Err(AgentError::permanent(format!(
                     "{r}: no AWS client for its region"
                 ))),
             },
+            Provider::Gcp => match &self.gcp {
+                Some(gcp) => gcp.get(r).await.map(|v| (v, None)),
+                None => Err(AgentError::permanent(format!("{r}: no GCP settings"))),
+            },
+            Provider::Azure => match &self.azure {
+                Some(azure) => azure.get(r).await.map(|v| (v, None)),
+                None => Err(AgentError::permanent(format!("{r}: no Azure settings"))),
+            },
         }
     }
 }
 
-/// Current versions of several AWS secrets, [`aws::BATCH_LIMIT`] per call. Values and
-/// permanent failures are kept; what a batch leaves unanswered, or answers with a
-/// transient failure, is fetched on its own afterwards.
+/// The AWS batch calls.
+#[derive(Clone, Copy)]
+enum Batch {
+    /// `BatchGetSecretValue`, [`aws::BATCH_LIMIT`] per call.
+    SecretsManager,
+    /// `GetParameters`, [`ssm::BATCH_LIMIT`] per call.
+    ParameterStore,
+}
+
+/// Current versions of several AWS secrets or parameters, in as few calls as the API
+/// allows. Values and permanent failures are kept; what a batch leaves unanswered, or
+/// answers with a transient failure, is fetched on its own afterwards.
 async fn batch(
     client: &Aws,
+    kind: Batch,
     refs: &[&SecretRef],
     deadline: Instant,
     values: &mut Values,
     errors: &mut Vec<AgentError>,
 ) {
-    for chunk in refs.chunks(aws::BATCH_LIMIT) {
-        match retrying(deadline, || client.batch(chunk)).await {
+    let limit = match kind {
+        Batch::SecretsManager => aws::BATCH_LIMIT,
+        Batch::ParameterStore => ssm::BATCH_LIMIT,
+    };
+    for chunk in refs.chunks(limit) {
+        let answer = retrying(deadline, || async {
+            match kind {
+                Batch::SecretsManager => client.batch(chunk).await,
+                Batch::ParameterStore => client.ssm_batch(chunk).await,
+            }
+        })
+        .await;
+        match answer {
             Ok(results) => {
                 for (r, result) in results {
                     match result {
@@ -254,7 +343,7 @@ async fn batch(
                 }
             }
             Err(e) => {
-                tracing::info!(error = %e, "BatchGetSecretValue failed; fetching one by one");
+                tracing::info!(error = %e, "the batch call failed; fetching one by one");
             }
         }
     }

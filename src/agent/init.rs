@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::agent::assemble::{Assembled, assemble};
-use crate::agent::fetch::{Budget, Stores};
+use crate::agent::fetch::{Budget, StoreSettings, Stores};
 use crate::agent::providers::AgentError;
-use crate::agent::providers::vault::{self, Lease, Vault};
+use crate::agent::providers::vault::{Lease, Vault};
 use crate::contract::plan::FetchPlan;
 use crate::files::{copy_atomic, write_all_or_nothing};
 
@@ -24,8 +24,8 @@ pub struct Options {
     pub env_dir: Option<PathBuf>,
     pub deadline: Duration,
     pub concurrency: usize,
-    pub vault: Option<vault::Settings>,
-    pub aws_region: Option<String>,
+    /// How to reach each store and as whom.
+    pub stores: StoreSettings,
     /// Per-attempt timeout of one request.
     pub attempt_timeout: Duration,
 }
@@ -35,13 +35,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let start = Instant::now();
     let budget = Budget::starting_now(opts.deadline, opts.concurrency, opts.attempt_timeout);
     let plan = &opts.plan;
-    let stores = Stores::login(
-        plan,
-        opts.vault.as_ref(),
-        opts.aws_region.as_deref(),
-        budget,
-    )
-    .await?;
+    let stores = Stores::login(plan, &opts.stores, budget).await?;
     let logged_in = start.elapsed();
     let result = async {
         let fetched = stores.fetch(plan, budget).await?;

@@ -227,13 +227,7 @@ impl Sidecar {
     /// replaced with new credentials and the old token revoked after the grace period.
     async fn relogin(&mut self) -> Result<(), AgentError> {
         let budget = self.budget(self.cycle_deadline());
-        let fresh = Stores::login(
-            &self.opts.init.plan,
-            self.opts.init.vault.as_ref(),
-            self.opts.init.aws_region.as_deref(),
-            budget,
-        )
-        .await?;
+        let fresh = Stores::login(&self.opts.init.plan, &self.opts.init.stores, budget).await?;
         let old = std::mem::replace(&mut self.stores, fresh);
         self.token_renew_at = self
             .stores
@@ -411,13 +405,7 @@ impl Sidecar {
     async fn start(opts: RefreshOptions, status: Arc<Status>) -> Result<Sidecar, AgentError> {
         let init = &opts.init;
         let budget = Budget::starting_now(init.deadline, init.concurrency, init.attempt_timeout);
-        let stores = Stores::login(
-            &init.plan,
-            init.vault.as_ref(),
-            init.aws_region.as_deref(),
-            budget,
-        )
-        .await?;
+        let stores = Stores::login(&init.plan, &init.stores, budget).await?;
         let token_lease = stores.vault.as_ref().map(|v| v.token_lease);
         let mut sidecar = Sidecar {
             stores,

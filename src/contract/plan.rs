@@ -66,6 +66,11 @@ impl FetchPlan {
         self.refs().any(|r| r.provider == provider)
     }
 
+    /// Whether a store reached with an AWS identity is used (Secrets Manager or SSM).
+    pub fn uses_aws(&self) -> bool {
+        self.refs().any(|r| r.provider.is_aws())
+    }
+
     pub fn env_mode(&self) -> bool {
         !self.env.is_empty() || !self.env_from.is_empty()
     }

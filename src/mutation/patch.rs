@@ -41,11 +41,11 @@ fn add(path: PointerBuf, value: Value) -> PatchOperation {
 /// Advice when `aws:` references have no identity the webhook can see: the SDK's default
 /// chain in the pod then decides (EKS Pod Identity, or the node's instance role).
 pub fn aws_identity_warning(pod: &PodView, spec: &InjectionSpec) -> Option<String> {
-    let unseen = spec.plan.uses(Provider::Aws)
+    let unseen = spec.plan.uses_aws()
         && spec.aws.role_arn.is_none()
         && copied_aws_identity(pod, spec).is_none();
     unseen.then(|| {
-        "aws: references but no role (no aws-role-arn annotation, service-account role-arn or EKS env): the SDK default chain decides, EKS Pod Identity or the node role".to_string()
+        "aws: or ssm: references but no role (no aws-role-arn annotation, service-account role-arn or EKS env): the SDK default chain decides, EKS Pod Identity or the node role".to_string()
     })
 }
 
@@ -66,7 +66,7 @@ pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
     }];
 
     // 2. Volumes.
-    let copied_aws = if plan.uses(Provider::Aws) && !spec.aws.explicit {
+    let copied_aws = if plan.uses_aws() && !spec.aws.explicit {
         copied_aws_identity(pod, spec)
     } else {
         None
@@ -75,8 +75,19 @@ pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
     if plan.uses(Provider::Vault) {
         token_providers.push((Provider::Vault, &config.vault.audience));
     }
-    if plan.uses(Provider::Aws) && copied_aws.is_none() && spec.aws.role_arn.is_some() {
+    if plan.uses_aws() && copied_aws.is_none() && spec.aws.role_arn.is_some() {
         token_providers.push((Provider::Aws, &config.aws.audience));
+    }
+    // Workload Identity Federation: the provider's name is the token's audience.
+    if let Some(provider) = spec
+        .gcp
+        .as_ref()
+        .and_then(|g| g.workload_identity_provider.as_ref())
+    {
+        token_providers.push((Provider::Gcp, provider));
+    }
+    if spec.azure.is_some() {
+        token_providers.push((Provider::Azure, &config.azure.audience));
     }
     append_all(
         &mut ops,
@@ -324,7 +335,19 @@ fn init_container(
     if plan.uses(Provider::Vault) {
         envs.extend(vault_env(spec, config));
     }
-    if plan.uses(Provider::Aws) {
+    if let Some(gcp) = &spec.gcp {
+        envs.push(env(
+            crate::contract::cloud::GCP_ENV,
+            serde_json::to_string(gcp).expect("settings serialize"),
+        ));
+    }
+    if let Some(azure) = &spec.azure {
+        envs.push(env(
+            crate::contract::cloud::AZURE_ENV,
+            serde_json::to_string(azure).expect("settings serialize"),
+        ));
+    }
+    if plan.uses_aws() {
         envs.extend(aws_env(spec, config, copied_aws));
         if let Some(copied) = copied_aws {
             mounts.extend(copied.mounts.iter().cloned());
@@ -410,6 +433,12 @@ fn aws_env(spec: &InjectionSpec, config: &Config, copied_aws: Option<&CopiedAws>
         envs.push(env(
             AWS_ENDPOINT_URL_SECRETS_MANAGER_ENV,
             config.aws.secretsmanager_endpoint_url.clone(),
+        ));
+    }
+    if !config.aws.ssm_endpoint_url.is_empty() {
+        envs.push(env(
+            AWS_ENDPOINT_URL_SSM_ENV,
+            config.aws.ssm_endpoint_url.clone(),
         ));
     }
     if let Some(copied) = copied_aws {

@@ -19,16 +19,12 @@ use kube::core::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::mutation::spec::Context;
-use crate::webhook::inject::ROLE_ARN_ANNOTATION;
+use crate::mutation::spec::{Context, SERVICE_ACCOUNT_ANNOTATIONS};
 
 type Meta = PartialObjectMeta<ServiceAccount>;
 
-/// The Azure Workload Identity client id on a ServiceAccount (read by the Azure provider).
-pub const AZURE_CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
-
 /// The only annotations the cache keeps.
-pub const KEPT_ANNOTATIONS: [&str; 2] = [ROLE_ARN_ANNOTATION, AZURE_CLIENT_ID_ANNOTATION];
+pub const KEPT_ANNOTATIONS: [&str; 3] = SERVICE_ACCOUNT_ANNOTATIONS;
 
 /// Reduce a ServiceAccount to what admission reads: name, namespace and
 /// [`KEPT_ANNOTATIONS`]. Everything else (managedFields, labels, other annotations,
@@ -189,15 +185,14 @@ impl Accounts {
             return Context::default();
         }
         let key = ObjectRef::<Meta>::new_with(name, ()).within(namespace);
-        let role = self.store.get(&key).and_then(|sa| {
-            sa.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ROLE_ARN_ANNOTATION))
-                .cloned()
-        });
-        Context {
-            service_account_role_arn: role,
+        match self.store.get(&key) {
+            Some(sa) => {
+                let annotations = sa.metadata.annotations.as_ref();
+                Context::from_service_account(|name| {
+                    annotations.and_then(|a| a.get(name)).map(String::as_str)
+                })
+            }
+            None => Context::default(),
         }
     }
 }
@@ -240,6 +235,7 @@ pub fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mutation::spec::{AZURE_CLIENT_ID_ANNOTATION, ROLE_ARN_ANNOTATION};
     use kube::core::ObjectMeta;
 
     fn sa(ns: &str, name: &str, arn: Option<&str>) -> Meta {

@@ -316,6 +316,7 @@ mod tests {
             ctx_seen = Some((ns.to_string(), sa.to_string()));
             Context {
                 service_account_role_arn: Some("arn:aws:iam::123456789012:role/deparrow".into()),
+                ..Context::default()
             }
         })
         .unwrap();

@@ -16,7 +16,7 @@ use crate::mutation::pod::PodView;
 use crate::mutation::spec::Context;
 use crate::mutation::{Outcome, mutate};
 
-pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+pub use crate::mutation::spec::ROLE_ARN_ANNOTATION;
 
 /// What `inject` produced.
 #[derive(Debug, Default)]
@@ -118,7 +118,7 @@ pub fn inject(input: &str, config: &Config) -> Result<Report, Denied> {
     Ok(report)
 }
 
-fn collect_service_accounts(doc: &Value, out: &mut BTreeMap<(String, String), String>) {
+fn collect_service_accounts(doc: &Value, out: &mut BTreeMap<(String, String), Context>) {
     match str_at(doc, "/kind") {
         "List" => {
             for item in doc["items"].as_array().into_iter().flatten() {
@@ -126,18 +126,20 @@ fn collect_service_accounts(doc: &Value, out: &mut BTreeMap<(String, String), St
             }
         }
         "ServiceAccount" => {
-            if let Some(arn) = doc
-                .pointer("/metadata/annotations")
-                .and_then(|a| a.get(ROLE_ARN_ANNOTATION))
-                .and_then(Value::as_str)
-            {
+            let annotations = doc.pointer("/metadata/annotations");
+            let ctx = Context::from_service_account(|name| {
+                annotations
+                    .and_then(|a| a.get(name))
+                    .and_then(Value::as_str)
+            });
+            if ctx != Context::default() {
                 let ns = match str_at(doc, "/metadata/namespace") {
                     "" => "default",
                     ns => ns,
                 };
                 out.insert(
                     (ns.to_string(), str_at(doc, "/metadata/name").to_string()),
-                    arn.to_string(),
+                    ctx,
                 );
             }
         }
@@ -148,7 +150,7 @@ fn collect_service_accounts(doc: &Value, out: &mut BTreeMap<(String, String), St
 fn inject_doc(
     doc: &mut Value,
     config: &Config,
-    accounts: &BTreeMap<(String, String), String>,
+    accounts: &BTreeMap<(String, String), Context>,
     report: &mut Report,
     problems: &mut Vec<String>,
 ) {
@@ -198,11 +200,10 @@ fn inject_doc(
             return;
         }
     };
-    let ctx = Context {
-        service_account_role_arn: accounts
-            .get(&(namespace, pod.service_account().to_string()))
-            .cloned(),
-    };
+    let ctx = accounts
+        .get(&(namespace, pod.service_account().to_string()))
+        .cloned()
+        .unwrap_or_default();
     match mutate(&pod, config, &ctx) {
         Outcome::Skipped(_) => {}
         Outcome::Injected { patch, warnings } => {

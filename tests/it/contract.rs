@@ -32,6 +32,7 @@ const READ_ELSEWHERE: &[&str] = &[
     names::AWS_DEFAULT_REGION_ENV,
     names::AWS_ENDPOINT_URL_ENV,
     names::AWS_ENDPOINT_URL_SECRETS_MANAGER_ENV,
+    names::AWS_ENDPOINT_URL_SSM_ENV,
     names::AWS_CONTAINER_CREDENTIALS_FULL_URI_ENV,
     names::AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_ENV,
 ];
@@ -45,7 +46,83 @@ fn full_config() -> Config {
     config.vault.namespace = "team-a/".to_string();
     config.aws.endpoint_url = "http://aws.local:4566".to_string();
     config.aws.secretsmanager_endpoint_url = "http://sm.local:4566".to_string();
+    config.aws.ssm_endpoint_url = "http://ssm.local:4566".to_string();
+    config.gcp.project = "my-project".to_string();
+    config.gcp.workload_identity_provider = GCP_PROVIDER.to_string();
+    config.gcp.service_account = "app@my-project.iam.gserviceaccount.com".to_string();
+    config.gcp.sts_endpoint = "http://sts.local".to_string();
+    config.azure.tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47".to_string();
+    config.azure.key_vault_endpoint = "http://kv.local/{vault}".to_string();
     config
+}
+
+const GCP_PROVIDER: &str = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/k8s/providers/cluster";
+
+/// The projected token volume mounted at the directory of `file`: its audience.
+fn token_audience(pod: &Value, init: &Value, file: &str) -> String {
+    let (dir, name) = file.rsplit_once('/').unwrap();
+    let mount = init["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("nothing is mounted at {dir}: {}", init["volumeMounts"]));
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume exists");
+    let source = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(source["path"], name, "{volume}");
+    source["audience"].as_str().unwrap().to_string()
+}
+
+/// All five stores and every setting: Google's and Azure's settings reach `init` as the
+/// structures it reads, their token files are the projected tokens the patch mounts,
+/// with the audiences the clouds expect, and SSM's endpoint reaches the SDK.
+#[test]
+fn a_pod_with_all_five_stores_reaches_init() {
+    use secret_injector::contract::cloud::{AzureSettings, GcpSettings};
+    let config = full_config();
+    let (pod, init) = injected_with(
+        &config,
+        json!({
+            "secret-injector.io/secret-db": "vault:secret/data/db#password",
+            "secret-injector.io/secret-api": "aws:prod/api#key",
+            "secret-injector.io/secret-param": "ssm:/prod/param",
+            "secret-injector.io/secret-gcp": "gcp:db-password",
+            "secret-injector.io/secret-azure": "azure:my-vault/db-password",
+        }),
+        json!([{"name": "app", "image": "app"}]),
+    );
+    let args = parse_init(&init);
+    let plan = plan_of(&args);
+    for p in Provider::ALL {
+        assert!(plan.uses(p), "{p}");
+    }
+    let gcp: GcpSettings = serde_json::from_str(args.gcp.as_deref().unwrap()).unwrap();
+    assert_eq!(gcp.project.as_deref(), Some("my-project"));
+    assert_eq!(gcp.sts_endpoint, "http://sts.local");
+    assert_eq!(
+        gcp.service_account.as_deref(),
+        Some("app@my-project.iam.gserviceaccount.com")
+    );
+    let file = gcp.token_file.expect("a projected token with federation");
+    assert_eq!(token_audience(&pod, &init, &file), GCP_PROVIDER);
+    let azure: AzureSettings = serde_json::from_str(args.azure.as_deref().unwrap()).unwrap();
+    assert_eq!(azure.client_id, "0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c");
+    assert_eq!(azure.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47");
+    assert_eq!(
+        azure.key_vault_endpoint.as_deref(),
+        Some("http://kv.local/{vault}")
+    );
+    assert_eq!(
+        token_audience(&pod, &init, &azure.token_file),
+        config.azure.audience
+    );
+    let env = init["env"].to_string();
+    assert!(env.contains("http://ssm.local:4566"), "{env}");
 }
 
 /// The pod after the webhook's patch, and its injected init container.
@@ -61,6 +138,8 @@ fn injected_with(config: &Config, annotations: Value, containers: Value) -> (Val
     let view: PodView = serde_json::from_value(pod.clone()).unwrap();
     let ctx = Context {
         service_account_role_arn: Some("arn:aws:iam::123456789012:role/app".into()),
+        azure_client_id: Some("0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c".into()),
+        azure_tenant_id: None,
     };
     let Outcome::Injected { patch, .. } = mutate(&view, config, &ctx) else {
         panic!("not injected");

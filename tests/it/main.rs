@@ -7,6 +7,7 @@ mod admission_https;
 mod aws;
 mod cli;
 mod client_auth;
+mod clouds;
 mod contract;
 mod dynamic_credentials;
 mod env_mode;
@@ -18,6 +19,7 @@ mod hostile;
 mod refresh;
 mod retries;
 mod self_signed;
+mod ssm;
 #[path = "../support/mod.rs"]
 mod support;
 mod util;

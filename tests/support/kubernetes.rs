@@ -32,13 +32,26 @@ impl TokenSigner {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
+        self.token_between(ns, sa, aud, now, now + seconds)
+    }
+
+    /// A token that expired two minutes ago, as a stale projected token file holds.
+    pub fn expired(&self, ns: &str, sa: &str, aud: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        self.token_between(ns, sa, aud, now - 900, now - 120)
+    }
+
+    fn token_between(&self, ns: &str, sa: &str, aud: &str, now: u64, exp: u64) -> String {
         let claims = json!({
             "iss": "https://kubernetes.default.svc.cluster.local",
             "sub": format!("system:serviceaccount:{ns}:{sa}"),
             "aud": [aud],
             "iat": now,
             "nbf": now,
-            "exp": now + seconds,
+            "exp": exp,
             "kubernetes.io": {
                 "namespace": ns,
                 "serviceaccount": {"name": sa, "uid": "4e6c1f6a-5b8a-4a0e-9c55-0c8f3c0d7e11"},

@@ -1,7 +1,8 @@
 //! Real servers for tests and benches, one file each: OpenBao (`bao server -dev`) and
 //! moto, both from the test venv that scripts/test.sh installs, and PostgreSQL from
 //! Debian's packages, on free loopback ports; the Kubernetes side (a service-account
-//! token signer and a TokenReview stand-in); two small proxies (one that delays or
+//! token signer and a TokenReview stand-in); Google Cloud's and Azure's token and
+//! secret APIs, which nothing real serves here (`cloud.rs`); two small proxies (one that delays or
 //! starts late, one that throttles like AWS); TLS for the tests' clients. This file
 //! holds the small helpers they share.
 #![allow(dead_code)]
@@ -12,6 +13,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub mod bench;
+mod cloud;
 mod kubernetes;
 mod moto;
 mod openbao;
@@ -22,6 +24,7 @@ mod tls;
 // Each test or bench binary that includes this module uses a different subset.
 #[allow(unused_imports)]
 pub use self::{
+    cloud::{AzureServer, AzureWorld, Federated, GcpServer, GcpWorld},
     kubernetes::{TokenReviewServer, TokenSigner},
     moto::Moto,
     openbao::OpenBao,

@@ -50,13 +50,27 @@ impl Moto {
         allowed_action: &str,
         secrets: &[(&str, &str)],
     ) -> (Moto, String) {
-        let free = 2 + secrets.len() + 1;
+        Moto::start_enforcing_with(role, allowed_action, secrets, &[]).await
+    }
+
+    /// [`Moto::start_enforcing`] with SSM `parameters` (SecureStrings) created as well.
+    pub async fn start_enforcing_with(
+        role: &str,
+        allowed_action: &str,
+        secrets: &[(&str, &str)],
+        parameters: &[(&str, &str)],
+    ) -> (Moto, String) {
+        let free = 2 + secrets.len() + parameters.len() + 1;
         let moto =
             Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string())]).await;
-        let secrets: serde_json::Map<String, Value> = secrets
-            .iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-            .collect();
+        let map = |pairs: &[(&str, &str)]| -> Value {
+            Value::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                    .collect(),
+            )
+        };
         let out = Command::new(venv_bin("python"))
             .args([
                 "-c",
@@ -64,7 +78,8 @@ impl Moto {
                 &moto.url,
                 role,
                 allowed_action,
-                &Value::Object(secrets).to_string(),
+                &map(secrets).to_string(),
+                &map(parameters).to_string(),
             ])
             .output()
             .expect("run the venv's python");
@@ -88,6 +103,39 @@ impl Moto {
             .load()
             .await;
         aws_sdk_secretsmanager::Client::new(&config)
+    }
+
+    /// A Parameter Store client with static test keys.
+    pub async fn ssm(&self) -> aws_sdk_ssm::Client {
+        let creds = aws_sdk_ssm::config::Credentials::new("test", "test", None, None, "tests");
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.url)
+            .credentials_provider(creds)
+            .load()
+            .await;
+        aws_sdk_ssm::Client::new(&config)
+    }
+
+    /// Put a parameter (a new version when it exists); returns its version.
+    pub async fn put_parameter(&self, name: &str, value: &str, secure: bool) -> i64 {
+        use aws_sdk_ssm::types::ParameterType;
+        let kind = if secure {
+            ParameterType::SecureString
+        } else {
+            ParameterType::String
+        };
+        self.ssm()
+            .await
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(kind)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap()
+            .version
     }
 
     /// Put a new version of a secret; returns its version id.
@@ -126,12 +174,14 @@ impl Drop for Moto {
     }
 }
 
-/// Exactly `2 + len(secrets)` moto actions: CreateRole, PutRolePolicy, CreateSecret each.
+/// Exactly `2 + len(secrets) + len(parameters)` moto actions: CreateRole, PutRolePolicy,
+/// CreateSecret and PutParameter each.
 /// boto3 comes with moto[server] in the test venv.
 const MOTO_IAM_SETUP: &str = r#"
 import json, sys
 import boto3
-url, role, action, secrets = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+url, role, action = sys.argv[1], sys.argv[2], sys.argv[3]
+secrets, parameters = json.loads(sys.argv[4]), json.loads(sys.argv[5])
 kw = dict(endpoint_url=url, region_name="us-east-1",
           aws_access_key_id="test", aws_secret_access_key="test")
 iam = boto3.client("iam", **kw)
@@ -145,5 +195,8 @@ iam.put_role_policy(RoleName=role, PolicyName="allowed", PolicyDocument=json.dum
 sm = boto3.client("secretsmanager", **kw)
 for name, value in secrets.items():
     sm.create_secret(Name=name, SecretString=value)
+ssm = boto3.client("ssm", **kw)
+for name, value in parameters.items():
+    ssm.put_parameter(Name=name, Value=value, Type="SecureString")
 print(arn)
 "#;

@@ -1,4 +1,4 @@
-//! AWS Secrets Manager through the AWS SDK's default credential chain (web identity via
+//! AWS Secrets Manager (and, in `ssm.rs`, Parameter Store) through the AWS SDK's default credential chain (web identity via
 //! `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`, EKS Pod Identity, env keys) and its
 //! usual env (`AWS_REGION`, `AWS_ENDPOINT_URL`, ...).
 //!
@@ -25,7 +25,9 @@ pub const BATCH_LIMIT: usize = 20;
 
 pub struct Aws {
     client: Client,
-    identity: String,
+    /// Parameter Store, with the same configuration and credentials.
+    pub(super) ssm: aws_sdk_ssm::Client,
+    pub(super) identity: String,
     /// Where the SDK gets this identity's credentials, for "cannot reach" messages.
     credential_source: &'static str,
 }
@@ -39,6 +41,7 @@ const TRANSIENT_CODES: &[&str] = &[
     "InternalFailure",
     "ServiceUnavailable",
     "RequestTimeout",
+    "InternalServerError",
 ];
 
 /// Whether a service error is worth retrying: throttling and server-side codes, and
@@ -67,8 +70,14 @@ fn credentials_refused(text: &str) -> bool {
     .any(|needle| text.contains(needle))
 }
 
-/// Classify an SDK error; the message names the reference and identity, never a value.
-fn classify<E>(e: &SdkError<E, HttpResponse>, what: &str, aws: &Aws) -> AgentError
+/// Classify an SDK error of `service`; the message names the reference and identity,
+/// never a value.
+pub(super) fn classify<E>(
+    e: &SdkError<E, HttpResponse>,
+    what: &str,
+    aws: &Aws,
+    service: &str,
+) -> AgentError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -128,7 +137,7 @@ where
                 {
                     aws.credential_source
                 } else {
-                    "Secrets Manager"
+                    service
                 };
                 AgentError::transient(format!(
                     "{what}: cannot reach {service} as {identity}: {}",
@@ -182,6 +191,7 @@ impl Aws {
         };
         Aws {
             client: Client::new(&config),
+            ssm: aws_sdk_ssm::Client::new(&config),
             identity,
             credential_source,
         }
@@ -196,7 +206,10 @@ impl Aws {
             Some(Version::Id(id)) => req = req.version_id(id),
             _ => {}
         }
-        let out = req.send().await.map_err(|e| classify(&e, &what, self))?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| classify(&e, &what, self, "Secrets Manager"))?;
         if let Some(s) = out.secret_string {
             Ok(Fetched::from_secret_string(s))
         } else if let Some(b) = out.secret_binary {
@@ -223,7 +236,7 @@ impl Aws {
             .set_secret_id_list(Some(ids))
             .send()
             .await
-            .map_err(|e| classify(&e, &what, self))?;
+            .map_err(|e| classify(&e, &what, self, "Secrets Manager"))?;
         let mut results: Vec<(&SecretRef, Option<Result<Fetched, AgentError>>)> =
             refs.iter().map(|r| (*r, None)).collect();
         let mut answer = |id: &str, result: Result<Fetched, AgentError>| {

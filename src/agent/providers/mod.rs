@@ -5,6 +5,10 @@
 //! is only ever held in [`Fetched`] and written to the tmpfs files.
 
 pub mod aws;
+pub mod azure;
+pub mod gcp;
+pub mod rest;
+pub mod ssm;
 pub mod vault;
 
 use std::fmt;
@@ -53,6 +57,12 @@ impl AgentError {
     /// The same failure, about `r`.
     pub fn about(mut self, r: &SecretRef) -> Self {
         self.reference = Some(r.clone());
+        self
+    }
+
+    /// The same failure, its message starting with `what` (the reference it stopped).
+    pub fn naming(mut self, what: &str) -> Self {
+        self.message = format!("{what}: {}", self.message);
         self
     }
 

@@ -1,7 +1,11 @@
-//! How the injected containers authenticate: the Vault and AWS identities.
+//! How the injected containers authenticate: the Vault, AWS, Google Cloud and Azure
+//! identities.
 
 use super::*;
 use crate::contract::auth::AuthMethod;
+use crate::contract::cloud::*;
+use crate::contract::names::token_path;
+use crate::contract::reference::{Provider, SecretRef};
 
 pub(super) fn vault_identity(
     c: &mut Collector,
@@ -151,4 +155,144 @@ pub(super) fn aws_identity(
         explicit: ours.contains_key("aws-role-arn"),
         role_arn,
     }
+}
+
+/// The annotations (suffixes) whose references match `pred`, in a stable order.
+fn annotations_using(plan: &FetchPlan, pred: impl Fn(&SecretRef) -> bool) -> Vec<String> {
+    let mut out: Vec<String> = plan
+        .secrets
+        .iter()
+        .filter(|(_, r)| pred(r))
+        .map(|(name, _)| format!("secret-{name}"))
+        .chain(
+            plan.env
+                .iter()
+                .filter(|(_, r)| pred(r))
+                .map(|(var, _)| format!("env-{var}")),
+        )
+        .collect();
+    if plan.env_from.iter().any(&pred) {
+        out.push("env-from".to_string());
+    }
+    out
+}
+
+/// Google Secret Manager's settings for the pod, when it has `gcp:` references.
+pub(super) fn gcp_identity(
+    c: &mut Collector,
+    config: &Config,
+    ours: &BTreeMap<&str, &str>,
+    plan: &FetchPlan,
+) -> Option<GcpSettings> {
+    if !plan.uses(Provider::Gcp) {
+        return None;
+    }
+    let g = &config.gcp;
+    let project = match ours.get("gcp-project") {
+        Some(p) if is_gcp_project(p) => Some(p.to_string()),
+        Some(p) => {
+            c.push(
+                "gcp-project",
+                format!("`{p}` is not a Google Cloud project ID (6-30 lowercase letters, digits and `-`, starting with a letter); for example secret-injector.io/gcp-project: my-project"),
+            );
+            None
+        }
+        None => Some(g.project.clone()).filter(|p| !p.is_empty()),
+    };
+    if project.is_none() && !ours.contains_key("gcp-project") {
+        let short = |r: &SecretRef| {
+            r.provider == Provider::Gcp && r.gcp_secret().is_some_and(|s| s.project.is_none())
+        };
+        for suffix in annotations_using(plan, short) {
+            c.push(
+                &suffix,
+                "a `gcp:<secret>` reference needs a project, and the webhook has no gcp.project: write gcp:projects/<project>/secrets/<secret>, or add secret-injector.io/gcp-project: my-project",
+            );
+        }
+    }
+    let service_account = match ours.get("gcp-service-account") {
+        Some(sa) if is_gcp_service_account(sa) => Some(sa.to_string()),
+        Some(sa) => {
+            c.push(
+                "gcp-service-account",
+                format!("`{sa}` is not a service account email; for example secret-injector.io/gcp-service-account: app@my-project.iam.gserviceaccount.com"),
+            );
+            None
+        }
+        None => Some(g.service_account.clone()).filter(|s| !s.is_empty()),
+    };
+    let provider = Some(g.workload_identity_provider.clone()).filter(|p| !p.is_empty());
+    Some(GcpSettings {
+        project,
+        token_file: provider.as_ref().map(|_| token_path(Provider::Gcp)),
+        workload_identity_provider: provider,
+        service_account,
+        secret_manager_endpoint: g.secret_manager_endpoint.clone(),
+        sts_endpoint: g.sts_endpoint.clone(),
+        iam_credentials_endpoint: g.iam_credentials_endpoint.clone(),
+        metadata_endpoint: g.metadata_endpoint.clone(),
+    })
+}
+
+/// Azure Key Vault's settings for the pod, when it has `azure:` references: the client
+/// and tenant from the pod's annotations, then its ServiceAccount's (as Azure Workload
+/// Identity reads them), then the config's tenant.
+pub(super) fn azure_identity(
+    c: &mut Collector,
+    config: &Config,
+    ctx: &Context,
+    ours: &BTreeMap<&str, &str>,
+    plan: &FetchPlan,
+) -> Option<AzureSettings> {
+    if !plan.uses(Provider::Azure) {
+        return None;
+    }
+    let client_id = match ours.get("azure-client-id") {
+        Some(id) if is_guid(id) => Some(id.to_string()),
+        Some(id) => {
+            c.push(
+                "azure-client-id",
+                format!("`{id}` is not a client ID (a GUID); for example secret-injector.io/azure-client-id: 0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c"),
+            );
+            None
+        }
+        None => ctx.azure_client_id.clone(),
+    };
+    let tenant_id = match ours.get("azure-tenant-id") {
+        Some(t) if is_azure_tenant(t) => Some(t.to_string()),
+        Some(t) => {
+            c.push(
+                "azure-tenant-id",
+                format!("`{t}` is not a tenant ID (a GUID) or domain; for example secret-injector.io/azure-tenant-id: 72f988bf-86f1-41af-91ab-2d7cd011db47"),
+            );
+            None
+        }
+        None => ctx
+            .azure_tenant_id
+            .clone()
+            .or_else(|| Some(config.azure.tenant_id.clone()).filter(|t| !t.is_empty())),
+    };
+    let first = annotations_using(plan, |r| r.provider == Provider::Azure)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    if client_id.is_none() && !ours.contains_key("azure-client-id") {
+        c.push(
+            &first,
+            "`azure:` references need the pod's Azure Workload Identity client ID: annotate the ServiceAccount with azure.workload.identity/client-id, or the pod with secret-injector.io/azure-client-id: <client-id>",
+        );
+    }
+    if tenant_id.is_none() && !ours.contains_key("azure-tenant-id") {
+        c.push(
+            &first,
+            "`azure:` references need an Entra ID tenant: set azure.tenant_id in the webhook's config, annotate the ServiceAccount with azure.workload.identity/tenant-id, or the pod with secret-injector.io/azure-tenant-id: <tenant-id>",
+        );
+    }
+    Some(AzureSettings {
+        tenant_id: tenant_id.unwrap_or_default(),
+        client_id: client_id.unwrap_or_default(),
+        token_file: token_path(Provider::Azure),
+        authority_host: config.azure.authority_host.clone(),
+        key_vault_endpoint: Some(config.azure.key_vault_endpoint.clone()).filter(|e| !e.is_empty()),
+    })
 }

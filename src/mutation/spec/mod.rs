@@ -56,6 +56,10 @@ const EXACT_KEYS: &[&str] = &[
     "vault-addr",
     "aws-region",
     "aws-role-arn",
+    "gcp-project",
+    "gcp-service-account",
+    "azure-client-id",
+    "azure-tenant-id",
 ];
 
 const PREFIX_KEYS: &[&str] = &["secret-", "template-", "file-mode-", "env-"];
@@ -135,11 +139,40 @@ pub struct Target {
     pub name: String,
 }
 
+/// The IRSA role of a ServiceAccount.
+pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+/// The Azure Workload Identity client of a ServiceAccount.
+pub const AZURE_CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
+/// The Azure Workload Identity tenant of a ServiceAccount.
+pub const AZURE_TENANT_ID_ANNOTATION: &str = "azure.workload.identity/tenant-id";
+/// The ServiceAccount annotations admission reads.
+pub const SERVICE_ACCOUNT_ANNOTATIONS: [&str; 3] = [
+    ROLE_ARN_ANNOTATION,
+    AZURE_CLIENT_ID_ANNOTATION,
+    AZURE_TENANT_ID_ANNOTATION,
+];
+
+impl Context {
+    /// The facts a ServiceAccount's annotations give (`get` looks one up).
+    pub fn from_service_account<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Context {
+        let read = |name: &str| get(name).map(str::to_string);
+        Context {
+            service_account_role_arn: read(ROLE_ARN_ANNOTATION),
+            azure_client_id: read(AZURE_CLIENT_ID_ANNOTATION),
+            azure_tenant_id: read(AZURE_TENANT_ID_ANNOTATION),
+        }
+    }
+}
+
 /// Facts from outside the pod that the spec depends on (resolved at the edges).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {
     /// `eks.amazonaws.com/role-arn` of the pod's service account, when known.
     pub service_account_role_arn: Option<String>,
+    /// `azure.workload.identity/client-id` of the pod's service account, when known.
+    pub azure_client_id: Option<String>,
+    /// `azure.workload.identity/tenant-id` of the pod's service account, when known.
+    pub azure_tenant_id: Option<String>,
 }
 
 /// How the injected containers authenticate to Vault.
@@ -180,6 +213,10 @@ pub struct InjectionSpec {
     pub reload_url: Option<String>,
     pub vault: VaultIdentity,
     pub aws: AwsIdentity,
+    /// With `gcp:` references.
+    pub gcp: Option<crate::contract::cloud::GcpSettings>,
+    /// With `azure:` references.
+    pub azure: Option<crate::contract::cloud::AzureSettings>,
     /// Advice that does not block admission (sent as admission warnings).
     pub warnings: Vec<String>,
 }
@@ -326,22 +363,11 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
             "secret-injector.io/command is only used in env mode (env-<VAR> or env-from annotations); it is ignored".to_string(),
         );
     }
-    let refresh_interval = ours
-        .get("refresh-interval")
-        .and_then(|raw| parse_interval(&mut c, raw));
-    if refresh_interval.is_some() {
-        check_probe_port(&mut c, pod);
-    }
-    let reload_url = ours
-        .get("reload-url")
-        .and_then(|raw| parse_reload_url(&mut c, raw, refresh_interval.is_some()));
-    if refresh_interval.is_some() && plan.env_mode() {
-        warnings.push(
-            "secret-injector.io/refresh-interval: env-mode variables are read once, when the app starts; the refresh sidecar keeps files current and renews leases, but a running process keeps the variables it started with".to_string(),
-        );
-    }
+    let (refresh_interval, reload_url) = refresh(&mut c, &mut warnings, pod, &ours, &plan);
     let vault = vault_identity(&mut c, pod, config, &ours);
     let aws = aws_identity(&mut c, config, ctx, &ours);
+    let gcp = gcp_identity(&mut c, config, &ours, &plan);
+    let azure = azure_identity(&mut c, config, ctx, &ours, &plan);
     check_reserved_names(&mut c, pod);
 
     if !c.is_empty() {
@@ -361,8 +387,35 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         reload_url,
         vault,
         aws,
+        gcp,
+        azure,
         warnings,
     })))
+}
+
+/// `refresh-interval` and `reload-url`.
+fn refresh(
+    c: &mut Collector,
+    warnings: &mut Vec<String>,
+    pod: &PodView,
+    ours: &BTreeMap<&str, &str>,
+    plan: &FetchPlan,
+) -> (Option<Duration>, Option<String>) {
+    let interval = ours
+        .get("refresh-interval")
+        .and_then(|raw| parse_interval(c, raw));
+    if interval.is_some() {
+        check_probe_port(c, pod);
+    }
+    let reload_url = ours
+        .get("reload-url")
+        .and_then(|raw| parse_reload_url(c, raw, interval.is_some()));
+    if interval.is_some() && plan.env_mode() {
+        warnings.push(
+            "secret-injector.io/refresh-interval: env-mode variables are read once, when the app starts; the refresh sidecar keeps files current and renews leases, but a running process keeps the variables it started with".to_string(),
+        );
+    }
+    (interval, reload_url)
 }
 
 /// Files by the annotations, not only by the references that parsed: a broken reference
@@ -1033,6 +1086,7 @@ mod tests {
         );
         let ctx = Context {
             service_account_role_arn: Some("arn:aws:iam::123456789012:role/sa".into()),
+            ..Context::default()
         };
         let Ok(Decision::Inject(s)) = parse(&p, &cfg, &ctx) else {
             panic!()

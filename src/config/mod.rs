@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::contract::auth::AuthMethod;
+
+mod clouds;
 use crate::{Error, Result};
+pub use clouds::{AzureConfig, GcpConfig};
 
 pub const ENV_PREFIX: &str = "SECRET_INJECTOR_";
 
@@ -26,6 +29,8 @@ pub struct Config {
     pub init_log_level: String,
     pub vault: VaultConfig,
     pub aws: AwsConfig,
+    pub gcp: GcpConfig,
+    pub azure: AzureConfig,
     pub resources: Resources,
 }
 
@@ -66,6 +71,8 @@ pub struct AwsConfig {
     /// Optional endpoint of Secrets Manager only (`AWS_ENDPOINT_URL_SECRETS_MANAGER`),
     /// for a VPC interface endpoint.
     pub secretsmanager_endpoint_url: String,
+    /// Optional endpoint of Parameter Store only (`AWS_ENDPOINT_URL_SSM`).
+    pub ssm_endpoint_url: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,6 +96,8 @@ impl Default for Config {
             init_log_level: "info".to_string(),
             vault: VaultConfig::default(),
             aws: AwsConfig::default(),
+            gcp: GcpConfig::default(),
+            azure: AzureConfig::default(),
             resources: Resources::default(),
         }
     }
@@ -116,6 +125,7 @@ impl Default for AwsConfig {
             audience: "sts.amazonaws.com".to_string(),
             endpoint_url: String::new(),
             secretsmanager_endpoint_url: String::new(),
+            ssm_endpoint_url: String::new(),
         }
     }
 }
@@ -266,20 +276,41 @@ impl Config {
                     "aws.secretsmanager_endpoint_url",
                     &self.aws.secretsmanager_endpoint_url,
                 ),
+                ("aws.ssm_endpoint_url", &self.aws.ssm_endpoint_url),
+                (
+                    "gcp.secret_manager_endpoint",
+                    &self.gcp.secret_manager_endpoint,
+                ),
+                ("gcp.sts_endpoint", &self.gcp.sts_endpoint),
+                (
+                    "gcp.iam_credentials_endpoint",
+                    &self.gcp.iam_credentials_endpoint,
+                ),
+                ("gcp.metadata_endpoint", &self.gcp.metadata_endpoint),
+                ("azure.authority_host", &self.azure.authority_host),
+                ("azure.key_vault_endpoint", &self.azure.key_vault_endpoint),
             ]);
         for (what, url) in urls {
-            if what.starts_with("aws.") && url.is_empty() {
+            // The optional endpoints; the rest have defaults.
+            if url.is_empty() && (what.starts_with("aws.") || what == "azure.key_vault_endpoint") {
                 continue;
             }
-            if let Err(e) = check_url(url) {
-                let example = if what.starts_with("aws.") {
-                    "https://secretsmanager.eu-central-1.amazonaws.com"
-                } else {
-                    "https://vault.vault.svc:8200"
+            let checked = if what == "azure.key_vault_endpoint" {
+                check_url(&url.replace("{vault}", "vault"))
+            } else {
+                check_url(url)
+            };
+            if let Err(e) = checked {
+                let example = match what.split('.').next() {
+                    Some("aws") => "https://secretsmanager.eu-central-1.amazonaws.com",
+                    Some("gcp") => crate::contract::cloud::GCP_SECRET_MANAGER,
+                    Some("azure") => crate::contract::cloud::AZURE_AUTHORITY,
+                    _ => "https://vault.vault.svc:8200",
                 };
                 problems.push(format!("{what} `{url}` {e}; for example {example}"));
             }
         }
+        problems.extend(self.cloud_problems());
         problems.extend(self.resources.problems());
         if problems.is_empty() {
             Ok(())

@@ -7,28 +7,55 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod stores;
+pub use stores::{AZURE_VAULT_SUFFIXES, AzureSecret, GcpSecret, SsmName, arn_region};
+
 /// The secret stores a reference can point at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Vault,
+    /// AWS Secrets Manager.
     Aws,
+    /// AWS Systems Manager Parameter Store.
+    Ssm,
+    /// Google Secret Manager.
+    Gcp,
+    /// Azure Key Vault.
+    Azure,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 2] = [Provider::Vault, Provider::Aws];
+    pub const ALL: [Provider; 5] = [
+        Provider::Vault,
+        Provider::Aws,
+        Provider::Ssm,
+        Provider::Gcp,
+        Provider::Azure,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Vault => "vault",
             Provider::Aws => "aws",
+            Provider::Ssm => "ssm",
+            Provider::Gcp => "gcp",
+            Provider::Azure => "azure",
         }
+    }
+
+    /// Whether the store is reached with an AWS identity (IRSA, EKS Pod Identity).
+    pub fn is_aws(self) -> bool {
+        matches!(self, Provider::Aws | Provider::Ssm)
     }
 
     fn example(self) -> &'static str {
         match self {
             Provider::Vault => "vault:secret/data/prod/db#password",
             Provider::Aws => "aws:prod/cnpg/postgres-credentials#password",
+            Provider::Ssm => "ssm:/prod/db/password",
+            Provider::Gcp => "gcp:projects/my-project/secrets/db-password",
+            Provider::Azure => "azure:my-vault/db-password",
         }
     }
 }
@@ -39,15 +66,18 @@ impl fmt::Display for Provider {
     }
 }
 
-/// Which version of a secret to read.
+/// Which version of a secret to read. (Google Secret Manager names its version in the
+/// path: `.../versions/3`.)
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Version {
-    /// Vault KV v2 `?version=N`.
+    /// Vault KV v2 and SSM `?version=N`.
     Number(u64),
     /// AWS `?version-stage=AWSPREVIOUS`.
     Stage(String),
-    /// AWS `?version-id=...`.
+    /// AWS `?version-id=...`; Azure `?version=<32 hex digits>`.
     Id(String),
+    /// SSM `?label=L`.
+    Label(String),
 }
 
 /// A parsed reference. `Display` gives back the canonical text form, which is also its
@@ -92,7 +122,9 @@ impl fmt::Display for SecretRef {
         match &self.version {
             Some(Version::Number(n)) => write!(f, "?version={n}")?,
             Some(Version::Stage(s)) => write!(f, "?version-stage={s}")?,
+            Some(Version::Id(s)) if self.provider == Provider::Azure => write!(f, "?version={s}")?,
             Some(Version::Id(s)) => write!(f, "?version-id={s}")?,
+            Some(Version::Label(s)) => write!(f, "?label={s}")?,
             None => {}
         }
         if let Some(key) = &self.key {
@@ -133,18 +165,16 @@ pub fn parse(input: &str) -> Result<SecretRef, RefError> {
             Provider::Aws.example()
         )));
     };
-    let provider = match provider {
-        "vault" => Provider::Vault,
-        "aws" => Provider::Aws,
-        other => {
-            let hint = closest(other, Provider::ALL.iter().map(|p| p.as_str()))
-                .map(|c| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
-            return Err(RefError(format!(
-                "unknown provider `{other}`{hint}; known providers are `vault` and `aws`, for example {}",
-                Provider::Vault.example()
-            )));
-        }
+    let Some(provider) = Provider::ALL.into_iter().find(|p| p.as_str() == provider) else {
+        let hint = closest(provider, Provider::ALL.iter().map(|p| p.as_str()))
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        return Err(RefError(format!(
+            "unknown provider `{}`{hint}; known providers are {}, for example {}",
+            crate::logging::Escaped(provider),
+            Provider::ALL.map(|p| format!("`{p}`")).join(", "),
+            Provider::Vault.example()
+        )));
     };
     let (rest, key) = match rest.split_once('#') {
         Some((rest, key)) => {
@@ -167,160 +197,19 @@ pub fn parse(input: &str) -> Result<SecretRef, RefError> {
         Some((path, params)) => (path, Some(params)),
         None => (rest, None),
     };
-    check_path(provider, path)?;
-    let version = match params {
-        Some(params) => parse_params(provider, params)?,
-        None => None,
-    };
-    Ok(SecretRef {
-        provider,
-        path: path.to_string(),
-        version,
-        key,
-    })
-}
-
-fn check_path(provider: Provider, path: &str) -> Result<(), RefError> {
     if path.is_empty() {
         return Err(RefError(format!(
             "the path is empty; name the secret after `{provider}:`, for example {}",
             provider.example()
         )));
     }
-    match provider {
-        Provider::Vault => {
-            if path.starts_with('/') || path.ends_with('/') {
-                return Err(RefError(format!(
-                    "the Vault path `{path}` must not start or end with `/`; write the API path without `/v1/`, for example {}",
-                    provider.example()
-                )));
-            }
-            if path
-                .split('/')
-                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-            {
-                return Err(RefError(format!(
-                    "the Vault path `{path}` has an empty, `.` or `..` segment; for example {}",
-                    provider.example()
-                )));
-            }
-            if let Some(c) = path
-                .chars()
-                .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '%' | '\\'))
-            {
-                return Err(RefError(format!(
-                    "the Vault path `{path}` contains the character {c:?}, which is not allowed in a path"
-                )));
-            }
-        }
-        Provider::Aws => {
-            if path.starts_with("arn:") {
-                let parts: Vec<&str> = path.splitn(7, ':').collect();
-                if parts.len() != 7
-                    || parts[2] != "secretsmanager"
-                    || parts[5] != "secret"
-                    || parts[6].is_empty()
-                {
-                    return Err(RefError(format!(
-                        "`{path}` is not a Secrets Manager ARN; write arn:<partition>:secretsmanager:<region>:<account>:secret:<name>, or the secret's name, for example {}",
-                        provider.example()
-                    )));
-                }
-            } else {
-                if path.len() > 512 {
-                    return Err(RefError(format!(
-                        "the AWS secret name is {} characters long; Secrets Manager allows at most 512",
-                        path.len()
-                    )));
-                }
-                if let Some(c) = path
-                    .chars()
-                    .find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c)))
-                {
-                    return Err(RefError(format!(
-                        "the AWS secret name `{path}` contains {c:?}; names use letters, digits and /_+=.@- only, for example {}",
-                        provider.example()
-                    )));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn parse_params(provider: Provider, params: &str) -> Result<Option<Version>, RefError> {
-    let allowed: &[&str] = match provider {
-        Provider::Vault => &["version"],
-        Provider::Aws => &["version-stage", "version-id"],
-    };
-    let example = match provider {
-        Provider::Vault => "vault:secret/data/prod/db?version=3#password",
-        Provider::Aws => "aws:prod/db?version-stage=AWSPREVIOUS#password",
-    };
-    let mut version = None;
-    for pair in params.split('&') {
-        let Some((name, value)) = pair.split_once('=') else {
-            return Err(RefError(format!(
-                "the parameter `{pair}` has no value; write name=value, for example {example}"
-            )));
-        };
-        if !allowed.contains(&name) {
-            let hint = closest(name, allowed.iter().copied())
-                .map(|c| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
-            return Err(RefError(format!(
-                "unknown parameter `{name}` for {provider}{hint}; {provider} takes {}, for example {example}",
-                allowed
-                    .iter()
-                    .map(|a| format!("`{a}`"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            )));
-        }
-        if version.is_some() {
-            return Err(RefError(format!(
-                "more than one version parameter; give one of {}, for example {example}",
-                allowed.join(", ")
-            )));
-        }
-        let parsed = match name {
-            "version" => match value.parse::<u64>() {
-                Ok(n) if n > 0 => Version::Number(n),
-                _ => {
-                    return Err(RefError(format!(
-                        "`version={value}` is not a positive whole number; for example {example}"
-                    )));
-                }
-            },
-            "version-stage" => {
-                if value.is_empty()
-                    || value.len() > 256
-                    || !value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-                {
-                    return Err(RefError(format!(
-                        "`version-stage={value}` is not a valid staging label (letters, digits, `_-.`, at most 256), for example {example}"
-                    )));
-                }
-                Version::Stage(value.to_string())
-            }
-            "version-id" => {
-                if value.len() < 32
-                    || value.len() > 64
-                    || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                {
-                    return Err(RefError(format!(
-                        "`version-id={value}` is not a Secrets Manager version id (32-64 letters, digits and `-`), for example aws:prod/db?version-id=EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE"
-                    )));
-                }
-                Version::Id(value.to_string())
-            }
-            _ => unreachable!("checked against the allowed list"),
-        };
-        version = Some(parsed);
-    }
-    Ok(version)
+    let (path, version) = stores::check(provider, path, params)?;
+    Ok(SecretRef {
+        provider,
+        path,
+        version,
+        key,
+    })
 }
 
 /// At most the first 20 names, comma-separated, each escaped and cut (they may come
@@ -443,7 +332,11 @@ mod tests {
         let m = err("vualt:secret/data/x");
         assert!(m.contains("unknown provider `vualt`"), "{m}");
         assert!(m.contains("did you mean `vault`"), "{m}");
-        assert!(err("gcp:projects/x").contains("known providers are `vault` and `aws`"));
+        assert!(err("gpc:projects/x").contains("did you mean `gcp`"));
+        assert!(
+            err("s3:bucket/x")
+                .contains("known providers are `vault`, `aws`, `ssm`, `gcp`, `azure`")
+        );
     }
 
     #[test]

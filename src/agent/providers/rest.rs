@@ -1,0 +1,126 @@
+//! What the REST stores (Google Secret Manager, Azure Key Vault and their token
+//! endpoints) share: one HTTP client, bounded bodies, and the classification of
+//! transport failures and statuses. A few documented calls each, so plain reqwest
+//! rather than two cloud SDKs (see docs/design.md).
+
+use std::time::{Duration, Instant};
+
+use super::AgentError;
+use crate::logging::{Escaped, root_cause_line};
+
+/// The largest body read from a store: Secret Manager payloads are at most 64 KiB and
+/// Key Vault secrets 25 KiB, so anything bigger is not an answer.
+pub const MAX_BODY: usize = 1 << 20;
+
+pub fn client(timeout: Duration) -> Result<reqwest::Client, AgentError> {
+    reqwest::Client::builder()
+        .tls_backend_rustls()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| AgentError::permanent(format!("cannot build the HTTP client: {e}")))
+}
+
+/// A failure to reach `service`: the store may come back, unless TLS is not trusted.
+pub fn transport(e: &reqwest::Error, what: &str, service: &str) -> AgentError {
+    let cause = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let detail = std::error::Error::source(e)
+        .map(root_cause_line)
+        .unwrap_or_default();
+    let lower = detail.to_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        return AgentError::permanent(format!(
+            "{what}: the TLS certificate of {service} is not trusted ({detail})"
+        ));
+    }
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    };
+    AgentError::transient(format!("{what}: cannot reach {service}: {cause}{detail}"))
+}
+
+/// Whether an HTTP status is worth retrying: throttling, timeouts, server errors.
+pub fn transient_status(status: u16) -> bool {
+    matches!(status, 408 | 429) || status >= 500
+}
+
+/// The body of `resp`, at most [`MAX_BODY`] bytes.
+pub async fn body(
+    mut resp: reqwest::Response,
+    what: &str,
+    service: &str,
+) -> Result<Vec<u8>, AgentError> {
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if out.len() + chunk.len() > MAX_BODY {
+                    return Err(AgentError::permanent(format!(
+                        "{what}: {service} answered with more than {} KiB",
+                        MAX_BODY / 1024
+                    )));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(transport(&e, what, service)),
+        }
+    }
+}
+
+/// A short, escaped quote of an error text a service sent: error texts name resources
+/// and identities, never values, but they come from the network.
+pub fn quote(text: &str) -> String {
+    Escaped(text.trim()).to_string()
+}
+
+/// A cached access token and when to stop using it.
+pub struct Cached {
+    pub token: String,
+    pub until: Instant,
+}
+
+impl Cached {
+    /// A token valid for `expires_in` seconds, used until 5 minutes before it expires
+    /// (or half its life, when that is shorter).
+    pub fn new(token: String, expires_in: u64) -> Cached {
+        let margin = (expires_in / 2).min(300);
+        Cached {
+            token,
+            until: Instant::now() + Duration::from_secs(expires_in.saturating_sub(margin)),
+        }
+    }
+
+    pub fn fresh(&self) -> bool {
+        Instant::now() < self.until
+    }
+}
+
+/// Read the pod's projected token again: the kubelet rotates it.
+pub fn projected_token(path: &str) -> Result<String, AgentError> {
+    super::vault::read_token_file(std::path::Path::new(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_token_margins() {
+        assert!(transient_status(429) && transient_status(503) && transient_status(408));
+        assert!(!transient_status(403) && !transient_status(404) && !transient_status(400));
+        let c = Cached::new("t".into(), 3600);
+        assert!(c.fresh());
+        assert!(c.until > Instant::now() + Duration::from_secs(3200));
+        assert!(!Cached::new("t".into(), 0).fresh());
+        assert_eq!(quote(" a\nb "), "a\\nb");
+    }
+}
