@@ -59,7 +59,25 @@ fn fixtures_round_trip_over_https() {
             .to_str()
             .unwrap()
             .to_string();
-        for doc in util::fixture_docs(&rel) {
+        let docs = util::fixture_docs(&rel);
+        // The webhook runs with `--kube off` here, so the Azure Workload Identity
+        // annotations that its ServiceAccount cache would read from the example's
+        // ServiceAccount are given as the pod annotations that stand in for them.
+        let standing_in: Vec<(String, Value)> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ServiceAccount")
+            .flat_map(|d| {
+                d["metadata"]["annotations"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix("azure.workload.identity/")?;
+                Some((format!("secret-injector.io/azure-{key}"), v))
+            })
+            .collect();
+        for doc in docs {
             if !matches!(
                 doc["kind"].as_str(),
                 Some(
@@ -74,7 +92,10 @@ fn fixtures_round_trip_over_https() {
             ) {
                 continue;
             }
-            let pod = util::pod_from_workload(&doc);
+            let mut pod = util::pod_from_workload(&doc);
+            for (k, v) in &standing_in {
+                pod["metadata"]["annotations"][k] = v.clone();
+            }
             let (status, body) =
                 rt.block_on(post(&client, &w, request_for(&pod, "team-a", "CREATE")));
             assert_eq!(status, 200, "{rel}: {}", String::from_utf8_lossy(&body));

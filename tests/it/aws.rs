@@ -128,7 +128,8 @@ fn aws_access_is_the_roles_own() {
     // moto answers an IAM refusal with a query-protocol XML body, which carries no
     // JSON error code: the status is what the SDK has (real AWS says AccessDeniedException).
     assert!(
-        stderr.contains("BatchGetSecretValue failed; fetching one by one")
+        stderr.contains("the batch call failed; fetching one by one")
+            && stderr.contains("BatchGetSecretValue of 2 secrets")
             && (stderr.contains("HTTP 403") || stderr.contains("AccessDenied")),
         "the refused batch is logged and falls back:\n{stderr}"
     );

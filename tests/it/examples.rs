@@ -73,7 +73,13 @@ fn dynamic_credentials_url_reads_back_hostile_values() {
 /// here has every other hostile character.
 #[test]
 fn cnpg_pgpass_reads_back_hostile_values() {
-    let t = templates("cnpg-app-credentials.yaml");
+    for example in ["cnpg-app-credentials.yaml", "cnpg-gcp-secret-manager.yaml"] {
+        pgpass_reads_back(example);
+    }
+}
+
+fn pgpass_reads_back(example: &str) {
+    let t = templates(example);
     let password = HOSTILE.replace('\n', "");
     let out = render(
         "pgpass",
@@ -92,7 +98,8 @@ fn cnpg_pgpass_reads_back_hostile_values() {
     }
     assert_eq!(
         fields,
-        ["cluster-example-rw", "5432", "app", USER, password.as_str()]
+        ["cluster-example-rw", "5432", "app", USER, password.as_str()],
+        "{example}"
     );
 }
 

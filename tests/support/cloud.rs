@@ -1,6 +1,6 @@
 //! Google Cloud and Azure, which no emulator here serves faithfully (the PyPI packages
 //! `gcplocal` and `amber-cloud` were checked: the first answers `:access` with a stub
-//! and checks no token, the second has no Key Vault HTTP API; see docs/testing.md).
+//! and checks no token, the second has no Key Vault HTTP API; see docs/design.md, "What is tested where").
 //! So these test servers follow the documented wire protocols (paths, headers, bodies,
 //! error shapes) and refuse what the real services refuse: a projected token with the
 //! wrong audience, an expired or unsigned one, an identity without a federated

@@ -296,3 +296,207 @@ pub(super) fn azure_identity(
         key_vault_endpoint: Some(config.azure.key_vault_endpoint.clone()).filter(|e| !e.is_empty()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decide(
+        annotations: serde_json::Value,
+        config: &Config,
+        ctx: &Context,
+    ) -> Result<Decision, Problems> {
+        let pod: PodView = serde_json::from_value(json!({
+            "metadata": {"name": "p", "annotations": annotations},
+            "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "app:1", "command": ["/app"]}]},
+        }))
+        .unwrap();
+        parse(&pod, config, ctx)
+    }
+
+    fn problems(annotations: serde_json::Value, config: &Config, ctx: &Context) -> Vec<String> {
+        match decide(annotations, config, ctx) {
+            Err(p) => p.0.iter().map(ToString::to_string).collect(),
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    fn spec(annotations: serde_json::Value, config: &Config, ctx: &Context) -> InjectionSpec {
+        match decide(annotations, config, ctx) {
+            Ok(Decision::Inject(s)) => *s,
+            other => panic!("expected injection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn gcp_short_references_need_a_project_and_names_are_checked() {
+        let none = Config::default();
+        let ctx = Context::default();
+        let p = problems(
+            json!({"secret-injector.io/secret-db": "gcp:db-password"}),
+            &none,
+            &ctx,
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "secret-injector.io/secret-db: a `gcp:<secret>` reference needs a project"
+            ) && p[0].contains("secret-injector.io/gcp-project: my-project"),
+            "{p:?}"
+        );
+        // The full form needs no project; GKE's metadata server is the identity.
+        let s = spec(
+            json!({"secret-injector.io/env-DB": "gcp:projects/my-project/secrets/db/versions/2"}),
+            &none,
+            &ctx,
+        );
+        let gcp = s.gcp.unwrap();
+        assert_eq!(gcp.workload_identity_provider, None);
+        assert_eq!(gcp.token_file, None);
+        // A pod's project and service account win over the config's.
+        let mut cfg = Config::default();
+        cfg.gcp.project = "config-project".into();
+        cfg.gcp.workload_identity_provider =
+            "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k"
+                .into();
+        let s = spec(
+            json!({
+                "secret-injector.io/secret-db": "gcp:db-password",
+                "secret-injector.io/gcp-project": "pod-project",
+                "secret-injector.io/gcp-service-account": "app@pod-project.iam.gserviceaccount.com",
+            }),
+            &cfg,
+            &ctx,
+        );
+        let gcp = s.gcp.unwrap();
+        assert_eq!(gcp.project.as_deref(), Some("pod-project"));
+        assert_eq!(
+            gcp.service_account.as_deref(),
+            Some("app@pod-project.iam.gserviceaccount.com")
+        );
+        assert_eq!(
+            gcp.token_file.as_deref(),
+            Some("/var/run/secrets/secret-injector/gcp/token")
+        );
+        let p = problems(
+            json!({
+                "secret-injector.io/secret-db": "gcp:db-password",
+                "secret-injector.io/gcp-project": "Bad_Project",
+                "secret-injector.io/gcp-service-account": "someone@example.com",
+            }),
+            &cfg,
+            &ctx,
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("secret-injector.io/gcp-project: `Bad_Project`")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("secret-injector.io/gcp-service-account:")),
+            "{p:?}"
+        );
+        // No `gcp:` reference: no settings, whatever the config.
+        assert_eq!(
+            spec(
+                json!({"secret-injector.io/secret-a": "vault:kv/a"}),
+                &cfg,
+                &ctx
+            )
+            .gcp,
+            None
+        );
+    }
+
+    #[test]
+    fn azure_needs_a_client_and_a_tenant_from_the_pod_account_or_config() {
+        let cfg = Config::default();
+        let refs = json!({"secret-injector.io/secret-jwt": "azure:deparrow-kv/jwt"});
+        let p = problems(refs.clone(), &cfg, &Context::default());
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("secret-injector.io/secret-jwt: `azure:` references need the pod's Azure Workload Identity client ID"), "{p:?}");
+        assert!(p[1].contains("need an Entra ID tenant"), "{p:?}");
+        // The ServiceAccount's annotations, as Azure Workload Identity reads them.
+        let ctx = Context {
+            azure_client_id: Some("0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c".into()),
+            azure_tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
+            ..Context::default()
+        };
+        let azure = spec(refs.clone(), &cfg, &ctx).azure.unwrap();
+        assert_eq!(azure.client_id, "0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c");
+        assert_eq!(azure.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47");
+        assert_eq!(
+            azure.token_file,
+            "/var/run/secrets/secret-injector/azure/token"
+        );
+        // The config's tenant, and the pod's own client ID.
+        let mut with_tenant = Config::default();
+        with_tenant.azure.tenant_id = "contoso.onmicrosoft.com".into();
+        let mut annotations = refs.clone();
+        annotations["secret-injector.io/azure-client-id"] =
+            json!("11111111-2222-3333-4444-555555555555");
+        let azure = spec(annotations.clone(), &with_tenant, &Context::default())
+            .azure
+            .unwrap();
+        assert_eq!(azure.tenant_id, "contoso.onmicrosoft.com");
+        assert_eq!(azure.client_id, "11111111-2222-3333-4444-555555555555");
+        annotations["secret-injector.io/azure-client-id"] = json!("not-a-guid");
+        let p = problems(annotations, &with_tenant, &Context::default());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("secret-injector.io/azure-client-id: `not-a-guid` is not a client ID"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn new_references_are_checked_at_admission() {
+        let cfg = Config::default();
+        let ctx = Context::default();
+        let p = problems(
+            json!({"secret-injector.io/secret-a": "azure:https://evil.example.com/secrets/x"}),
+            &cfg,
+            &ctx,
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with(
+                "secret-injector.io/secret-a: `evil.example.com` is not a Key Vault host"
+            )),
+            "{p:?}"
+        );
+        let p = problems(
+            json!({"secret-injector.io/env-A": "ssm:prod/a"}),
+            &cfg,
+            &ctx,
+        );
+        assert!(
+            p[0].starts_with(
+                "secret-injector.io/env-A: the SSM parameter name `prod/a` has `/` levels"
+            ),
+            "{p:?}"
+        );
+        let p = problems(
+            json!({"secret-injector.io/secret-a": "gcp:projects/p/secrets/s"}),
+            &cfg,
+            &ctx,
+        );
+        assert!(p[0].contains("is not a Google Cloud project ID"), "{p:?}");
+        // SSM shares the AWS identity: the role is handed to the pod.
+        let ctx = Context {
+            service_account_role_arn: Some("arn:aws:iam::123456789012:role/app".into()),
+            ..Context::default()
+        };
+        let s = spec(
+            json!({"secret-injector.io/secret-a": "ssm:/prod/a"}),
+            &cfg,
+            &ctx,
+        );
+        assert_eq!(
+            s.aws.role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/app")
+        );
+        assert!(s.plan.uses_aws());
+    }
+}
