@@ -244,7 +244,7 @@ impl Collector {
         }
         self.problems.push(Problem {
             annotation: key(suffix),
-            message: message.into(),
+            message: bounded(message.into()),
         });
     }
 
@@ -268,6 +268,22 @@ impl Collector {
     fn into_problems(self) -> Problems {
         Problems(self.problems, self.omitted)
     }
+}
+
+/// Longest message about one annotation, in characters.
+const MAX_MESSAGE: usize = 600;
+
+/// A message cut to [`MAX_MESSAGE`] characters: its start (which names what is wrong)
+/// and its end (the fix and the example) are kept, and a value quoted in between is
+/// cut, so a megabyte annotation does not come back as a megabyte denial.
+fn bounded(message: String) -> String {
+    let chars = message.chars().count();
+    if chars <= MAX_MESSAGE {
+        return message;
+    }
+    let head: String = message.chars().take(MAX_MESSAGE / 2).collect();
+    let tail: String = message.chars().skip(chars - MAX_MESSAGE / 3).collect();
+    format!("{head}…({chars} characters, cut)…{tail}")
 }
 
 /// Refuse a pod too large for one review to be cheap (see [`MAX_CONTAINERS`]).
@@ -389,7 +405,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         aws,
         gcp,
         azure,
-        warnings,
+        warnings: warnings.into_iter().map(bounded).collect(),
     })))
 }
 
@@ -648,6 +664,32 @@ mod tests {
             Ok(Decision::Inject(s)) => *s,
             other => panic!("expected injection, got {other:?}"),
         }
+    }
+
+    /// A huge value is quoted by a bounded prefix: the denial names the annotation and
+    /// still ends with the fix.
+    #[test]
+    fn denials_quote_a_bounded_prefix_of_huge_values() {
+        // Large, within Kubernetes' 256 KiB for all annotations together.
+        let huge = "x".repeat(60_000);
+        let ps = problems(
+            json!({
+                "secret-injector.io/secret-a": format!("vault:/{huge}"),
+                "secret-injector.io/vault-role": format!("{huge}!"),
+                "secret-injector.io/secret-b": format!("azure:https://{huge}.com/secrets/x"),
+            }),
+            one_app(),
+        );
+        assert_eq!(ps.len(), 3, "{ps:?}");
+        for p in &ps {
+            let text = p.to_string();
+            assert!(text.chars().count() < 800, "{} characters", text.len());
+            assert!(text.contains("characters, cut)"), "{text}");
+        }
+        let role = ps.iter().find(|p| p.annotation.ends_with("vault-role")).unwrap();
+        assert!(role.message.ends_with("for example secret-injector.io/vault-role: app"), "{role}");
+        let total = Problems(ps, 0).to_string();
+        assert!(total.len() < 3_000, "{}", total.len());
     }
 
     #[test]
