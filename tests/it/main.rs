@@ -16,6 +16,7 @@ mod exec;
 mod file_mode;
 mod fixtures;
 mod hostile;
+mod rbac;
 mod refresh;
 mod retries;
 mod self_signed;

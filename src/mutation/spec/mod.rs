@@ -686,8 +686,15 @@ mod tests {
             assert!(text.chars().count() < 800, "{} characters", text.len());
             assert!(text.contains("characters, cut)"), "{text}");
         }
-        let role = ps.iter().find(|p| p.annotation.ends_with("vault-role")).unwrap();
-        assert!(role.message.ends_with("for example secret-injector.io/vault-role: app"), "{role}");
+        let role = ps
+            .iter()
+            .find(|p| p.annotation.ends_with("vault-role"))
+            .unwrap();
+        assert!(
+            role.message
+                .ends_with("for example secret-injector.io/vault-role: app"),
+            "{role}"
+        );
         let total = Problems(ps, 0).to_string();
         assert!(total.len() < 3_000, "{}", total.len());
     }
