@@ -19,6 +19,7 @@ const WARM_UP: Duration = Duration::from_secs(10);
 const WINDOW: Duration = Duration::from_secs(30);
 
 fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
@@ -62,8 +63,10 @@ fn init_once(plan: &str, env: &[(&str, String)]) -> (u64, f64) {
         .spawn()
         .unwrap();
     let mut status = 0;
+    // SAFETY: rusage is plain old data; all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = child.id() as i32;
+    // SAFETY: wait4 on our own unreaped child, with pointers to live locals.
     assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
     assert_eq!(status, 0, "init failed");
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), SECRETS);
@@ -125,6 +128,7 @@ fn sidecar(plan: &str, env: &[(&str, String)]) -> Sidecar {
     );
     let rss_kib = status_kib(pid, "VmRSS");
     let peak_kib = status_kib(pid, "VmHWM");
+    // SAFETY: kill(2) with a pid this bench spawned and has not reaped.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     let refreshes = n1 - n0;

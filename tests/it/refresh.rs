@@ -97,6 +97,7 @@ impl Sidecar {
     /// SIGTERM, then the exit status and everything it printed.
     fn terminate(self) -> (std::process::ExitStatus, String, Duration) {
         let start = Instant::now();
+        // SAFETY: kill(2) with a pid this test spawned and has not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let out = self.child.wait_with_output().unwrap();
         let text = format!(
