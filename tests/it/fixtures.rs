@@ -141,7 +141,12 @@ pub struct InitRun {
     pub root: tempfile::TempDir,
     /// mountPath in the container -> directory on this machine
     pub mounts: BTreeMap<String, PathBuf>,
+    /// The projected tokens the run was given: never to be printed either.
+    pub tokens: Vec<String>,
 }
+
+/// What the cloud test servers issue as access tokens (`support/cloud.rs`).
+pub const ISSUED_TOKEN_MARK: &str = "test-access-token";
 
 impl InitRun {
     pub fn stderr(&self) -> String {
@@ -217,6 +222,8 @@ impl InitRun {
         self.last_line()
     }
 
+    /// No secret value, projected token or issued access token in anything the run
+    /// printed (at `RUST_LOG=trace` for every crate: ours, the HTTP stack, the SDKs).
     pub fn assert_no_values(&self) {
         let text = self.output_text();
         for v in all_values() {
@@ -225,6 +232,18 @@ impl InitRun {
                 "a secret value leaked into the output:\n{text}"
             );
         }
+        for token in &self.tokens {
+            // The signature alone identifies the token.
+            let signature = token.rsplit('.').next().unwrap_or(token);
+            assert!(
+                !text.contains(signature),
+                "a projected token leaked into the output:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains(ISSUED_TOKEN_MARK),
+            "an access token leaked into the output:\n{text}"
+        );
     }
 }
 
@@ -248,6 +267,7 @@ pub fn run_injected(
         elapsed: start.elapsed(),
         root: prepared.root,
         mounts: prepared.mounts,
+        tokens: tokens.iter().map(|(_, t)| t.clone()).collect(),
     }
 }
 
