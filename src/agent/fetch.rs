@@ -307,6 +307,15 @@ enum Batch {
     ParameterStore,
 }
 
+impl Batch {
+    fn name(self) -> &'static str {
+        match self {
+            Batch::SecretsManager => "BatchGetSecretValue",
+            Batch::ParameterStore => "GetParameters",
+        }
+    }
+}
+
 /// Current versions of several AWS secrets or parameters, in as few calls as the API
 /// allows. Values and permanent failures are kept; what a batch leaves unanswered, or
 /// answers with a transient failure, is fetched on its own afterwards.
@@ -332,6 +341,13 @@ async fn batch(
         .await;
         match answer {
             Ok(results) => {
+                let answered = results.iter().filter(|(_, v)| v.is_some()).count();
+                tracing::debug!(
+                    call = kind.name(),
+                    asked = chunk.len(),
+                    answered,
+                    "batch call"
+                );
                 for (r, result) in results {
                     match result {
                         Some(Ok(v)) => {

@@ -83,11 +83,16 @@ impl Config {
             && !is_gcp_provider(&g.workload_identity_provider)
         {
             problems.push(format!(
-                "gcp.workload_identity_provider `{}` is not a provider's full resource name; for example //iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/k8s/providers/cluster",
+                "gcp.workload_identity_provider `{}` is not a workload identity pool provider; for example projects/123456789012/locations/global/workloadIdentityPools/k8s/providers/cluster",
                 g.workload_identity_provider
             ));
         }
-        if !g.service_account.is_empty() && !is_gcp_service_account(&g.service_account) {
+        if !g.service_account.is_empty() && g.workload_identity_provider.is_empty() {
+            problems.push(
+                "gcp.service_account is only used with gcp.workload_identity_provider (impersonation after the federated exchange); on GKE bind the Kubernetes ServiceAccounts with iam.gke.io/gcp-service-account instead"
+                    .to_string(),
+            );
+        } else if !g.service_account.is_empty() && !is_gcp_service_account(&g.service_account) {
             problems.push(format!(
                 "gcp.service_account `{}` is not a service account email; for example app@my-project.iam.gserviceaccount.com",
                 g.service_account

@@ -94,11 +94,28 @@ pub fn is_gcp_project(p: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// `//iam.googleapis.com/projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>`.
+/// The full resource name of a workload identity pool provider, from the form the
+/// config may use: `projects/N/locations/global/workloadIdentityPools/P/providers/X`,
+/// with or without the `//iam.googleapis.com/` (or `https://iam.googleapis.com/`)
+/// prefix. `None` when empty.
+pub fn gcp_provider_name(p: &str) -> Option<String> {
+    let p = p.trim();
+    if p.is_empty() {
+        return None;
+    }
+    let rest = p
+        .strip_prefix("//iam.googleapis.com/")
+        .or_else(|| p.strip_prefix("https://iam.googleapis.com/"))
+        .unwrap_or(p);
+    Some(format!("//iam.googleapis.com/{rest}"))
+}
+
+/// A workload identity pool provider, in any form [`gcp_provider_name`] takes.
 pub fn is_gcp_provider(p: &str) -> bool {
-    let Some(rest) = p.strip_prefix("//iam.googleapis.com/") else {
+    let Some(full) = gcp_provider_name(p) else {
         return false;
     };
+    let rest = &full["//iam.googleapis.com/".len()..];
     let id = |s: &str| {
         (1..=63).contains(&s.len())
             && s.chars()
@@ -140,6 +157,30 @@ pub fn is_gcp_service_account(sa: &str) -> bool {
     }
 }
 
+/// The Azure cloud of a Key Vault host suffix.
+pub fn azure_cloud_of_vault(suffix: &str) -> &'static str {
+    match suffix {
+        "vault.azure.cn" => "China",
+        "vault.usgovcloudapi.net" => "US Government",
+        _ => "public",
+    }
+}
+
+/// The Azure cloud of an identity platform URL, when it is a known one.
+pub fn azure_cloud_of_login(url: &str) -> Option<&'static str> {
+    let host = url
+        .trim_start_matches("https://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    match host {
+        "login.microsoftonline.com" => Some("public"),
+        "login.partner.microsoftonline.cn" | "login.chinacloudapi.cn" => Some("China"),
+        "login.microsoftonline.us" => Some("US Government"),
+        _ => None,
+    }
+}
+
 /// A GUID, as Entra ID client and tenant IDs are.
 pub fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
@@ -170,9 +211,23 @@ mod tests {
         assert!(is_gcp_provider(
             "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/k8s/providers/cluster"
         ));
-        assert!(!is_gcp_provider(
+        // The SPEC's form, without the prefix, is the same provider.
+        assert!(is_gcp_provider(
             "projects/123/locations/global/workloadIdentityPools/k8s/providers/cluster"
         ));
+        assert_eq!(
+            gcp_provider_name("projects/1/locations/global/workloadIdentityPools/p/providers/k")
+                .unwrap(),
+            "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k"
+        );
+        assert!(!is_gcp_provider(
+            "//iam.googleapis.com/projects/1/locations/global"
+        ));
+        assert_eq!(
+            azure_cloud_of_login("https://login.microsoftonline.us/"),
+            Some("US Government")
+        );
+        assert_eq!(azure_cloud_of_login("http://127.0.0.1:9"), None);
         assert!(!is_gcp_provider(
             "//iam.googleapis.com/projects/abc/locations/global/workloadIdentityPools/k8s/providers/c"
         ));

@@ -16,9 +16,9 @@ use crate::fixtures::{
 use crate::support::{AzureServer, AzureWorld, Federated, GcpServer, GcpWorld, Moto, TokenSigner};
 use crate::util::rt;
 
-const PROVIDER: &str = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/k8s/providers/cluster";
+pub(crate) const PROVIDER: &str = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/k8s/providers/cluster";
 const GSA: &str = "secrets@my-project.iam.gserviceaccount.com";
-const GCP_TOKEN_VOLUME: &str = "secret-injector-token-gcp";
+pub(crate) const GCP_TOKEN_VOLUME: &str = "secret-injector-token-gcp";
 const AZURE_TOKEN_VOLUME: &str = "secret-injector-token-azure";
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c";
@@ -26,13 +26,13 @@ const STRANGER: &str = "11111111-2222-3333-4444-555555555555";
 const V1: &str = "0123456789abcdef0123456789abcdef";
 const V2: &str = "fedcba9876543210fedcba9876543210";
 
-fn subject(sa: &str) -> String {
+pub(crate) fn subject(sa: &str) -> String {
     format!("system:serviceaccount:{NS}:{sa}")
 }
 
 /// Secret Manager holding a CloudNativePG credential and a token with two versions,
 /// readable by [`GSA`], which team-a's `app` may impersonate.
-fn gcp_world() -> GcpWorld {
+pub(crate) fn gcp_world() -> GcpWorld {
     let mut secrets = BTreeMap::new();
     secrets.insert(
         "projects/my-project/secrets/cnpg-credentials".to_string(),
@@ -71,6 +71,7 @@ fn gcp_world() -> GcpWorld {
             ),
         ]
         .into(),
+        token_lifetime: 0,
     }
 }
 
@@ -151,18 +152,21 @@ fn gcp_refusals_are_one_clear_line() {
             signer.token(NS, "app", "vault"),
             "gcp:api-token",
             "invalid_grant",
+            "audience",
         ),
         (
             "app",
             signer.expired(NS, "app", PROVIDER),
             "gcp:api-token",
             "invalid_grant",
+            "stale",
         ),
         (
             "stranger",
             signer.token(NS, "stranger", PROVIDER),
             "gcp:api-token",
             "invalid_grant",
+            "attribute condition",
         ),
         // Federated, but not allowed to impersonate the service account.
         (
@@ -170,6 +174,7 @@ fn gcp_refusals_are_one_clear_line() {
             signer.token(NS, "bystander", PROVIDER),
             "gcp:api-token",
             "PERMISSION_DENIED",
+            "getAccessToken",
         ),
         // The service account may not read this secret.
         (
@@ -177,14 +182,18 @@ fn gcp_refusals_are_one_clear_line() {
             signer.token(NS, "app", PROVIDER),
             "gcp:locked",
             "PERMISSION_DENIED",
+            "secretmanager.versions.access",
         ),
     ];
-    for (sa, token, reference, cause) in cases {
+    for (sa, token, reference, cause, detail) in cases {
         let manifest = deployment(&[("secret-x", reference)], sa);
         let run = run_injected(&manifest, &cfg, &[(GCP_TOKEN_VOLUME, token)], &[]);
         let last = run.failed_without_retry();
         assert!(
-            last.contains(reference) && last.contains(cause) && last.contains(GSA),
+            last.contains(reference)
+                && last.contains(cause)
+                && last.contains(detail)
+                && last.contains(GSA),
             "{sa} {reference}: names the reference, the cause and the identity: {last}"
         );
         assert!(run.file_names().is_empty(), "nothing written");

@@ -547,3 +547,76 @@ fn the_app_is_asked_to_reload_after_the_files_changed() {
     assert!(status.success(), "{status}\n{text}");
     assert!(text.contains("asked the app to reload"), "{text}");
 }
+
+/// Google Secret Manager through Workload Identity Federation, refreshed: a new version
+/// replaces the file, and when the access token expires the sidecar exchanges the
+/// projected token again, reading the file anew (the kubelet rotates it).
+#[test]
+fn gcp_new_versions_and_a_rotated_projected_token_are_picked_up() {
+    use crate::clouds::{GCP_TOKEN_VOLUME, PROVIDER, gcp_world, subject};
+    use crate::fixtures::{NOWHERE, NS, config};
+    let rt = crate::util::rt();
+    let signer = crate::support::TokenSigner::new();
+    let mut world = gcp_world();
+    // No impersonation: the federated principal reads the secret itself, with access
+    // tokens that live 4 s (used for 2 s).
+    world.access.insert(
+        format!("principal:{}", subject("app")),
+        vec!["projects/my-project/secrets/api-token".to_string()],
+    );
+    world.token_lifetime = 4;
+    let gcp = rt.block_on(crate::support::GcpServer::start(world, &signer.public_pem));
+    let url = &gcp.url;
+    let cfg = format!(
+        "{}gcp:\n  project: my-project\n  workload_identity_provider: \"{PROVIDER}\"\n  secret_manager_endpoint: {url}\n  sts_endpoint: {url}\n",
+        config(NOWHERE, NOWHERE)
+    );
+    let manifest = deployment(
+        &[
+            ("secret-token", "gcp:api-token"),
+            ("refresh-interval", "10s"),
+        ],
+        "app",
+    );
+    let first = signer.token(NS, "app", PROVIDER);
+    let prepared = prepare_injected(&manifest, &cfg, &[(GCP_TOKEN_VOLUME, first.clone())]);
+    let token_file = prepared.mounts["/var/run/secrets/secret-injector/gcp"].join("token");
+    let mut sidecar = Sidecar::start(prepared);
+    sidecar.wait_for("ready", Duration::from_secs(20), |s| {
+        s.get("/readyz").is_some_and(|(code, _)| code == 200)
+    });
+    assert_eq!(sidecar.read("token"), crate::fixtures::PLAIN_TOKEN);
+
+    // The kubelet rotates the projected token; a new version is added.
+    let second = signer.token_for(NS, "app", PROVIDER, 900);
+    assert_ne!(first, second);
+    std::fs::write(&token_file, &second).unwrap();
+    gcp.add_version("projects/my-project/secrets/api-token", b"gcp-v3-Rt7u");
+    sidecar.wait_for("the new version", Duration::from_secs(10), |s| {
+        s.read("token") == "gcp-v3-Rt7u"
+    });
+    let signature = |t: &str| t.rsplit('.').next().unwrap().to_string();
+    let start = Instant::now();
+    while !gcp.exchanged().contains(&signature(&second))
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exchanged = gcp.exchanged();
+    assert_eq!(exchanged[0], signature(&first));
+    assert!(
+        exchanged.contains(&signature(&second)),
+        "the expired access token was replaced by exchanging the rotated projected token"
+    );
+
+    let (status, text, _) = sidecar.terminate();
+    assert!(status.success(), "{status}\n{text}");
+    for v in [
+        crate::fixtures::PLAIN_TOKEN,
+        "gcp-v3-Rt7u",
+        &signature(&first),
+        &signature(&second),
+    ] {
+        assert!(!text.contains(v), "leaked into the log:\n{text}");
+    }
+}

@@ -102,6 +102,8 @@ pub struct GcpWorld {
     pub secrets: BTreeMap<String, Vec<Option<Vec<u8>>>>,
     /// Principal -> secrets (`projects/P/secrets/S`) it may access.
     pub access: BTreeMap<String, Vec<String>>,
+    /// Lifetime of the federated access tokens issued, in seconds (0: an hour).
+    pub token_lifetime: u64,
 }
 
 struct GcpState {
@@ -112,6 +114,8 @@ struct GcpState {
     issued: u64,
     /// Requests by path, for the tests' assertions.
     pub calls: Vec<String>,
+    /// The signature of each projected token exchanged at STS, in order.
+    pub exchanged: Vec<String>,
 }
 
 pub struct GcpServer {
@@ -143,6 +147,7 @@ impl GcpServer {
             tokens: HashMap::new(),
             issued: 0,
             calls: Vec::new(),
+            exchanged: Vec::new(),
         }));
         let shared = state.clone();
         let app = axum::Router::new().fallback(move |req: Request<Body>| {
@@ -176,6 +181,21 @@ impl GcpServer {
     /// The requests served so far (`METHOD /path`).
     pub fn calls(&self) -> Vec<String> {
         self.state.lock().unwrap().calls.clone()
+    }
+
+    /// The signatures of the projected tokens exchanged so far.
+    pub fn exchanged(&self) -> Vec<String> {
+        self.state.lock().unwrap().exchanged.clone()
+    }
+
+    /// Add a version to `secret` (`projects/P/secrets/S`): `latest` moves to it.
+    pub fn add_version(&self, secret: &str, data: &[u8]) {
+        let mut s = self.state.lock().unwrap();
+        s.world
+            .secrets
+            .entry(secret.to_string())
+            .or_default()
+            .push(Some(data.to_vec()));
     }
 }
 
@@ -274,6 +294,11 @@ fn sts_exchange(s: &mut GcpState, headers: &HeaderMap, body: &[u8]) -> Response 
         }
     };
     let subject = claims["sub"].as_str().unwrap_or_default().to_string();
+    let signature = field("subject_token")
+        .rsplit('.')
+        .next()
+        .unwrap_or_default();
+    s.exchanged.push(signature.to_string());
     if !s.world.subjects.contains(&subject) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -290,7 +315,10 @@ fn sts_exchange(s: &mut GcpState, headers: &HeaderMap, body: &[u8]) -> Response 
             "access_token": token,
             "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
             "token_type": "Bearer",
-            "expires_in": 3599,
+            "expires_in": match s.world.token_lifetime {
+                0 => 3599,
+                n => n,
+            },
         }),
     )
 }

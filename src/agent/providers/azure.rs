@@ -111,6 +111,7 @@ impl Azure {
         req: reqwest::RequestBuilder,
         what: &str,
         service: &str,
+        secret_read: bool,
     ) -> Result<Vec<u8>, AgentError> {
         let resp = req
             .send()
@@ -118,6 +119,11 @@ impl Azure {
             .map_err(|e| rest::transport(&e, what, service))?;
         let status = resp.status().as_u16();
         let body = rest::body(resp, what, service).await?;
+        if status == 401 && secret_read {
+            // A revoked or expired access token: the next attempt gets a new one.
+            // (Not on the token endpoints, whose caller holds the cache's lock.)
+            self.tokens.lock().await.clear();
+        }
         if !(200..300).contains(&status) {
             return Err(refused(status, &body, what, &self.settings.identity()));
         }
@@ -152,6 +158,7 @@ impl Azure {
                 self.http.post(url).form(&form),
                 what,
                 "the Microsoft identity platform",
+                false,
             )
             .await?;
         let t: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
@@ -189,7 +196,7 @@ impl Azure {
             secret.name
         );
         let body = self
-            .call(self.http.get(url).bearer_auth(token), &what, SERVICE)
+            .call(self.http.get(url).bearer_auth(token), &what, SERVICE, true)
             .await?;
         let bundle: SecretBundle = serde_json::from_slice(&body).map_err(|_| {
             AgentError::permanent(format!("{what}: the answer is not the documented JSON"))

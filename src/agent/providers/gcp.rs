@@ -132,6 +132,7 @@ impl Gcp {
         req: reqwest::RequestBuilder,
         what: &str,
         service: &str,
+        secret_read: bool,
     ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), AgentError> {
         let resp = req
             .send()
@@ -140,6 +141,11 @@ impl Gcp {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = rest::body(resp, what, service).await?;
+        if status == 401 && secret_read {
+            // A revoked or expired access token: the next attempt gets a new one.
+            // (Not on the token endpoints, whose caller holds the cache's lock.)
+            *self.token.lock().await = None;
+        }
         if !(200..300).contains(&status) {
             return Err(refused(status, &body, what, &self.identity()));
         }
@@ -174,8 +180,20 @@ impl Gcp {
             "{}/computeMetadata/v1/instance/service-accounts/default/token",
             self.settings.metadata_endpoint.trim_end_matches('/')
         );
+        // A metadata host that does not resolve: not on GKE, and waiting will not
+        // change that (an unreachable one is retried).
+        if let Ok(parsed) = reqwest::Url::parse(&url)
+            && let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default())
+            && tokio::net::lookup_host((host, port)).await.is_err()
+        {
+            return Err(AgentError::permanent(format!(
+                "{what}: {host} does not resolve, so this is not GKE; outside GKE configure gcp.workload_identity_provider (Workload Identity Federation)"
+            )));
+        }
         let req = self.http.get(url).header("Metadata-Flavor", "Google");
-        let (headers, body) = self.call(req, what, "the GCP metadata server").await?;
+        let (headers, body) = self
+            .call(req, what, "the GCP metadata server", false)
+            .await?;
         // A foreign server on the metadata address does not answer with the flavor.
         if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
             return Err(AgentError::permanent(format!(
@@ -212,7 +230,7 @@ impl Gcp {
         ];
         // No Authorization header: STS documents that it can make the call fail.
         let (_, body) = self
-            .call(self.http.post(url).form(&form), what, "GCP STS")
+            .call(self.http.post(url).form(&form), what, "GCP STS", false)
             .await?;
         let federated: AccessToken = Self::parse(&body, what)?;
         let Some(sa) = &self.settings.service_account else {
@@ -231,7 +249,7 @@ impl Gcp {
             .post(url)
             .bearer_auth(&federated.access_token)
             .json(&serde_json::json!({"scope": [SCOPE], "lifetime": "3600s"}));
-        let (_, body) = self.call(req, &what, "GCP IAM credentials").await?;
+        let (_, body) = self.call(req, &what, "GCP IAM credentials", false).await?;
         let t: ImpersonatedToken = Self::parse(&body, &what)?;
         Ok(Cached::new(t.access_token, 3600))
     }
@@ -257,7 +275,7 @@ impl Gcp {
             secret.resource(project)
         );
         let (_, body) = self
-            .call(self.http.get(url).bearer_auth(token), &what, SERVICE)
+            .call(self.http.get(url).bearer_auth(token), &what, SERVICE, true)
             .await?;
         let answer: AccessResponse = Self::parse(&body, &what)?;
         let bytes = base64::engine::general_purpose::STANDARD

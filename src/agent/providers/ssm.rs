@@ -121,7 +121,7 @@ impl Aws {
         for invalid in out.invalid_parameters.unwrap_or_default() {
             for (r, slot) in results.iter_mut().filter(|(r, _)| r.path == invalid) {
                 *slot = Some(Err(AgentError::permanent(format!(
-                    "{}: ParameterNotFound for {}: no such parameter, or not readable",
+                    "{}: ParameterNotFound for {}: no such parameter in this account and region",
                     r.location(),
                     self.identity
                 ))

@@ -107,7 +107,7 @@ fn ssm_path(path: &str, versioned: bool) -> Result<String, RefError> {
             }
             _ => {
                 return Err(RefError(format!(
-                    "`{path}` is not an SSM parameter ARN; write arn:<partition>:ssm:<region>:<account>:parameter/<name>, or the parameter's name, for example {example}"
+                    "`{path}` is not an SSM parameter ARN; write the parameter's name, for example {example}, or its ARN, for example ssm:arn:aws:ssm:eu-west-1:123456789012:parameter/prod/db/password"
                 )));
             }
         }

@@ -210,7 +210,18 @@ pub(super) fn gcp_identity(
             );
         }
     }
+    let provider = gcp_provider_name(&g.workload_identity_provider);
     let service_account = match ours.get("gcp-service-account") {
+        // Impersonation follows the federated exchange; on GKE the metadata server
+        // answers for the Kubernetes ServiceAccount's binding, so the annotation
+        // would be silently ignored there.
+        Some(_) if provider.is_none() => {
+            c.push(
+                "gcp-service-account",
+                "is only used with Workload Identity Federation (gcp.workload_identity_provider in the webhook's config); on GKE bind the Kubernetes ServiceAccount to the Google service account with iam.gke.io/gcp-service-account instead, and remove this annotation",
+            );
+            None
+        }
         Some(sa) if is_gcp_service_account(sa) => Some(sa.to_string()),
         Some(sa) => {
             c.push(
@@ -221,7 +232,6 @@ pub(super) fn gcp_identity(
         }
         None => Some(g.service_account.clone()).filter(|s| !s.is_empty()),
     };
-    let provider = Some(g.workload_identity_provider.clone()).filter(|p| !p.is_empty());
     Some(GcpSettings {
         project,
         token_file: provider.as_ref().map(|_| token_path(Provider::Gcp)),
@@ -258,6 +268,20 @@ pub(super) fn azure_identity(
         }
         None => ctx.azure_client_id.clone(),
     };
+    let first = annotations_using(plan, |r| r.provider == Provider::Azure)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    // The ServiceAccount's values are as unchecked as the pod's.
+    let client_id = client_id.filter(|id| {
+        is_guid(id) || {
+            c.push(
+                &first,
+                format!("the ServiceAccount's azure.workload.identity/client-id `{id}` is not a client ID (a GUID); fix the ServiceAccount, or set secret-injector.io/azure-client-id: 0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c"),
+            );
+            false
+        }
+    });
     let tenant_id = match ours.get("azure-tenant-id") {
         Some(t) if is_azure_tenant(t) => Some(t.to_string()),
         Some(t) => {
@@ -272,17 +296,25 @@ pub(super) fn azure_identity(
             .clone()
             .or_else(|| Some(config.azure.tenant_id.clone()).filter(|t| !t.is_empty())),
     };
-    let first = annotations_using(plan, |r| r.provider == Provider::Azure)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    if client_id.is_none() && !ours.contains_key("azure-client-id") {
+    let tenant_id = tenant_id.filter(|t| {
+        is_azure_tenant(t) || {
+            c.push(
+                &first,
+                format!("the ServiceAccount's azure.workload.identity/tenant-id `{t}` is not a tenant ID (a GUID) or domain; fix the ServiceAccount, or set secret-injector.io/azure-tenant-id: 72f988bf-86f1-41af-91ab-2d7cd011db47"),
+            );
+            false
+        }
+    });
+    if client_id.is_none() && ctx.azure_client_id.is_none() && !ours.contains_key("azure-client-id")
+    {
         c.push(
             &first,
             "`azure:` references need the pod's Azure Workload Identity client ID: annotate the ServiceAccount with azure.workload.identity/client-id, or the pod with secret-injector.io/azure-client-id: <client-id>",
         );
     }
-    if tenant_id.is_none() && !ours.contains_key("azure-tenant-id") {
+    check_azure_clouds(c, config, plan);
+    if tenant_id.is_none() && ctx.azure_tenant_id.is_none() && !ours.contains_key("azure-tenant-id")
+    {
         c.push(
             &first,
             "`azure:` references need an Entra ID tenant: set azure.tenant_id in the webhook's config, annotate the ServiceAccount with azure.workload.identity/tenant-id, or the pod with secret-injector.io/azure-tenant-id: <tenant-id>",
@@ -295,6 +327,40 @@ pub(super) fn azure_identity(
         authority_host: config.azure.authority_host.clone(),
         key_vault_endpoint: Some(config.azure.key_vault_endpoint.clone()).filter(|e| !e.is_empty()),
     })
+}
+
+/// Each Azure cloud signs in at its own identity platform: a vault of the China or US
+/// Government cloud cannot be read with tokens of the public cloud's, and the other
+/// way round. (With `azure.key_vault_endpoint`, for emulators, anything goes.)
+fn check_azure_clouds(c: &mut Collector, config: &Config, plan: &FetchPlan) {
+    if !config.azure.key_vault_endpoint.is_empty() {
+        return;
+    }
+    let login = config.azure.authority_host.trim_end_matches('/');
+    let login_cloud = azure_cloud_of_login(login);
+    for (suffix, r) in plan
+        .secrets
+        .iter()
+        .map(|(name, r)| (format!("secret-{name}"), r))
+        .chain(plan.env.iter().map(|(var, r)| (format!("env-{var}"), r)))
+        .chain(plan.env_from.iter().map(|r| ("env-from".to_string(), r)))
+        .filter(|(_, r)| r.provider == Provider::Azure)
+    {
+        let Some(secret) = r.azure_secret() else {
+            continue;
+        };
+        let vault_cloud = azure_cloud_of_vault(secret.suffix);
+        if login_cloud.is_some_and(|l| l != vault_cloud) {
+            c.push(
+                &suffix,
+                format!(
+                    "the vault is in the {vault_cloud} cloud (`{}`), but the webhook signs pods in at {login} ({}); Azure clouds do not share identities: use a vault of that cloud, or run the webhook with azure.authority_host set for {vault_cloud}",
+                    secret.suffix,
+                    login_cloud.unwrap_or_default()
+                ),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -449,6 +515,62 @@ mod tests {
             p[0].starts_with("secret-injector.io/azure-client-id: `not-a-guid` is not a client ID"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn identities_that_cannot_work_are_denied_at_admission() {
+        let ctx = Context::default();
+        // Impersonation without federation would be silently ignored on GKE.
+        let p = problems(
+            json!({
+                "secret-injector.io/secret-db": "gcp:projects/my-project/secrets/db",
+                "secret-injector.io/gcp-service-account": "app@my-project.iam.gserviceaccount.com",
+            }),
+            &Config::default(),
+            &ctx,
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("secret-injector.io/gcp-service-account: is only used with Workload Identity Federation"), "{p:?}");
+        // The SPEC's provider form, without the prefix, becomes the full name (the
+        // projected token's audience).
+        let mut cfg = Config::default();
+        cfg.gcp.workload_identity_provider =
+            "projects/1/locations/global/workloadIdentityPools/p/providers/k".into();
+        let s = spec(
+            json!({"secret-injector.io/secret-db": "gcp:projects/my-project/secrets/db"}),
+            &cfg,
+            &ctx,
+        );
+        assert_eq!(
+            s.gcp.unwrap().workload_identity_provider.as_deref(),
+            Some(
+                "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k"
+            )
+        );
+        // A ServiceAccount's bad client ID is named, not sent to the pod.
+        let bad_sa = Context {
+            azure_client_id: Some("not-a-guid".into()),
+            azure_tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
+            ..Context::default()
+        };
+        let p = problems(
+            json!({"secret-injector.io/secret-jwt": "azure:deparrow-kv/jwt"}),
+            &Config::default(),
+            &bad_sa,
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("the ServiceAccount's azure.workload.identity/client-id `not-a-guid` is not a client ID"), "{p:?}");
+        // A China vault with the public cloud's sign-in.
+        let good_sa = Context {
+            azure_client_id: Some("0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c".into()),
+            ..bad_sa
+        };
+        let cn = json!({"secret-injector.io/secret-jwt": "azure:https://kv-cn.vault.azure.cn/secrets/jwt"});
+        let p = problems(cn.clone(), &Config::default(), &good_sa);
+        assert!(p[0].contains("the vault is in the China cloud"), "{p:?}");
+        let mut china = Config::default();
+        china.azure.authority_host = "https://login.partner.microsoftonline.cn".into();
+        assert!(spec(cn, &china, &good_sa).azure.is_some());
     }
 
     #[test]
