@@ -17,29 +17,31 @@ use crate::contract::envfile::{EnvFile, is_loader_variable, valid_env_name};
 /// Read and check the env file. Errors name the variable, never its value.
 pub fn load(path: &Path) -> Result<BTreeMap<String, String>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file: EnvFile = serde_json::from_slice(&bytes).map_err(|_| {
+    parse(&bytes, &path.display().to_string())
+}
+
+/// [`load`] of the bytes of the file `shown`. Pure (and fuzzed: `fuzz/`).
+pub fn parse(bytes: &[u8], shown: &str) -> Result<BTreeMap<String, String>, String> {
+    let file: EnvFile = serde_json::from_slice(bytes).map_err(|_| {
         format!(
-            "{} is not an env file of secret-injector init (a JSON object with `vars`, an object of strings)",
-            path.display()
+            "{shown} is not an env file of secret-injector init (a JSON object with `vars`, an object of strings)"
         )
     })?;
     for (name, value) in &file.vars {
+        let name_shown = crate::logging::Escaped(name);
         if !valid_env_name(name) {
             return Err(format!(
-                "{}: `{name}` is not a valid variable name",
-                path.display()
+                "{shown}: `{name_shown}` is not a valid variable name"
             ));
         }
         if value.contains('\0') {
             return Err(format!(
-                "{}: the value of `{name}` contains a NUL byte",
-                path.display()
+                "{shown}: the value of `{name_shown}` contains a NUL byte"
             ));
         }
         if is_loader_variable(name) && !file.loader_allowed.contains(name) {
             return Err(format!(
-                "{}: sets `{name}`, a loader variable (it changes which code the app runs) that init did not allow; name it with secret-injector.io/env-{name}, or add it to secret-injector.io/env-from-allow",
-                path.display()
+                "{shown}: sets `{name}`, a loader variable (it changes which code the app runs) that init did not allow; name it with secret-injector.io/env-{name}, or add it to secret-injector.io/env-from-allow"
             ));
         }
     }

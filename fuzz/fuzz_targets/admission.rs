@@ -1,0 +1,17 @@
+//! The AdmissionReview -> response path: any body gets an answer or a clean error,
+//! never a panic; an answer is an AdmissionReview with the request's uid.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use secret_injector::config::Config;
+use secret_injector::mutation::spec::Context;
+use secret_injector::webhook::admission::review;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok((bytes, _)) = review(data, &Config::default(), |_, _| Context::default()) {
+        let answer: serde_json::Value =
+            serde_json::from_slice(&bytes).expect("the response is JSON");
+        assert_eq!(answer["kind"], "AdmissionReview");
+        assert!(answer["response"]["uid"].is_string(), "{answer}");
+    }
+});
