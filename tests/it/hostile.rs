@@ -537,3 +537,56 @@ fn idle_connections_are_closed_but_not_while_busy() {
     });
     assert_eq!(util::http_get(w.admin, "/healthz").unwrap(), "ok\n");
 }
+
+/// Old TLS is refused at the handshake: a client that offers only TLS 1.0 or 1.1 (the
+/// system's OpenSSL, told to allow them) gets a protocol alert, while TLS 1.2 and 1.3
+/// clients are served.
+#[test]
+fn tls_1_0_and_1_1_clients_are_refused() {
+    let w = Webhook::start(&[]);
+    const PROBE: &str = r#"
+import socket, ssl, sys
+port, ca, version = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(ca)
+# OpenSSL 3 refuses to offer TLS < 1.2 at its default security level.
+ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+v = getattr(ssl.TLSVersion, version)
+ctx.minimum_version = ctx.maximum_version = v
+try:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            print("connected", t.version())
+except ssl.SSLError as e:
+    print("refused", e.reason)
+"#;
+    let probe = |version: &str| {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                PROBE,
+                &w.port.to_string(),
+                w.ca().to_str().unwrap(),
+                version,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    for old in ["TLSv1", "TLSv1_1"] {
+        let answer = probe(old);
+        // An alert from the server (rustls answers `handshake_failure`); a client that
+        // could not offer the version would fail without one.
+        assert!(
+            answer.starts_with("refused") && answer.contains("_ALERT_"),
+            "{old}: {answer}"
+        );
+    }
+    assert_eq!(probe("TLSv1_2"), "connected TLSv1.2");
+    assert_eq!(probe("TLSv1_3"), "connected TLSv1.3");
+}
