@@ -204,13 +204,11 @@ async fn connection(
     // The first-request timeout counts from the accept, handshake included.
     let activity = Activity::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.get_inner());
-    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
-    let stream = tokio::select! {
-        _ = stop.wait_for(|s| *s) => return,
-        done = handshake => match done {
-            Ok(Ok(stream)) => stream,
-            _ => return,
-        },
+    // Not cut by shutdown: a client whose connection was accepted is answered (the
+    // handshake is bounded by the header timeout).
+    let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        _ => return,
     };
     let tracker = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -224,10 +222,31 @@ async fn connection(
     });
     let conn = http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let served = tokio::select! {
+    // (The select only decides: the watch's guard must not live across an await.)
+    let stopping = tokio::select! {
         _ = &mut conn => return,
-        _ = stop.wait_for(|s| *s) => true,
-        served = activity.idle(limits.header_timeout, limits.idle_timeout) => served,
+        _ = stop.wait_for(|s| *s) => None,
+        served = activity.idle(limits.header_timeout, limits.idle_timeout) => Some(served),
+    };
+    let served = match stopping {
+        Some(served) => served,
+        None => {
+            // Accepted just before the listener closed, its first request still on
+            // the way: wait for it (bounded), so it is answered rather than cut.
+            if !activity.served_one.load(Ordering::SeqCst) {
+                let first_request = async {
+                    while !activity.served_one.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                };
+                let wait = limits.header_timeout.min(Duration::from_secs(2));
+                tokio::select! {
+                    _ = &mut conn => return,
+                    _ = tokio::time::timeout(wait, first_request) => {}
+                }
+            }
+            true
+        }
     };
     if !served {
         // Nothing was ever asked on it: drop it.

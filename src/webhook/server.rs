@@ -39,6 +39,10 @@ pub struct AppState {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
+    /// SIGTERM arrived: HTTP/1.1 answers say `Connection: close`, so clients move to
+    /// new connections while the listener still accepts them, and no keep-alive
+    /// connection is idle-closed under a request at the end of the shutdown delay.
+    pub stopping: AtomicBool,
     pub lookup: Lookup,
     pub known_namespace: KnownNamespace,
     /// Reviews run on the blocking pool, this many at a time: the CPU work of admission
@@ -62,6 +66,7 @@ impl AppState {
             config,
             metrics,
             ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             lookup: Arc::new(|_, _| Context::default()),
             known_namespace: Arc::new(|_| false),
             reviews: Arc::new(tokio::sync::Semaphore::new(
@@ -167,6 +172,7 @@ async fn mutate(
 }
 
 pub fn webhook_router(state: Arc<AppState>, limits: &Limits) -> Router {
+    let closing = state.clone();
     with_limits(
         Router::new()
             .route(
@@ -176,7 +182,23 @@ pub fn webhook_router(state: Arc<AppState>, limits: &Limits) -> Router {
                     move |state, request| mutate(state, request, limit)
                 }),
             )
-            .with_state(state),
+            .with_state(state)
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let closing = closing.clone();
+                    async move {
+                        let http1 = request.version() <= axum::http::Version::HTTP_11;
+                        let mut response = next.run(request).await;
+                        if http1 && closing.stopping.load(Ordering::Relaxed) {
+                            response.headers_mut().insert(
+                                axum::http::header::CONNECTION,
+                                axum::http::HeaderValue::from_static("close"),
+                            );
+                        }
+                        response
+                    }
+                },
+            )),
         limits,
     )
 }
@@ -249,6 +271,7 @@ pub async fn run(
         async move {
             shutdown.await;
             state.ready.store(false, Ordering::Relaxed);
+            state.stopping.store(true, Ordering::Relaxed);
             if !delay.is_zero() {
                 tracing::info!(
                     delay_seconds = delay.as_secs(),
