@@ -346,7 +346,9 @@ fn azure_refusals_are_one_clear_line() {
 }
 
 /// One pod, five stores: Vault, Secrets Manager, Parameter Store, Secret Manager and Key
-/// Vault, each with its own identity, in one file set and one template.
+/// Vault, in one file set and one template: Vault, Google and Azure with the pod's
+/// projected tokens, AWS with moto's static keys (the AWS identity is tested in
+/// `aws.rs` and `ssm.rs`).
 #[test]
 fn a_pod_mixes_all_five_stores() {
     let rt = rt();

@@ -84,7 +84,7 @@ fn refused(status: u16, body: &[u8], what: &str, identity: &str) -> AgentError {
         format!(
             "{} {}",
             e.error,
-            rest::quote(first_line(&e.error_description))
+            rest::quote_long(first_line(&e.error_description), 500)
         )
     } else {
         format!("HTTP {status}")

@@ -82,6 +82,27 @@ pub fn quote(text: &str) -> String {
     Escaped(text.trim()).to_string()
 }
 
+/// [`quote`] cut at `max` characters instead of 200: for the identity platform's
+/// AADSTS lines, whose issuer and subject come after a long preamble.
+pub fn quote_long(text: &str, max: usize) -> String {
+    let text = text.trim();
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| {
+            if c.is_control() || c == '\\' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if text.chars().count() > max {
+        out.push_str(&format!("…({} bytes)", text.len()));
+    }
+    out
+}
+
 /// A cached access token and when to stop using it.
 pub struct Cached {
     pub token: String,
@@ -122,5 +143,11 @@ mod tests {
         assert!(c.until > Instant::now() + Duration::from_secs(3200));
         assert!(!Cached::new("t".into(), 0).fresh());
         assert_eq!(quote(" a\nb "), "a\\nb");
+        let long = format!(
+            "AADSTS70021: {} Assertion Subject: 'system:serviceaccount:a:b'",
+            "x".repeat(250)
+        );
+        assert!(quote_long(&long, 500).ends_with("'system:serviceaccount:a:b'"));
+        assert!(quote_long(&long, 20).ends_with(&format!("…({} bytes)", long.len())));
     }
 }

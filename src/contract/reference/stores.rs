@@ -116,7 +116,7 @@ fn ssm_path(path: &str, versioned: bool) -> Result<String, RefError> {
     };
     if name.len() > 1011 {
         return Err(RefError(format!(
-            "the SSM parameter name is {} characters long; Parameter Store allows at most 1011",
+            "the SSM parameter name is {} characters long; Parameter Store allows at most 1011, for example {example}",
             name.len()
         )));
     }
@@ -141,7 +141,7 @@ fn ssm_path(path: &str, versioned: bool) -> Result<String, RefError> {
     }
     if inner.split('/').count() > 15 {
         return Err(RefError(format!(
-            "the SSM name `{name}` has more than 15 levels, the most Parameter Store allows"
+            "the SSM name `{name}` has more than 15 levels, the most Parameter Store allows; for example {example}"
         )));
     }
     if name.ends_with('/') && versioned {

@@ -309,7 +309,7 @@ pub(super) fn azure_identity(
     {
         c.push(
             &first,
-            "`azure:` references need the pod's Azure Workload Identity client ID: annotate the ServiceAccount with azure.workload.identity/client-id, or the pod with secret-injector.io/azure-client-id: <client-id>",
+            "`azure:` references need the pod's Azure Workload Identity client ID: annotate the ServiceAccount with azure.workload.identity/client-id (if it has one, the webhook's ServiceAccount cache has not seen it yet: retry in a few seconds), or the pod with secret-injector.io/azure-client-id: 0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c",
         );
     }
     check_azure_clouds(c, config, plan);
@@ -317,7 +317,7 @@ pub(super) fn azure_identity(
     {
         c.push(
             &first,
-            "`azure:` references need an Entra ID tenant: set azure.tenant_id in the webhook's config, annotate the ServiceAccount with azure.workload.identity/tenant-id, or the pod with secret-injector.io/azure-tenant-id: <tenant-id>",
+            "`azure:` references need an Entra ID tenant: set azure.tenant_id in the webhook's config, annotate the ServiceAccount with azure.workload.identity/tenant-id, or the pod with secret-injector.io/azure-tenant-id: 72f988bf-86f1-41af-91ab-2d7cd011db47",
         );
     }
     Some(AzureSettings {
