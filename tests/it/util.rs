@@ -92,7 +92,21 @@ impl Webhook {
     }
 
     /// Like [`Webhook::start`], with extra environment variables for the process.
+    /// Ports are picked free and then bound by the process, so another test can take
+    /// one in between: a start that fails on a port in use is retried with new ones.
     pub fn start_env(env: &[(&str, &str)], extra: &[&str]) -> Webhook {
+        for _ in 0..5 {
+            let mut w = Webhook::spawn(env, extra);
+            match w.wait_ready() {
+                Ok(()) => return w,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("webhook not ready; log:\n{log}"),
+            }
+        }
+        panic!("webhook could not bind free ports in 5 attempts");
+    }
+
+    fn spawn(env: &[(&str, &str)], extra: &[&str]) -> Webhook {
         let certs = tempfile::tempdir().unwrap();
         make_certs(certs.path(), None);
         let port = free_port();
@@ -118,28 +132,30 @@ impl Webhook {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn serve");
-        let w = Webhook {
+        Webhook {
             child,
             port,
             admin,
             certs,
             log,
-        };
-        w.wait_ready();
-        w
+        }
     }
 
-    fn wait_ready(&self) {
+    /// Ready within 20 s, or the log of a process that exited or never got ready.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(body) = http_get(self.admin, "/readyz")
                 && body.starts_with("ready")
             {
-                return;
+                return Ok(());
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                return Err(self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("webhook not ready; log:\n{}", self.log_text());
+        Err(self.log_text())
     }
 
     pub fn url(&self) -> String {
