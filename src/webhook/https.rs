@@ -9,8 +9,9 @@
 //!   closed after the response in flight. Keep-alive pings answered by the client do not
 //!   count as use: only requests do.
 //!
-//! On shutdown, listening stops, every connection gets a graceful close, and those still
-//! busy after `shutdown_grace` are dropped.
+//! On shutdown, listening stops and every connection gets a graceful close: a handshake
+//! in progress is completed, a connection that has not yet sent its first request gets
+//! up to 2 s for it, and those still busy after `shutdown_grace` are dropped.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
