@@ -119,6 +119,27 @@ pub fn root_cause_line(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// Control characters and invisible ones (zero-width, bidi overrides, line and
+/// paragraph separators) written as escapes; everything else, backslashes included, as
+/// it is. For whole messages that quote request values: a value cannot forge a line or
+/// reorder what a terminal shows.
+pub fn escape_invisible(s: &str) -> String {
+    s.chars()
+        .map(|ch| {
+            if is_invisible(ch) {
+                ch.escape_default().to_string()
+            } else {
+                ch.to_string()
+            }
+        })
+        .collect()
+}
+
+fn is_invisible(ch: char) -> bool {
+    ch.is_control()
+        || matches!(ch, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// A string that came from a request (a pod or namespace name, an annotation key), fit
 /// for a log line or a message: control and bidi-override characters are escaped
 /// (`\n`, `\u{1b}`), so a name cannot forge a line or recolour a terminal, and only
@@ -134,9 +155,7 @@ impl std::fmt::Display for Escaped<'_> {
             if i == SHOWN {
                 return write!(f, "…({} bytes)", self.0.len());
             }
-            // Zero-width and bidi controls, and the line and paragraph separators.
-            let invisible = matches!(ch, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-            if ch.is_control() || invisible || ch == '\\' {
+            if is_invisible(ch) || ch == '\\' {
                 write!(f, "{}", ch.escape_default())?;
             } else {
                 f.write_char(ch)?;

@@ -590,3 +590,75 @@ except ssl.SSLError as e:
     assert_eq!(probe("TLSv1_2"), "connected TLSv1.2");
     assert_eq!(probe("TLSv1_3"), "connected TLSv1.3");
 }
+
+/// Bodies and names a real API server would never send still get a proper answer,
+/// quickly, and bounded: JSON nested 200,000 deep, a wrong content type, annotation
+/// names with control and non-ASCII characters, 5,000 annotations of ours. A normal
+/// review is answered afterwards and the peak RSS stays bounded.
+#[test]
+fn hostile_bodies_and_names_get_proper_answers() {
+    let w = Webhook::start(&[]);
+    let client = w.client();
+    rt().block_on(async {
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        let a = post(&client, &w, deep.into_bytes()).await;
+        assert_eq!(a.status, 400, "deep nesting");
+        assert!(a.took < BUDGET, "deep nesting took {:?}", a.took);
+
+        // Kubernetes always sends application/json; anything else is still answered
+        // (the body is what is checked), never left hanging.
+        let resp = client
+            .post(w.url())
+            .header("content-type", "text/plain")
+            .body(request_for(&normal_pod(), "team-a", "CREATE"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            [200, 400, 415].contains(&resp.status().as_u16()),
+            "wrong content type: HTTP {}",
+            resp.status()
+        );
+
+        let names = pod(json!({
+            "secret-injector.io/secret-\u{7}bell": "vault:secret/data/x",
+            "secret-injector.io/sécret-x": "vault:secret/data/x",
+            "secret-injector.io/secret-\u{202e}evil": "vault:secret/data/x",
+        }));
+        let a = post(&client, &w, request_for(&names, "team-a", "CREATE")).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.review["response"]["allowed"], false, "{}", a.review);
+        let m = message(&a);
+        assert!(
+            !m.contains('\u{7}') && !m.contains('\u{202e}'),
+            "control characters are escaped in the denial: {m:?}"
+        );
+
+        let many: serde_json::Map<String, Value> = (0..5_000)
+            .map(|i| {
+                (
+                    format!("secret-injector.io/x-{i}"),
+                    Value::String("1".into()),
+                )
+            })
+            .collect();
+        let a = post(
+            &client,
+            &w,
+            request_for(&pod(Value::Object(many)), "team-a", "CREATE"),
+        )
+        .await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.review["response"]["allowed"], false);
+        assert!(a.took < BUDGET, "5,000 annotations took {:?}", a.took);
+        let m = message(&a);
+        assert!(m.len() < 16 * 1024, "a bounded denial: {} bytes", m.len());
+        assert!(m.contains("more"), "{m}");
+
+        let normal = post(&client, &w, request_for(&normal_pod(), "team-a", "CREATE")).await;
+        assert_eq!(normal.review["response"]["allowed"], true);
+    });
+    assert!(w.child_alive(), "{}", w.log_text());
+    let peak = peak_rss_kb(w.child.id());
+    assert!(peak < MEMORY_LIMIT_KB, "peak RSS {peak} kB");
+}

@@ -242,9 +242,11 @@ impl Collector {
             self.omitted += 1;
             return;
         }
+        // Names and values come from the request: no control or bidi character
+        // reaches the denial as it is.
         self.problems.push(Problem {
-            annotation: key(suffix),
-            message: bounded(message.into()),
+            annotation: crate::logging::escape_invisible(&key(suffix)),
+            message: bounded(crate::logging::escape_invisible(&message.into())),
         });
     }
 
@@ -405,7 +407,10 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         aws,
         gcp,
         azure,
-        warnings: warnings.into_iter().map(bounded).collect(),
+        warnings: warnings
+            .into_iter()
+            .map(|w| bounded(crate::logging::escape_invisible(&w)))
+            .collect(),
     })))
 }
 
