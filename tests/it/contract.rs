@@ -283,27 +283,10 @@ fn a_vault_pod_reaches_init_with_its_role_token_and_plan() {
     let plan = plan_of(&args);
     assert!(plan.secrets.contains_key("db") && plan.uses(Provider::Vault));
     // The token file the options point at is the projected token the patch mounts.
-    let (dir, file) = args
-        .vault_token_file
-        .to_str()
-        .unwrap()
-        .rsplit_once('/')
-        .unwrap();
-    let mount = init["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["mountPath"] == dir)
-        .unwrap_or_else(|| panic!("nothing is mounted at {dir}: {}", init["volumeMounts"]));
-    let volume = pod["spec"]["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the mounted volume exists");
-    let source = &volume["projected"]["sources"][0]["serviceAccountToken"];
-    assert_eq!(source["path"], file, "{volume}");
-    assert_eq!(source["audience"], config.vault.audience, "{volume}");
+    assert_eq!(
+        token_audience(&pod, &init, args.vault_token_file.to_str().unwrap()),
+        config.vault.audience
+    );
     assert!(
         pod["spec"]["volumes"]
             .to_string()

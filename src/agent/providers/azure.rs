@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::rest::{self, Cached};
+use super::rest::{self, Cached, OAuthError};
 use super::{AgentError, Fetched};
 use crate::contract::cloud::AzureSettings;
 use crate::contract::reference::{SecretRef, Version};
@@ -27,15 +27,6 @@ pub struct Azure {
     http: reqwest::Client,
     /// Access tokens by scope (one per cloud).
     tokens: Mutex<HashMap<String, Cached>>,
-}
-
-/// The identity platform's error: `{"error": "invalid_request", "error_description":
-/// "AADSTS70021: ...", "error_codes": [70021]}`.
-#[derive(Deserialize)]
-struct OAuthError {
-    error: String,
-    #[serde(default)]
-    error_description: String,
 }
 
 /// Key Vault's error: `{"error": {"code": "Forbidden", "message": "...", "innererror":
@@ -113,21 +104,21 @@ impl Azure {
         service: &str,
         secret_read: bool,
     ) -> Result<Vec<u8>, AgentError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| rest::transport(&e, what, service))?;
-        let status = resp.status().as_u16();
-        let body = rest::body(resp, what, service).await?;
-        if status == 401 && secret_read {
+        let answer = rest::send(req, what, service).await?;
+        if answer.status == 401 && secret_read {
             // A revoked or expired access token: the next attempt gets a new one.
             // (Not on the token endpoints, whose caller holds the cache's lock.)
             self.tokens.lock().await.clear();
         }
-        if !(200..300).contains(&status) {
-            return Err(refused(status, &body, what, &self.settings.identity()));
+        if !answer.ok() {
+            return Err(refused(
+                answer.status,
+                &answer.body,
+                what,
+                &self.settings.identity(),
+            ));
         }
-        Ok(body)
+        Ok(answer.body)
     }
 
     /// A token for `scope`, from the projected token as client assertion.
@@ -161,9 +152,7 @@ impl Azure {
                 false,
             )
             .await?;
-        let t: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
-            AgentError::permanent(format!("{what}: the answer is not the documented JSON"))
-        })?;
+        let t: TokenResponse = rest::json(&body, what)?;
         let token = t.access_token.clone();
         tokens.insert(
             scope.to_string(),
@@ -198,9 +187,7 @@ impl Azure {
         let body = self
             .call(self.http.get(url).bearer_auth(token), &what, SERVICE, true)
             .await?;
-        let bundle: SecretBundle = serde_json::from_slice(&body).map_err(|_| {
-            AgentError::permanent(format!("{what}: the answer is not the documented JSON"))
-        })?;
+        let bundle: SecretBundle = rest::json(&body, &what)?;
         match bundle.value {
             Some(v) => Ok(Fetched::from_secret_string(v)),
             None => Err(AgentError::permanent(format!(

@@ -17,7 +17,7 @@ use base64::Engine;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::rest::{self, Cached};
+use super::rest::{self, Cached, OAuthError};
 use super::{AgentError, Fetched};
 use crate::contract::cloud::GcpSettings;
 use crate::contract::reference::SecretRef;
@@ -43,14 +43,6 @@ struct GoogleStatus {
     message: String,
     #[serde(default)]
     status: String,
-}
-
-/// An OAuth error (STS): `{"error": "invalid_grant", "error_description": "..."}`.
-#[derive(Deserialize)]
-struct OAuthError {
-    error: String,
-    #[serde(default)]
-    error_description: String,
 }
 
 #[derive(Deserialize)]
@@ -126,36 +118,24 @@ impl Gcp {
         self.settings.identity()
     }
 
-    /// Send `req` and return the body of a 2xx answer; anything else is classified.
+    /// Send `req` and return a 2xx answer; anything else is classified.
     async fn call(
         &self,
         req: reqwest::RequestBuilder,
         what: &str,
         service: &str,
         secret_read: bool,
-    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), AgentError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| rest::transport(&e, what, service))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = rest::body(resp, what, service).await?;
-        if status == 401 && secret_read {
+    ) -> Result<rest::Answer, AgentError> {
+        let answer = rest::send(req, what, service).await?;
+        if answer.status == 401 && secret_read {
             // A revoked or expired access token: the next attempt gets a new one.
             // (Not on the token endpoints, whose caller holds the cache's lock.)
             *self.token.lock().await = None;
         }
-        if !(200..300).contains(&status) {
-            return Err(refused(status, &body, what, &self.identity()));
+        if !answer.ok() {
+            return Err(refused(answer.status, &answer.body, what, &self.identity()));
         }
-        Ok((headers, body))
-    }
-
-    fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], what: &str) -> Result<T, AgentError> {
-        serde_json::from_slice(body).map_err(|_| {
-            AgentError::permanent(format!("{what}: the answer is not the documented JSON"))
-        })
+        Ok(answer)
     }
 
     /// An access token for Secret Manager, cached until shortly before it expires.
@@ -191,7 +171,7 @@ impl Gcp {
             )));
         }
         let req = self.http.get(url).header("Metadata-Flavor", "Google");
-        let (headers, body) = self
+        let rest::Answer { headers, body, .. } = self
             .call(req, what, "the GCP metadata server", false)
             .await?;
         // A foreign server on the metadata address does not answer with the flavor.
@@ -200,7 +180,7 @@ impl Gcp {
                 "{what}: the answer lacks `Metadata-Flavor: Google`, so it is not a GCP metadata server; outside GKE configure gcp.workload_identity_provider"
             )));
         }
-        let t: AccessToken = Self::parse(&body, what)?;
+        let t: AccessToken = rest::json(&body, what)?;
         Ok(Cached::new(t.access_token, t.expires_in.unwrap_or(3600)))
     }
 
@@ -229,10 +209,10 @@ impl Gcp {
             ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
         ];
         // No Authorization header: STS documents that it can make the call fail.
-        let (_, body) = self
+        let rest::Answer { body, .. } = self
             .call(self.http.post(url).form(&form), what, "GCP STS", false)
             .await?;
-        let federated: AccessToken = Self::parse(&body, what)?;
+        let federated: AccessToken = rest::json(&body, what)?;
         let Some(sa) = &self.settings.service_account else {
             return Ok(Cached::new(
                 federated.access_token,
@@ -249,8 +229,8 @@ impl Gcp {
             .post(url)
             .bearer_auth(&federated.access_token)
             .json(&serde_json::json!({"scope": [SCOPE], "lifetime": "3600s"}));
-        let (_, body) = self.call(req, &what, "GCP IAM credentials", false).await?;
-        let t: ImpersonatedToken = Self::parse(&body, &what)?;
+        let rest::Answer { body, .. } = self.call(req, &what, "GCP IAM credentials", false).await?;
+        let t: ImpersonatedToken = rest::json(&body, &what)?;
         Ok(Cached::new(t.access_token, 3600))
     }
 
@@ -274,10 +254,10 @@ impl Gcp {
             self.settings.secret_manager_endpoint.trim_end_matches('/'),
             secret.resource(project)
         );
-        let (_, body) = self
+        let rest::Answer { body, .. } = self
             .call(self.http.get(url).bearer_auth(token), &what, SERVICE, true)
             .await?;
-        let answer: AccessResponse = Self::parse(&body, &what)?;
+        let answer: AccessResponse = rest::json(&body, &what)?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(answer.payload.data.as_bytes())
             .or_else(|_| {

@@ -76,6 +76,54 @@ pub async fn body(
     }
 }
 
+/// One answer of a REST store: its status, headers and (bounded) body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Send `req` to `service` and read the answer, whatever its status; a failure to
+/// reach the service is classified by [`transport`].
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    what: &str,
+    service: &str,
+) -> Result<Answer, AgentError> {
+    let resp = req.send().await.map_err(|e| transport(&e, what, service))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = body(resp, what, service).await?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A 2xx body as the documented JSON `T`; the parser's error is not quoted (it could
+/// quote a value).
+pub fn json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, AgentError> {
+    serde_json::from_slice(body).map_err(|_| {
+        AgentError::permanent(format!("{what}: the answer is not the documented JSON"))
+    })
+}
+
+/// An OAuth 2.0 error (RFC 6749 5.2), as Google's STS and the Microsoft identity
+/// platform send it: `{"error": "invalid_grant", "error_description": "..."}`.
+#[derive(serde::Deserialize)]
+pub struct OAuthError {
+    pub error: String,
+    #[serde(default)]
+    pub error_description: String,
+}
+
 /// A short, escaped quote of an error text a service sent: error texts name resources
 /// and identities, never values, but they come from the network.
 pub fn quote(text: &str) -> String {
@@ -86,18 +134,9 @@ pub fn quote(text: &str) -> String {
 /// AADSTS lines, whose issuer and subject come after a long preamble.
 pub fn quote_long(text: &str, max: usize) -> String {
     let text = text.trim();
-    let mut out: String = text
-        .chars()
-        .take(max)
-        .map(|c| {
-            if c.is_control() || c == '\\' {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect();
-    if text.chars().count() > max {
+    let cut: String = text.chars().take(max).collect();
+    let mut out = crate::logging::escape_invisible(&cut);
+    if cut.len() < text.len() {
         out.push_str(&format!("…({} bytes)", text.len()));
     }
     out
