@@ -104,6 +104,12 @@ fn dynamic_database_credentials_log_in_to_postgres() {
 
     let user = run.file("db-user");
     let password = run.file("db-password");
+    // Neither the Vault token nor the issued password is in what init printed.
+    bao.assert_nothing_issued_in(&run.output_text());
+    assert!(
+        bao.issued_secrets().contains(&password),
+        "the audit log check sees the issued password"
+    );
     // (assertions compare without printing the credentials)
     assert!(user.starts_with("v-"), "not a user Vault created");
     let whole: Value = serde_json::from_str(&run.file("db-creds")).unwrap();

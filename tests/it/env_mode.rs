@@ -60,6 +60,7 @@ fn env_mode_loads_variables_into_the_app_process_only() {
     );
     assert!(run.out.status.success(), "{}", run.stderr());
     run.assert_no_values();
+    bao.assert_nothing_issued_in(&run.output_text());
     let env_dir = run.env_dir();
     let copied = env_dir.join("bin/secret-injector");
     assert!(

@@ -235,6 +235,8 @@ fn kv_rotation_switches_all_files_together_keeps_the_last_good_ones_and_revokes_
             "a value leaked:\n{text}"
         );
     }
+    // Nor the Vault token (issued at login, renewed, revoked) or anything OpenBao answered.
+    bao.assert_nothing_issued_in(&text);
 }
 
 /// Dynamic PostgreSQL credentials (TTL 4 s, max 12 s): renewed past their TTL, replaced
@@ -291,6 +293,8 @@ fn dynamic_credentials_are_renewed_replaced_before_max_ttl_and_revoked_on_sigter
     let (status, text, took) = sidecar.terminate();
     assert!(status.success(), "{status}\n{text}");
     assert!(took < Duration::from_secs(5), "{took:?}");
+    // No Vault token and no issued password (both pairs) in what it printed.
+    bao.assert_nothing_issued_in(&text);
     let roles = || {
         pg.psql(
             "postgres",
@@ -381,6 +385,17 @@ fn an_expiring_vault_token_is_renewed_then_replaced_by_a_new_login_with_the_curr
     assert!(
         !text.contains(&pair(1).1) && !text.contains(&pair(2).1),
         "a value leaked"
+    );
+    // Neither Vault token (the first login's, renewed, nor the second login's).
+    bao.assert_nothing_issued_in(&text);
+    let tokens = bao
+        .issued_secrets()
+        .into_iter()
+        .filter(|t| t.starts_with("s."))
+        .count();
+    assert!(
+        tokens >= 2,
+        "two logins, {tokens} tokens seen in the audit log"
     );
 }
 

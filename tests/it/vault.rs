@@ -126,6 +126,8 @@ fn kubernetes_auth_through_token_review() {
         "OpenBao asked the TokenReview API"
     );
     run.assert_no_values();
+    // Nor the Vault token the login issued, nor any value OpenBao answered.
+    bao.assert_nothing_issued_in(&run.output_text());
 
     // A token signed by someone else is refused by the TokenReview: permanent.
     let forger = TokenSigner::new();

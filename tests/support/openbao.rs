@@ -13,6 +13,8 @@ pub struct OpenBao {
     pub port: u16,
     pub addr: String,
     pub root: String,
+    /// Holds the config and the raw audit log ([`OpenBao::issued_secrets`]).
+    dir: tempfile::TempDir,
 }
 
 impl OpenBao {
@@ -38,12 +40,27 @@ impl OpenBao {
     async fn try_start_on(port: u16, tls_dir: Option<&std::path::Path>) -> Option<OpenBao> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let root = "root-token-for-tests".to_string();
+        // A raw file audit device (declared in config: OpenBao refuses to enable one
+        // through the API): every token it issues and every value it answers, in clear,
+        // for the leak checks.
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.log");
+        let config = dir.path().join("audit.hcl");
+        std::fs::write(
+            &config,
+            format!(
+                "audit \"file\" \"raw\" {{\n  options {{\n    file_path = \"{}\"\n    log_raw = \"true\"\n  }}\n}}\n",
+                audit.display()
+            ),
+        )
+        .unwrap();
         let mut cmd = Command::new(venv_bin("bao"));
         cmd.args([
             "server",
             "-dev",
             &format!("-dev-root-token-id={root}"),
             &format!("-dev-listen-address=127.0.0.1:{port}"),
+            &format!("-config={}", config.display()),
         ]);
         if let Some(dir) = tls_dir {
             cmd.arg("-dev-tls")
@@ -65,6 +82,7 @@ impl OpenBao {
             port,
             addr,
             root,
+            dir,
         })
     }
 
@@ -180,10 +198,77 @@ impl OpenBao {
         .await;
     }
 
+    /// What OpenBao gave out to callers other than root, from its raw audit log: every
+    /// client token it issued (logins, renewals) and every string it answered under a
+    /// key that names a credential (`password`, `secret`, `token`, `key`).
+    pub fn issued_secrets(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        let mut found = Vec::new();
+        for line in log.lines() {
+            let Ok(entry) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if entry["type"] != "response" {
+                continue;
+            }
+            let response = &entry["response"];
+            if let Some(t) = response["auth"]["client_token"].as_str() {
+                found.push(t.to_string());
+            }
+            // (root's own calls are the test's setup)
+            if entry["auth"]["client_token"] != self.root.as_str() {
+                collect_credentials(&response["data"], false, &mut found);
+            }
+        }
+        found.retain(|v| v.len() >= 8 && v != &self.root);
+        found.sort();
+        found.dedup();
+        found
+    }
+
+    /// Panics if `text` holds anything [`OpenBao::issued_secrets`] lists, or if
+    /// OpenBao issued no token at all (the check would prove nothing).
+    pub fn assert_nothing_issued_in(&self, text: &str) {
+        let issued = self.issued_secrets();
+        assert!(
+            !issued.is_empty(),
+            "OpenBao issued no token: nothing to look for"
+        );
+        for v in &issued {
+            assert!(
+                !text.contains(v.as_str()),
+                "a token or value OpenBao issued appears in the output:\n{text}"
+            );
+        }
+    }
+
     /// Number of tokens that exist (accessors), to see revocation.
     pub async fn token_count(&self) -> usize {
         let v = self.api("LIST", "auth/token/accessors", Value::Null).await;
         v["data"]["keys"].as_array().map_or(0, Vec::len)
+    }
+}
+
+/// Strings under credential-like keys of `v` (or anywhere below such a key).
+fn collect_credentials(v: &Value, under_credential: bool, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if under_credential => out.push(s.clone()),
+        Value::Array(items) => {
+            for item in items {
+                collect_credentials(item, under_credential, out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                let k = k.to_ascii_lowercase();
+                let credential = under_credential
+                    || ["password", "secret", "token", "key"]
+                        .iter()
+                        .any(|c| k.contains(c));
+                collect_credentials(item, credential, out);
+            }
+        }
+        _ => {}
     }
 }
 
