@@ -9,10 +9,18 @@
 //!   closed after the response in flight. Keep-alive pings answered by the client do not
 //!   count as use: only requests do.
 //!
+//! Open connections are capped at [`MAX_CONNECTIONS`], but idle ones cannot hold the
+//! slots: a connection accepted at the cap makes the one that has gone longest without a
+//! request in flight close (if that is at least [`EVICT_IDLE`]; the same graceful close
+//! as above). When none is that idle, the new one is served anyway, up to twice the
+//! cap; there the loop stops accepting and closes every connection idle that long,
+//! down to the cap, each [`EVICT_TICK`].
+//!
 //! On shutdown, listening stops and every connection gets a graceful close: a handshake
 //! in progress is completed, a connection that has not yet sent its first request gets
 //! up to 2 s for it, and those still busy after `shutdown_grace` are dropped.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +30,7 @@ use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -58,14 +66,21 @@ impl Default for Limits {
     }
 }
 
-/// Open connections at most; the accept loop waits for one to close beyond that. The
+/// Open connections kept: beyond it, a new connection closes the one idle longest. The
 /// API server keeps one or a few per webhook replica.
 const MAX_CONNECTIONS: usize = 128;
+/// Open connections at most, all busy: the accept loop waits for one to close.
+const MAX_BUSY_CONNECTIONS: usize = 2 * MAX_CONNECTIONS;
+/// How long a connection must have had no request in flight before it may be closed to
+/// make room: a client that sends its reviews back to back is never cut between them.
+const EVICT_IDLE: Duration = Duration::from_millis(250);
+/// How often, at [`MAX_BUSY_CONNECTIONS`], idle connections are looked for.
+const EVICT_TICK: Duration = Duration::from_millis(50);
 /// Requests at once on one HTTP/2 connection.
 const MAX_STREAMS: u32 = 16;
-/// HTTP/2 flow-control window of one request. A body is read only once the webhook's
-/// body budget has room for it ([`crate::webhook::server::BODY_BUDGET_KIB`]), so waiting requests
-/// hold their first bytes unread. The connection's window is one stream's more than all
+/// HTTP/2 flow-control window of one request. A body is read on only while the
+/// webhook's body budget has room for it ([`crate::webhook::body`]), so waiting requests
+/// hold their next bytes unread. The connection's window is one stream's more than all
 /// of its streams' together: unread requests can never use it up and stall the ones
 /// being read. It also bounds what one connection can make the server buffer.
 const STREAM_WINDOW: u32 = 16 * 1024;
@@ -78,6 +93,8 @@ struct Activity {
     inflight: Arc<AtomicUsize>,
     last: Arc<Mutex<Instant>>,
     served_one: Arc<std::sync::atomic::AtomicBool>,
+    /// Told to close to make room for a new connection.
+    evict: Arc<Notify>,
 }
 
 impl Activity {
@@ -86,7 +103,14 @@ impl Activity {
             inflight: Arc::new(AtomicUsize::new(0)),
             last: Arc::new(Mutex::new(Instant::now())),
             served_one: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            evict: Arc::new(Notify::new()),
         }
+    }
+
+    /// Since when it has had no request in flight; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        let last = *self.last.lock().expect("not poisoned");
+        (self.inflight.load(Ordering::SeqCst) == 0).then_some(last)
     }
 
     fn touch(&self) {
@@ -154,13 +178,24 @@ pub async fn serve(
     let http = Arc::new(http);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    // The activity of each connection not yet told to close.
+    let mut open: HashMap<tokio::task::Id, Activity> = HashMap::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => {
+            Some(done) = connections.join_next_with_id(), if !connections.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                open.remove(&id);
+            }
+            _ = tokio::time::sleep(EVICT_TICK), if connections.len() >= MAX_BUSY_CONNECTIONS => {
+                while open.len() > MAX_CONNECTIONS && evict_longest_idle(&mut open) {}
+            }
+            accepted = listener.accept(), if connections.len() < MAX_BUSY_CONNECTIONS => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
@@ -171,14 +206,20 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                connections.spawn(connection(
+                if open.len() >= MAX_CONNECTIONS {
+                    evict_longest_idle(&mut open);
+                }
+                let activity = Activity::new();
+                let task = connections.spawn(connection(
                     stream,
+                    activity.clone(),
                     tls.clone(),
                     http.clone(),
                     router.clone(),
                     limits.clone(),
                     stop_rx.clone(),
                 ));
+                open.insert(task.id(), activity);
             }
         }
     }
@@ -194,8 +235,28 @@ pub async fn serve(
     Ok(())
 }
 
+/// Tell the connection that has gone longest without a request in flight to close, if
+/// that is at least [`EVICT_IDLE`]. Returns whether one was told.
+fn evict_longest_idle(open: &mut HashMap<tokio::task::Id, Activity>) -> bool {
+    let Some(idle_before) = Instant::now().checked_sub(EVICT_IDLE) else {
+        return false;
+    };
+    let longest = open
+        .iter()
+        .filter_map(|(id, a)| a.idle_since().map(|since| (since, *id)))
+        .filter(|(since, _)| *since <= idle_before)
+        .min();
+    let Some(activity) = longest.and_then(|(_, id)| open.remove(&id)) else {
+        return false;
+    };
+    // (A stored permit: it closes even if it was not waiting yet.)
+    activity.evict.notify_one();
+    true
+}
+
 async fn connection(
     stream: tokio::net::TcpStream,
+    activity: Activity,
     tls: RustlsConfig,
     http: Arc<auto::Builder<TokioExecutor>>,
     router: Router,
@@ -203,13 +264,16 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     // The first-request timeout counts from the accept, handshake included.
-    let activity = Activity::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.get_inner());
     // Not cut by shutdown: a client whose connection was accepted is answered (the
-    // handshake is bounded by the header timeout).
-    let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => stream,
-        _ => return,
+    // handshake is bounded by the header timeout). Cut to make room for a new one.
+    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            _ => return,
+        },
+        _ = activity.evict.notified() => return,
     };
     let tracker = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -228,6 +292,7 @@ async fn connection(
         _ = &mut conn => return,
         _ = stop.wait_for(|s| *s) => None,
         served = activity.idle(limits.header_timeout, limits.idle_timeout) => Some(served),
+        _ = activity.evict.notified() => Some(activity.served_one.load(Ordering::SeqCst)),
     };
     let served = match stopping {
         Some(served) => served,

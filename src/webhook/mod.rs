@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod admission;
+pub mod body;
 pub mod certs;
 pub mod https;
 pub mod inject;

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::logging::Escaped;
 use crate::mutation::spec::Context;
 use crate::webhook::admission::{self, ReviewOutcome};
+use crate::webhook::body::{BodyError, Budget};
 use crate::webhook::metrics::Metrics;
 use crate::{Error, Result};
 
@@ -29,11 +30,6 @@ pub type Lookup = Arc<dyn Fn(&str, &str) -> Context + Send + Sync>;
 
 /// Whether a namespace is known to exist (from the same cache); labels metrics.
 pub type KnownNamespace = Arc<dyn Fn(&str) -> bool + Send + Sync>;
-
-/// KiB of request bodies held at once (at least one `--body-limit` more is allowed
-/// when the limit is larger): with the parse of the reviews in progress, this keeps the
-/// webhook well under its 128 Mi memory limit.
-pub const BODY_BUDGET_KIB: usize = 16 * 1024;
 
 pub struct AppState {
     pub config: Config,
@@ -49,9 +45,9 @@ pub struct AppState {
     /// never occupies the async workers that answer `/healthz`, and a flood of heavy
     /// reviews queues here instead of multiplying.
     pub reviews: Arc<tokio::sync::Semaphore>,
-    /// Request bodies held in memory, in KiB ([`BODY_BUDGET_KIB`]): a body is read only
-    /// once its size fits, so many large reviews at once wait instead of adding up.
-    pub bodies: Arc<tokio::sync::Semaphore>,
+    /// Request bodies held in memory ([`crate::webhook::body`]): many large reviews at
+    /// once wait instead of adding up, and stalled ones hold only what they sent.
+    pub bodies: Arc<Budget>,
     /// Whether the ServiceAccount cache has synced (true when there is none).
     pub cache_synced: Arc<AtomicBool>,
     /// Readiness stops waiting for the cache after this long (the admission path then
@@ -72,7 +68,7 @@ impl AppState {
             reviews: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
-            bodies: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
+            bodies: Arc::new(Budget::default()),
             cache_synced: Arc::new(AtomicBool::new(true)),
             cache_wait: Duration::from_secs(30),
             started: Instant::now(),
@@ -102,19 +98,16 @@ async fn mutate(
     if declared.is_some_and(|n| n > body_limit) {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     }
-    let kib = declared
-        .unwrap_or(body_limit)
-        .div_ceil(1024)
-        .clamp(1, BODY_BUDGET_KIB);
-    let Ok(held) = state.bodies.clone().acquire_many_owned(kib as u32).await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
-    let Ok(body) = axum::body::to_bytes(request.into_body(), body_limit).await else {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the body is over --body-limit or was cut off\n",
-        )
-            .into_response();
+    let (body, held) = match state.bodies.read(request.into_body(), body_limit).await {
+        Ok(read) => read,
+        Err(BodyError::Closed) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(BodyError::Cut) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is over --body-limit or was cut off\n",
+            )
+                .into_response();
+        }
     };
     let Ok(permit) = state.reviews.clone().acquire_owned().await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();

@@ -14,7 +14,7 @@ use crate::util::{self, Webhook, rt};
 use secret_injector::webhook::admission::request_for;
 
 /// The Deployment's memory limit (manifests/base/deployment.yaml).
-const MEMORY_LIMIT_KB: u64 = 128 * 1024;
+pub(crate) const MEMORY_LIMIT_KB: u64 = 128 * 1024;
 /// Time any review may take here, hostile or not: well under the 10 s request timeout
 /// (a debug build, on a loaded CI machine).
 const BUDGET: Duration = Duration::from_secs(3);
@@ -35,12 +35,12 @@ fn template_review(template: impl Into<Value>) -> Vec<u8> {
     request_for(&pod(annotations), "team-a", "CREATE")
 }
 
-fn normal_pod() -> Value {
+pub(crate) fn normal_pod() -> Value {
     pod(json!({"secret-injector.io/secret-db": "vault:secret/data/db#password"}))
 }
 
 /// Peak resident set of a process, from /proc (VmHWM, kB).
-fn peak_rss_kb(pid: u32) -> u64 {
+pub(crate) fn peak_rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -50,13 +50,13 @@ fn peak_rss_kb(pid: u32) -> u64 {
 }
 
 /// Polls `/healthz` every 100 ms from a thread of its own; reports the slowest answer.
-struct HealthProbe {
+pub(crate) struct HealthProbe {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Duration>,
 }
 
 impl HealthProbe {
-    fn start(admin: u16) -> HealthProbe {
+    pub(crate) fn start(admin: u16) -> HealthProbe {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -74,19 +74,19 @@ impl HealthProbe {
         HealthProbe { stop, thread }
     }
 
-    fn slowest(self) -> Duration {
+    pub(crate) fn slowest(self) -> Duration {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("the health probe")
     }
 }
 
-struct Answer {
-    status: u16,
-    review: Value,
-    took: Duration,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) review: Value,
+    pub(crate) took: Duration,
 }
 
-async fn post(client: &reqwest::Client, w: &Webhook, body: Vec<u8>) -> Answer {
+pub(crate) async fn post(client: &reqwest::Client, w: &Webhook, body: Vec<u8>) -> Answer {
     let start = Instant::now();
     let resp = client
         .post(w.url())

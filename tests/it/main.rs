@@ -8,6 +8,7 @@ mod aws;
 mod cli;
 mod client_auth;
 mod clouds;
+mod connections;
 mod contract;
 mod dynamic_credentials;
 mod env_mode;
