@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# secret-injector: one static (musl) binary on a distroless, non-root base.
+# secret-injector: static (musl) binaries on a distroless, non-root base: the main one,
+# and `secret-injector-exec`, the small env-mode wrapper init copies into pods.
 # The same image serves the webhook (`serve`) and runs in workload pods as the
 # injected init container / refresh sidecar (`init`, `refresh`, `exec`).
 #
@@ -27,16 +28,17 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target "${TARGET}" --bin secret-injector \
+    cargo build --release --locked --target "${TARGET}" --bin secret-injector --bin secret-injector-exec \
  && mkdir -p /out \
- && cp "target/${TARGET}/release/secret-injector" /out/secret-injector
+ && cp "target/${TARGET}/release/secret-injector" "target/${TARGET}/release/secret-injector-exec" /out/
 
 FROM gcr.io/distroless/static-debian12:nonroot
 LABEL org.opencontainers.image.title="secret-injector" \
       org.opencontainers.image.description="Kubernetes mutating admission webhook that injects secrets from Vault/OpenBao and AWS Secrets Manager into pods via tmpfs" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/secret-injector/secret-injector"
-COPY --from=build --chown=0:0 --chmod=0555 /out/secret-injector /usr/local/bin/secret-injector
+# The env-mode wrapper ships next to the main binary: init copies it into env-mode pods.
+COPY --from=build --chown=0:0 --chmod=0555 /out/secret-injector /out/secret-injector-exec /usr/local/bin/
 USER 65532:65532
 EXPOSE 8443 8080
 # No shell or HTTP client in the image; Kubernetes probes (/healthz, /readyz

@@ -144,6 +144,36 @@ if [[ -n "${BIN:-}" ]]; then
   done
 fi
 
+# env_delivery: file-key-ref puts env[].valueFrom.fileKeyRef in the patch, a field of
+# Kubernetes 1.35 (EnvFiles): every env-mode example, injected that way, must validate
+# against the 1.35 schemas and carry the field.
+if [[ -n "${BIN:-}" ]]; then
+  echo "== inject -f with env_delivery: file-key-ref against Kubernetes 1.35.0"
+  for f in examples/*.yaml tests/fixtures/workloads/*.yaml; do
+    grep -q 'secret-injector.io/env-[A-Z_]' "$f" || continue
+    out="$tmp/$(basename "$f").file-key-ref.yaml"
+    if ! SECRET_INJECTOR_ENV_DELIVERY=file-key-ref "$BIN" inject -f "$f" >"$out" 2>"$out.err"; then
+      cat "$out.err" >&2
+      echo "FAILED: inject -f $f with file-key-ref" >&2
+      failed=1
+      continue
+    fi
+    if grep -q 'secret-injector.io/env-from:' "$f"; then
+      # env-from keeps the wrapper: no fileKeyRef, a warning says why.
+      grep -q 'exec wrapper' "$out.err" || { echo "FAILED: $f: no env-from warning" >&2; failed=1; }
+    elif ! grep -q 'fileKeyRef:' "$out"; then
+      echo "FAILED: inject -f $f with file-key-ref added no fileKeyRef" >&2
+      failed=1
+    fi
+    if "$VALIDATE" --strict --quiet -k 1.35.0 "$out"; then
+      echo "ok: inject -f $f with file-key-ref (1.35.0)"
+    else
+      echo "FAILED: inject -f $f with file-key-ref against 1.35.0" >&2
+      failed=1
+    fi
+  done
+fi
+
 if ((failed)); then
   echo "manifest validation failed" >&2
   exit 1

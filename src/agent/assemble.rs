@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use crate::agent::providers::{AgentError, Fetched, Selected, Values};
-use crate::contract::envfile::{EnvFile, is_loader_variable, valid_env_name};
-use crate::contract::names::ENV_FILE_NAME;
-use crate::contract::plan::FetchPlan;
+use crate::contract::envfile::{EnvFile, is_loader_variable, kubelet_env_file, valid_env_name};
+use crate::contract::names::{ENV_FILE_NAME, KUBELET_ENV_FILE_NAME};
+use crate::contract::plan::{EnvDelivery, FetchPlan};
 use crate::contract::reference::SecretRef;
 use crate::contract::render;
 use crate::files::FileOut;
@@ -20,6 +20,8 @@ pub struct Assembled {
     pub env_file: Option<FileOut>,
     /// How many variables the env file holds.
     pub env_vars: usize,
+    /// Whether the env-mode wrapper goes next to the env file (`env_delivery: exec`).
+    pub wrapper: bool,
 }
 
 /// Build every file of `plan` from `values`; nothing is written.
@@ -51,8 +53,18 @@ pub fn assemble(plan: &FetchPlan, values: &Values) -> Result<Assembled, AgentErr
             vars,
         };
         assembled.env_vars = env_file.vars.len();
-        let json = serde_json::to_vec(&env_file).expect("env serializes");
-        assembled.env_file = Some(FileOut::new(ENV_FILE_NAME, json, plan.env_mode_bits()));
+        assembled.wrapper = plan.env_delivery == EnvDelivery::Exec;
+        assembled.env_file = Some(match plan.env_delivery {
+            EnvDelivery::Exec => {
+                let json = serde_json::to_vec(&env_file).expect("env serializes");
+                FileOut::new(ENV_FILE_NAME, json, plan.env_mode_bits())
+            }
+            // Read by the kubelet, for the `fileKeyRef` entries admission added.
+            EnvDelivery::FileKeyRef => {
+                let bytes = kubelet_env_file(&env_file.vars).map_err(AgentError::permanent)?;
+                FileOut::new(KUBELET_ENV_FILE_NAME, bytes, plan.env_mode_bits())
+            }
+        });
     }
     Ok(assembled)
 }
@@ -268,6 +280,45 @@ mod tests {
         let file: EnvFile = serde_json::from_slice(&env.bytes).unwrap();
         assert_eq!(file.vars["DB_PASSWORD"], "pw-1");
         assert_eq!(out.env_vars, 1);
+    }
+
+    /// With `env_delivery: file-key-ref` the env file is the kubelet's `NAME='value'`
+    /// file, without the wrapper; a value it cannot carry fails, naming the variable.
+    #[test]
+    fn file_key_ref_writes_the_kubelet_env_file() {
+        let plan = FetchPlan {
+            env: [
+                (
+                    "DB_PASSWORD".to_string(),
+                    parse("vault:kv/db#password").unwrap(),
+                ),
+                ("DB_USER".to_string(), parse("vault:kv/db#user").unwrap()),
+            ]
+            .into(),
+            env_delivery: EnvDelivery::FileKeyRef,
+            ..FetchPlan::default()
+        };
+        let fetched = |pw: &str| {
+            let serde_json::Value::Object(map) = serde_json::json!({"password": pw, "user": "app"})
+            else {
+                unreachable!()
+            };
+            values(&[("vault:kv/db", Fetched::Map(map))])
+        };
+        let out = assemble(&plan, &fetched("pw #1\nline 2")).unwrap();
+        let env = out.env_file.unwrap();
+        assert_eq!(
+            (env.name.as_str(), env.mode),
+            (KUBELET_ENV_FILE_NAME, 0o444)
+        );
+        assert_eq!(
+            String::from_utf8(env.bytes).unwrap(),
+            "DB_PASSWORD='pw #1\nline 2'\nDB_USER='app'\n"
+        );
+        assert!(!out.wrapper);
+        let e = assemble(&plan, &fetched("it's-secret-5")).unwrap_err();
+        assert!(e.message.contains("`DB_PASSWORD`"), "{e}");
+        assert!(!e.message.contains("secret-5"), "{e}");
     }
 
     /// Failures name the reference they are about, in the field as in the message.

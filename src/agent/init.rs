@@ -75,7 +75,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
 }
 
 /// Write the files into `out_dir` (all or nothing) and, in env mode, the env file and
-/// then a copy of this binary into `env_dir`.
+/// then (unless the kubelet reads the variables) the wrapper into `env_dir`.
 pub fn write(
     assembled: &Assembled,
     out_dir: Option<&Path>,
@@ -100,12 +100,14 @@ pub fn write(
                 dir.display()
             ))
         })?;
-        install_self(dir).map_err(|e| {
-            AgentError::permanent(format!(
-                "cannot copy the secret-injector binary into {}: {e}",
-                dir.display()
-            ))
-        })?;
+        if assembled.wrapper {
+            install_wrapper(dir).map_err(|e| {
+                AgentError::permanent(format!(
+                    "cannot copy the env-mode wrapper into {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
     }
     Ok(())
 }
@@ -130,9 +132,23 @@ pub async fn finish(
     }
 }
 
-/// Copy this binary to `<dir>/bin/secret-injector` for env-mode containers (the app's
-/// image has neither it nor a shell to copy it with).
-fn install_self(dir: &Path) -> crate::Result<()> {
+/// The env-mode wrapper's binary, shipped next to this one in the image: `exec` alone,
+/// a small fraction of this binary's size.
+pub const WRAPPER_BINARY: &str = "secret-injector-exec";
+
+/// Copy the env-mode wrapper ([`WRAPPER_BINARY`], next to this binary) to
+/// `<dir>/bin/secret-injector` for env-mode containers: the app's image has neither it
+/// nor a shell to copy it with. It keeps the name the app's command was rewritten with
+/// ([`crate::contract::names::EXEC_BINARY`]).
+fn install_wrapper(dir: &Path) -> crate::Result<()> {
     let me = std::env::current_exe().map_err(crate::Error::io("find this binary"))?;
-    copy_atomic(&me, &dir.join("bin"), "secret-injector", 0o555)
+    let wrapper = me.with_file_name(WRAPPER_BINARY);
+    if !wrapper.is_file() {
+        return Err(crate::Error::io(format!(
+            "find {} (the image ships it next to {}; see the Dockerfile)",
+            wrapper.display(),
+            me.display()
+        ))(std::io::ErrorKind::NotFound.into()));
+    }
+    copy_atomic(&wrapper, &dir.join("bin"), "secret-injector", 0o555)
 }

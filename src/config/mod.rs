@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::contract::auth::AuthMethod;
 
 mod clouds;
+pub use crate::contract::plan::EnvDelivery;
 use crate::{Error, Result};
 pub use clouds::{AzureConfig, GcpConfig};
 
@@ -27,6 +28,8 @@ pub struct Config {
     pub token_expiration_seconds: i64,
     /// Log level of the injected containers (`RUST_LOG` syntax).
     pub init_log_level: String,
+    /// How `env-<VAR>` values reach the app's environment.
+    pub env_delivery: EnvDelivery,
     pub vault: VaultConfig,
     pub aws: AwsConfig,
     pub gcp: GcpConfig,
@@ -94,6 +97,7 @@ impl Default for Config {
             mount_path: "/secrets".to_string(),
             token_expiration_seconds: 600,
             init_log_level: "info".to_string(),
+            env_delivery: EnvDelivery::default(),
             vault: VaultConfig::default(),
             aws: AwsConfig::default(),
             gcp: GcpConfig::default(),
@@ -228,6 +232,9 @@ impl Config {
             pull_policy: check_choice::<PullPolicy>(&mut value, "/image_pull_policy", |v| {
                 format!("image_pull_policy `{v}` must be Always, IfNotPresent or Never")
             }),
+            env_delivery: check_choice::<EnvDelivery>(&mut value, "/env_delivery", |v| {
+                format!("env_delivery `{v}` must be `exec` or `file-key-ref` (Kubernetes 1.35+)")
+            }),
         };
         let config: Config = serde_json::from_value(value)
             .map_err(|e| Error::Config(format!("invalid config: {e}")))?;
@@ -263,6 +270,7 @@ impl Config {
             }
         }
         problems.extend(choices.pull_policy);
+        problems.extend(choices.env_delivery);
         let urls = std::iter::once(("vault.address", &self.vault.address))
             .chain(
                 self.vault
@@ -376,6 +384,7 @@ struct Choices {
     unknown: Vec<String>,
     auth_method: Option<String>,
     pull_policy: Option<String>,
+    env_delivery: Option<String>,
 }
 
 /// A value at `pointer` that is not one of `T`'s names: a problem, and `T`'s default in
@@ -734,7 +743,7 @@ mod tests {
         assert!(e.to_string().contains("600"), "{e}");
         // A bad enum value is one problem among the others, not the only one reported.
         let e = Config::from_yaml_and_env(
-            "image_pull_policy: sometimes\nmount_path: rel\nvault: {auth_method: ldap}\n",
+            "image_pull_policy: sometimes\nmount_path: rel\nvault: {auth_method: ldap}\nenv_delivery: fileKeyRef\n",
             env(&[]),
         )
         .unwrap_err()
@@ -742,6 +751,7 @@ mod tests {
         for want in [
             "vault.auth_method `ldap` must be `kubernetes` or `jwt`",
             "image_pull_policy `sometimes` must be Always, IfNotPresent or Never",
+            "env_delivery `fileKeyRef` must be `exec` or `file-key-ref` (Kubernetes 1.35+)",
             "mount_path `rel` must be an absolute path",
         ] {
             assert!(e.contains(want), "{want}: {e}");
@@ -753,6 +763,12 @@ mod tests {
                 && at("vault.auth_method") < at("image_pull_policy"),
             "{e}"
         );
+        let c = Config::from_yaml_and_env("env_delivery: file-key-ref\n", env(&[])).unwrap();
+        assert_eq!(c.env_delivery, EnvDelivery::FileKeyRef);
+        let c =
+            Config::from_yaml_and_env("", env(&[("SECRET_INJECTOR_ENV_DELIVERY", "file-key-ref")]))
+                .unwrap();
+        assert_eq!(c.env_delivery, EnvDelivery::FileKeyRef);
         let c = Config::from_yaml_and_env(
             "image_pull_policy: Never\nvault: {auth_method: jwt}\n",
             env(&[("SECRET_INJECTOR_IMAGE_PULL_POLICY", "Always")]),

@@ -24,6 +24,9 @@ pub const EXEC_BINARY: &str = "/secret-injector/bin/secret-injector";
 pub const ENV_FILE: &str = "/secret-injector/env.json";
 /// The env file's name inside the env-mode volume.
 pub const ENV_FILE_NAME: &str = "env.json";
+/// With `env_delivery: file-key-ref`: the env file the kubelet reads (`fileKeyRef.path`
+/// in the env volume), in its `KEY='value'` format.
+pub const KUBELET_ENV_FILE_NAME: &str = "vars.env";
 
 /// Env var carrying the [`super::plan::FetchPlan`] as JSON.
 pub const PLAN_ENV: &str = "SECRET_INJECTOR_PLAN";

@@ -34,6 +34,31 @@ pub struct FetchPlan {
     /// Mode of files without `file-mode-<name>`, and of the env file.
     #[serde(default = "default_mode")]
     pub default_mode: u32,
+    /// How the `env-<VAR>` values reach the app: which env file init writes, and
+    /// whether it copies the wrapper.
+    #[serde(default, skip_serializing_if = "EnvDelivery::is_exec")]
+    pub env_delivery: EnvDelivery,
+}
+
+/// How env mode gives the app its variables (config `env_delivery`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnvDelivery {
+    /// The app's command is wrapped by `exec`, which loads the variables and execs it:
+    /// the values exist only in the process. Any Kubernetes version.
+    #[default]
+    #[serde(rename = "exec")]
+    Exec,
+    /// Kubernetes 1.35+ (EnvFiles, beta): `env-<VAR>` become `env[].valueFrom.fileKeyRef`
+    /// entries the kubelet reads from the file init writes; no wrapper, no command
+    /// needed. A pod with `env-from` (names unknown at admission) keeps the wrapper.
+    #[serde(rename = "file-key-ref")]
+    FileKeyRef,
+}
+
+impl EnvDelivery {
+    pub fn is_exec(&self) -> bool {
+        *self == EnvDelivery::Exec
+    }
 }
 
 fn default_mode() -> u32 {
@@ -50,6 +75,7 @@ impl Default for FetchPlan {
             env_from: Vec::new(),
             env_from_allow: BTreeSet::new(),
             default_mode: default_mode(),
+            env_delivery: EnvDelivery::Exec,
         }
     }
 }

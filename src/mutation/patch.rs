@@ -10,6 +10,7 @@ use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::{Value, json};
 
 use crate::config::Config;
+use crate::contract::plan::EnvDelivery;
 use crate::contract::reference::Provider;
 use crate::mutation::pod::PodView;
 use crate::mutation::spec::{self, InjectionSpec, STATUS, STATUS_INJECTED, Target};
@@ -127,8 +128,9 @@ fn volumes(
         volumes.push(memory_volume(FILES_VOLUME, "16Mi"));
     }
     if spec.plan.env_mode() {
-        // holds a copy of this binary besides the env file
-        volumes.push(memory_volume(ENV_VOLUME, "64Mi"));
+        // The env file, and the exec-only wrapper init copies (under 1 MiB in a
+        // release build): tmpfs counts against the pod's memory, so keep the cap small.
+        volumes.push(memory_volume(ENV_VOLUME, ENV_VOLUME_SIZE));
     }
     for (provider, audience) in token_providers {
         volumes.push(json!({
@@ -158,11 +160,12 @@ fn target_ops(ops: &mut Vec<PatchOperation>, pod: &PodView, spec: &InjectionSpec
         "containers"
     };
     let index = t.index.to_string();
+    let wrapped = plan.env_mode() && plan.env_delivery == EnvDelivery::Exec;
     let mut mounts = Vec::new();
     if !plan.files.is_empty() {
         mounts.push(json!({"name": FILES_VOLUME, "mountPath": spec.mount_path, "readOnly": true}));
     }
-    if plan.env_mode() {
+    if wrapped {
         mounts.push(json!({"name": ENV_VOLUME, "mountPath": ENV_MOUNT_PATH, "readOnly": true}));
     }
     append_all(
@@ -171,7 +174,29 @@ fn target_ops(ops: &mut Vec<PatchOperation>, pod: &PodView, spec: &InjectionSpec
         ct.volume_mounts.is_some(),
         mounts,
     );
-    if plan.env_mode() {
+    if plan.env_delivery == EnvDelivery::FileKeyRef {
+        // The kubelet reads each variable from the file init wrote (Kubernetes 1.35+);
+        // appended after the container's own entries, so the annotation wins, as with
+        // the wrapper.
+        let entries = plan
+            .env
+            .keys()
+            .map(|name| {
+                json!({"name": name, "valueFrom": {"fileKeyRef": {
+                    "volumeName": ENV_VOLUME,
+                    "path": KUBELET_ENV_FILE_NAME,
+                    "key": name,
+                }}})
+            })
+            .collect();
+        append_all(
+            ops,
+            &["spec", list, &index, "env"],
+            ct.env.is_some(),
+            entries,
+        );
+    }
+    if wrapped {
         let original = match &ct.command {
             Some(cmd) if !cmd.is_empty() => cmd.clone(),
             _ => spec.command.clone().unwrap_or_default(),
@@ -210,6 +235,10 @@ fn append_all(ops: &mut Vec<PatchOperation>, path: &[&str], exists: bool, items:
         ops.push(add(ptr(path), Value::Array(items)));
     }
 }
+
+/// The env volume's cap: the wrapper (under 1 MiB) and an env file no larger than what
+/// `execve` accepts for the environment (a few MiB at most on Linux).
+const ENV_VOLUME_SIZE: &str = "8Mi";
 
 fn memory_volume(name: &str, size: &str) -> Value {
     json!({"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": size}})
@@ -600,12 +629,101 @@ mod tests {
         let (out, _) = run(&pod);
         let vols = out["spec"]["volumes"].to_string();
         assert!(!vols.contains(FILES_VOLUME), "{vols}");
-        assert_eq!(out["spec"]["volumes"][0]["emptyDir"]["sizeLimit"], "64Mi");
+        assert_eq!(out["spec"]["volumes"][0]["emptyDir"]["sizeLimit"], "8Mi");
         let args = out["spec"]["initContainers"][0]["args"].to_string();
         assert!(
             !args.contains("--out-dir") && args.contains("--env-dir"),
             "{args}"
         );
+    }
+
+    /// `env_delivery: file-key-ref`: one `fileKeyRef` entry per `env-<VAR>`, appended to
+    /// the container's env; the command, the mounts and a container without `command`
+    /// are left alone. A pod with `env-from` keeps the wrapper, with a warning.
+    #[test]
+    fn file_key_ref_adds_env_entries_instead_of_wrapping() {
+        let cfg = Config {
+            env_delivery: EnvDelivery::FileKeyRef,
+            ..Config::default()
+        };
+        let mutate = |pod: &Value| {
+            let view: PodView = serde_json::from_value(pod.clone()).unwrap();
+            match crate::mutation::mutate(&view, &cfg, &Context::default()) {
+                crate::Outcome::Injected { patch, warnings } => {
+                    let mut out = pod.clone();
+                    json_patch::patch(&mut out, &patch).unwrap();
+                    (out, warnings)
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let pod = json!({
+            "metadata": {"annotations": {
+                "secret-injector.io/env-DB_PASSWORD": "vault:kv/db#password",
+                "secret-injector.io/env-API_KEY": "vault:kv/api#key",
+            }},
+            "spec": {"containers": [
+                {"name": "app", "image": "app:1", "env": [{"name": "MODE", "value": "prod"}]},
+                {"name": "other", "image": "other:1"},
+            ]},
+        });
+        let (out, warnings) = mutate(&pod);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let app = &out["spec"]["containers"][0];
+        let entry = |name: &str| {
+            json!({"name": name, "valueFrom": {"fileKeyRef": {
+                "volumeName": ENV_VOLUME, "path": "vars.env", "key": name}}})
+        };
+        assert_eq!(
+            app["env"],
+            json!([{"name": "MODE", "value": "prod"}, entry("API_KEY"), entry("DB_PASSWORD")])
+        );
+        assert!(
+            app.get("command").is_none() && app.get("volumeMounts").is_none(),
+            "{app}"
+        );
+        assert_eq!(
+            out["spec"]["containers"][1]["env"],
+            json!([entry("API_KEY"), entry("DB_PASSWORD")])
+        );
+        assert_eq!(out["spec"]["volumes"][0]["name"], ENV_VOLUME);
+        let init = &out["spec"]["initContainers"][0];
+        assert!(init["args"].to_string().contains("--env-dir"), "{init}");
+        let plan = init["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == PLAN_ENV)
+            .unwrap()["value"]
+            .as_str()
+            .unwrap();
+        assert!(plan.contains(r#""env_delivery":"file-key-ref""#), "{plan}");
+
+        // env-from: names unknown at admission, so the wrapper (and its `command`).
+        let pod = json!({
+            "metadata": {"annotations": {"secret-injector.io/env-from": "vault:kv/app"}},
+            "spec": {"containers": [{"name": "app", "command": ["/app"]}]},
+        });
+        let (out, warnings) = mutate(&pod);
+        assert_eq!(out["spec"]["containers"][0]["command"][0], EXEC_BINARY);
+        assert!(out["spec"]["containers"][0].get("env").is_none());
+        assert!(
+            warnings.iter().any(|w| w.contains("exec wrapper")),
+            "{warnings:?}"
+        );
+
+        // `secret-injector.io/command` has nothing to do without the wrapper.
+        let pod = json!({
+            "metadata": {"annotations": {
+                "secret-injector.io/env-A": "vault:kv/a#k",
+                "secret-injector.io/command": "[\"/app\"]",
+            }},
+            "spec": {"containers": [{"name": "app"}]},
+        });
+        let (out, warnings) = mutate(&pod);
+        assert!(out["spec"]["containers"][0].get("command").is_none());
+        let ignored = "command is not used with env_delivery file-key-ref";
+        assert!(warnings.iter().any(|w| w.contains(ignored)), "{warnings:?}");
     }
 
     #[test]

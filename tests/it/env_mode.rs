@@ -9,10 +9,11 @@ use serde_json::{Value, json};
 
 use crate::fixtures::{
     CNPG_PASSWORD, DB_PASSWORD, InitRun, JWT_SECRET, STATIC_AWS_KEYS, all_values, aws_only_config,
-    aws_token, bao_with_secrets, config, deployment, moto_with_secrets, run_injected, vault_token,
+    aws_token, bao_with_secrets, config, deployment, moto_with_secrets, run_injected,
+    vault_only_config, vault_token,
 };
 use crate::support::TokenSigner;
-use crate::util::rt;
+use crate::util::{self, rt};
 
 /// What the wrapped app container runs: the binary that init copied, `exec` with the
 /// env file that init wrote, then `command`.
@@ -62,10 +63,20 @@ fn env_mode_loads_variables_into_the_app_process_only() {
     run.assert_no_values();
     bao.assert_nothing_issued_in(&run.output_text());
     let env_dir = run.env_dir();
-    let copied = env_dir.join("bin/secret-injector");
+    // The wrapper copied for the app container is the small exec-only binary, not
+    // the agent (in a release build: about 0.5 MB against 26 MB).
+    let copied = std::fs::read(env_dir.join("bin/secret-injector")).unwrap();
+    let wrapper = std::path::Path::new(env!("CARGO_BIN_EXE_secret-injector-exec"));
     assert!(
-        copied.exists(),
-        "the binary is copied for the app container"
+        copied == std::fs::read(wrapper).unwrap(),
+        "the copy is not {}",
+        wrapper.display()
+    );
+    let agent = std::fs::metadata(util::BIN).unwrap().len();
+    assert!(
+        (copied.len() as u64) < agent,
+        "the wrapper ({} bytes) is not smaller than the agent ({agent} bytes)",
+        copied.len()
     );
     let mode = std::fs::metadata(env_dir.join("env.json"))
         .unwrap()
@@ -114,6 +125,66 @@ fn env_mode_loads_variables_into_the_app_process_only() {
 /// `env-from` loads the keys a secret's writer chose: a loader variable among them
 /// (`LD_PRELOAD`) fails init with one line naming it and the fix, and nothing is
 /// written; the pod's `env-from-allow` lets it through.
+/// `env_delivery: file-key-ref` (Kubernetes 1.35+): the app container keeps its command
+/// (here it has none) and gets `fileKeyRef` entries; init writes the kubelet's env file
+/// from the real store, and copies no wrapper.
+#[test]
+fn file_key_ref_writes_the_kubelet_env_file_and_no_wrapper() {
+    let rt = rt();
+    let signer = TokenSigner::new();
+    let bao = rt.block_on(bao_with_secrets(&signer));
+    let manifest: Value = serde_json::from_str(&deployment(
+        &[
+            ("env-DB_PASSWORD", "vault:secret/data/team-a/db#password"),
+            ("env-DB_USER", "vault:secret/data/team-a/db#username"),
+        ],
+        "app",
+    ))
+    .unwrap();
+    let mut manifest = manifest;
+    let app = &mut manifest["spec"]["template"]["spec"]["containers"][0];
+    app.as_object_mut().unwrap().remove("command");
+    let manifest = manifest.to_string();
+    let config = format!(
+        "{}env_delivery: file-key-ref\n",
+        vault_only_config(&bao.addr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, &config).unwrap();
+    let out = util::run(
+        &["inject", "-f", "-", "--config", cfg.to_str().unwrap()],
+        Some(&manifest),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+    let docs = secret_injector::webhook::inject::parse_documents(
+        std::str::from_utf8(&out.stdout).unwrap(),
+    )
+    .unwrap();
+    let injected = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let app = &injected["spec"]["template"]["spec"]["containers"][0];
+    assert!(app.get("command").is_none(), "{app}");
+    assert_eq!(
+        app["env"][0]["valueFrom"]["fileKeyRef"],
+        json!({"volumeName": "secret-injector-env", "path": "vars.env", "key": "DB_PASSWORD"})
+    );
+
+    let run = run_injected(&manifest, &config, &[vault_token(&signer, "app")], &[]);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    run.assert_no_values();
+    bao.assert_nothing_issued_in(&run.output_text());
+    let env_dir = run.env_dir();
+    let file = std::fs::read_to_string(env_dir.join("vars.env")).unwrap();
+    assert_eq!(
+        file,
+        format!("DB_PASSWORD='{DB_PASSWORD}'\nDB_USER='app'\n")
+    );
+    assert!(!env_dir.join("bin").exists(), "no wrapper is copied");
+    assert!(!env_dir.join("env.json").exists());
+}
+
 #[test]
 fn env_from_refuses_loader_variables_unless_the_pod_allows_them() {
     const PRELOAD: &str = "/nonexistent/preload-canary-Zq7.so";
