@@ -2,6 +2,56 @@
 
 use super::*;
 
+/// Most checked bytes the template cache keeps before it starts over.
+const TEMPLATE_CACHE_BYTES: usize = 4 << 20;
+
+/// [`render::check`], remembered by (template name, declared secret names, source): the
+/// check is pure, and the pods of one workload repeat the same templates, so each
+/// distinct one is parsed and checked once. Bounded to [`TEMPLATE_CACHE_BYTES`] of keys
+/// and messages; when full it is emptied, so a flood of distinct templates costs what
+/// it would cost without the cache.
+pub(super) fn check_template(
+    name: &str,
+    src: &str,
+    declared: &BTreeSet<String>,
+) -> Result<(), String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Cache = (usize, HashMap<String, Result<(), String>>);
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    // NUL cannot occur in a secret name or an annotation key: the parts cannot run
+    // into each other.
+    let mut key = String::with_capacity(name.len() + src.len() + 16 * declared.len() + 2);
+    key.push_str(name);
+    key.push('\0');
+    for d in declared {
+        key.push_str(d);
+        key.push('\0');
+    }
+    key.push('\0');
+    key.push_str(src);
+    let cache = CACHE.get_or_init(Default::default);
+    let lock = || {
+        cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    if let Some(known) = lock().1.get(&key) {
+        return known.clone();
+    }
+    let result = render::check(name, src, declared);
+    let cost = key.len() + result.as_ref().err().map_or(0, String::len);
+    let mut guard = lock();
+    let (bytes, map) = &mut *guard;
+    if *bytes + cost > TEMPLATE_CACHE_BYTES {
+        map.clear();
+        *bytes = 0;
+    }
+    *bytes += cost;
+    map.insert(key, result.clone());
+    result
+}
+
 pub(super) fn check_reserved_names(c: &mut Collector, pod: &PodView) {
     const RESERVED: &str = "secret-injector-";
     if let Some(v) = pod.volumes().iter().find(|v| v.name.starts_with(RESERVED)) {
@@ -297,4 +347,33 @@ pub(super) fn is_name(s: &str, extra: &str) -> bool {
         && s.len() <= 253
         && s.chars()
             .all(|ch| ch.is_ascii_alphanumeric() || extra.contains(ch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache answers what the check answers, for each (name, declared, source):
+    /// the same source with other declared secrets is checked again.
+    #[test]
+    fn template_cache_answers_what_the_check_answers() {
+        let declared =
+            |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+        let src = "{{ secrets.db.password }}";
+        for _ in 0..2 {
+            assert_eq!(check_template("dsn", src, &declared(&["db"])), Ok(()));
+            let e = check_template("dsn", src, &declared(&["api"])).unwrap_err();
+            assert_eq!(Err(e), render::check("dsn", src, &declared(&["api"])));
+            let bad = "{{ env('HOME') }}";
+            assert_eq!(
+                check_template("dsn", bad, &declared(&["db"])),
+                render::check("dsn", bad, &declared(&["db"]))
+            );
+            assert!(check_template("dsn", bad, &declared(&["db"])).is_err());
+            // Same text, another name: `username` is the own secret's field only for `db`.
+            let own = "{{ username }}";
+            assert_eq!(check_template("db", own, &declared(&["db"])), Ok(()));
+            assert!(check_template("dsn", own, &declared(&["db"])).is_err());
+        }
+    }
 }

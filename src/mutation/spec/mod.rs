@@ -352,7 +352,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     // Templates: syntax and names, against every declared secret.
     let declared: BTreeSet<String> = plan.secrets.keys().cloned().collect();
     for (name, src) in &plan.templates {
-        if let Err(m) = render::check(name, src, &declared) {
+        if let Err(m) = check_template(name, src, &declared) {
             c.push(&format!("template-{name}"), m);
         }
     }
