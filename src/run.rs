@@ -310,9 +310,10 @@ fn agent_failure(program: &'static str, error: anyhow::Error) -> Failure {
     }
 }
 
+/// One thread: the agent waits on the network; its CPU work (TLS, JSON, templates) is
+/// milliseconds. Fewer threads, fewer malloc arenas and stacks: a smaller pod.
 fn agent_runtime(program: &'static str) -> std::result::Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| agent_failure(program, anyhow!("cannot start the async runtime: {e}")))
