@@ -7,12 +7,17 @@
 //! metrics and the log line of every review. Every answer's length is checked, so a
 //! denial or an error page counts as an error, not as speed.
 //!
-//! Three shapes of traffic, each against both servers:
+//! A second baseline, `canned`, answers the same bytes without parsing anything: the
+//! distance to it is the whole cost of reading a review.
+//!
+//! Four shapes of traffic, each against all three servers:
 //! - HTTP/2, one connection, 64 concurrent streams (how kube-apiserver calls a webhook);
 //! - HTTP/1.1, 16 keep-alive connections;
 //! - a new TLS connection for every request, a full handshake without resumption as
 //!   Go clients make (capped at 4000 requests, so this run is shorter than
-//!   `LOAD_SECONDS`, and TIME_WAIT does not exhaust the client's ephemeral ports).
+//!   `LOAD_SECONDS`, and TIME_WAIT does not exhaust the client's ephemeral ports);
+//! - HTTP/2 at a fixed 1,000 reviews/s (open loop: each request is timed from when it
+//!   was due, so a server that falls behind shows it in p99).
 //!
 //! Prints requests/s, p50/p99 latency and server CPU per request for both, the
 //! webhook/baseline ratios, the time the webhook spent inside `admission::review` (from
@@ -43,7 +48,8 @@ use secret_injector::webhook::server::{self, Limits};
 use support::{free_port, rustls_client_config, wait_http};
 
 /// When set, this binary is the baseline server, with arguments
-/// `PORT CERT KEY RESPONSE_LEN`.
+/// `PORT CERT KEY RESPONSE_LEN MODE`: MODE `parse` parses each body into a
+/// `serde_json::Value` first, `canned` answers without looking at it (the limit).
 const BASELINE_ENV: &str = "SECRET_INJECTOR_LOAD_BASELINE";
 
 fn main() {
@@ -71,6 +77,7 @@ fn baseline_server() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let (port, cert, key, len): (u16, &str, &str, usize) =
         (a[0].parse().unwrap(), &a[1], &a[2], a[3].parse().unwrap());
+    let parse = a[4] == "parse";
     let config = secret_injector::webhook::tls::server_config(
         &std::fs::read(cert).unwrap(),
         &std::fs::read(key).unwrap(),
@@ -84,8 +91,10 @@ fn baseline_server() {
             axum::routing::post(move |body: Bytes| {
                 let canned = canned.clone();
                 async move {
-                    let v: Value = serde_json::from_slice(&body).unwrap();
-                    std::hint::black_box(v);
+                    if parse {
+                        let v: Value = serde_json::from_slice(&body).unwrap();
+                        std::hint::black_box(v);
+                    }
                     ([(header::CONTENT_TYPE, "application/json")], canned)
                 }
             }),
@@ -157,15 +166,20 @@ struct Shape {
     reuse_connections: bool,
     /// Stop after this many requests even if time is left (TIME_WAIT on the client).
     max_requests: usize,
+    /// Open loop: requests per second across all workers, each sent at its scheduled
+    /// time and timed from it (a late start counts as latency). `None`: as fast as
+    /// the server answers.
+    rate: Option<f64>,
 }
 
-const SHAPES: [Shape; 3] = [
+const SHAPES: [Shape; 4] = [
     Shape {
         name: "HTTP/2, 1 connection, 64 streams",
         workers: 64,
         http2: true,
         reuse_connections: true,
         max_requests: usize::MAX,
+        rate: None,
     },
     Shape {
         name: "HTTP/1.1, 16 keep-alive connections",
@@ -173,6 +187,7 @@ const SHAPES: [Shape; 3] = [
         http2: false,
         reuse_connections: true,
         max_requests: usize::MAX,
+        rate: None,
     },
     Shape {
         name: "new TLS connection (full handshake) per request, 8 at once",
@@ -180,6 +195,15 @@ const SHAPES: [Shape; 3] = [
         http2: false,
         reuse_connections: false,
         max_requests: 4000,
+        rate: None,
+    },
+    Shape {
+        name: "HTTP/2, 1 connection, 1,000 reviews/s (open loop)",
+        workers: 64,
+        http2: true,
+        reuse_connections: true,
+        max_requests: usize::MAX,
+        rate: Some(1000.0),
     },
 ];
 
@@ -240,8 +264,10 @@ async fn drive(server: &Server, shape: &Shape, load: &Load, duration: Duration) 
     let start = Instant::now();
     let stop = start + duration;
     let budget = Arc::new(std::sync::atomic::AtomicUsize::new(shape.max_requests));
+    // Open loop: worker w sends its k-th request at start + (k * workers + w) / rate.
+    let period = shape.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let tasks: Vec<_> = (0..shape.workers)
-        .map(|_| {
+        .map(|w| {
             let (client, url, body, budget, answer_len) = (
                 client.clone(),
                 server.url.clone(),
@@ -249,8 +275,10 @@ async fn drive(server: &Server, shape: &Shape, load: &Load, duration: Duration) 
                 budget.clone(),
                 load.answer_len,
             );
+            let workers = shape.workers as u32;
             tokio::spawn(async move {
                 let (mut latencies, mut errors) = (Vec::new(), 0usize);
+                let mut k = 0u32;
                 while Instant::now() < stop
                     && budget
                         .fetch_update(
@@ -260,7 +288,18 @@ async fn drive(server: &Server, shape: &Shape, load: &Load, duration: Duration) 
                         )
                         .is_ok()
                 {
-                    let t = Instant::now();
+                    let t = match period {
+                        Some(p) => {
+                            let due = start + p * (k * workers + w as u32);
+                            k += 1;
+                            if due >= stop {
+                                break;
+                            }
+                            tokio::time::sleep_until(due.into()).await;
+                            due
+                        }
+                        None => Instant::now(),
+                    };
                     let sent = client
                         .post(&url)
                         .header(header::CONTENT_TYPE, "application/json")
@@ -336,6 +375,50 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// Start this binary as a baseline server (`mode`: `parse` or `canned`) answering
+/// `response_len` bytes, and wait until it answers.
+async fn start_baseline(
+    name: &'static str,
+    mode: &str,
+    cert: &Path,
+    key: &Path,
+    response_len: usize,
+    probe: &reqwest::Client,
+    body: &Bytes,
+) -> Server {
+    let port = free_port();
+    let mut server = Server {
+        name,
+        child: Command::new(std::env::current_exe().unwrap())
+            .env(BASELINE_ENV, "1")
+            .arg(port.to_string())
+            .arg(cert)
+            .arg(key)
+            .arg(response_len.to_string())
+            .arg(mode)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        url: format!("https://127.0.0.1:{port}/mutate"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while probe
+        .post(&server.url)
+        .body(body.clone())
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("{name} exited: {status}");
+        }
+        assert!(Instant::now() < deadline, "{name} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
@@ -409,38 +492,21 @@ async fn run(duration: Duration) {
     assert!(response["patch"].is_string(), "no patch: {answer}");
     let response_len = raw.len();
 
-    let bport = free_port();
-    let mut baseline = Server {
-        name: "baseline",
-        child: Command::new(std::env::current_exe().unwrap())
-            .env(BASELINE_ENV, "1")
-            .arg(bport.to_string())
-            .arg(&cert)
-            .arg(&key)
-            .arg(response_len.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-        url: format!("https://127.0.0.1:{bport}/mutate"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while probe
-        .post(&baseline.url)
-        .body(body.clone())
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        if let Ok(Some(status)) = baseline.child.try_wait() {
-            panic!("baseline exited: {status}");
-        }
-        assert!(Instant::now() < deadline, "baseline did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let baseline = start_baseline(
+        "baseline",
+        "parse",
+        &cert,
+        &key,
+        response_len,
+        &probe,
+        &body,
+    )
+    .await;
+    let canned = start_baseline("canned", "canned", &cert, &key, response_len, &probe, &body).await;
     let rest = [
         webhook.proc_status_kib("VmRSS:"),
         baseline.proc_status_kib("VmRSS:"),
+        canned.proc_status_kib("VmRSS:"),
     ];
 
     let load = Load {
@@ -457,10 +523,11 @@ async fn run(duration: Duration) {
     );
     for shape in &SHAPES {
         // Warm both up (connections, allocator, branch predictors), then measure.
-        for s in [&baseline, &webhook] {
+        for s in [&canned, &baseline, &webhook] {
             drive(s, shape, &load, Duration::from_millis(500)).await;
         }
         let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
+        let c = drive(&canned, shape, &load, duration).await;
         let b = drive(&baseline, shape, &load, duration).await;
         let before = review_seconds(&plain, &metrics_url).await;
         let w = drive(&webhook, shape, &load, duration).await;
@@ -479,7 +546,7 @@ async fn run(duration: Duration) {
             "  {:<9} {:>10} {:>10} {:>10} {:>12} {:>7}",
             "", "req/s", "p50", "p99", "CPU/request", "errors"
         );
-        for (name, m) in [("baseline", &b), ("webhook", &w)] {
+        for (name, m) in [("canned", &c), ("baseline", &b), ("webhook", &w)] {
             println!(
                 "  {:<9} {:>10.0} {:>10} {:>10} {:>12} {:>7}",
                 name,
@@ -505,14 +572,27 @@ async fn run(duration: Duration) {
             ),
         );
         println!(
+            "  ratio webhook/canned (no parse at all: the limit): throughput {:.2}x, p99 {:.2}x, CPU/request {:.2}x",
+            ratio(w.rps(), c.rps()),
+            ratio(
+                w.quantile(0.99).as_secs_f64(),
+                c.quantile(0.99).as_secs_f64()
+            ),
+            ratio(
+                w.cpu_per_request().as_secs_f64(),
+                c.cpu_per_request().as_secs_f64()
+            ),
+        );
+        println!(
             "  webhook time inside admission::review (its /metrics): {} per review",
             us(in_review)
         );
         assert_eq!(w.errors, 0, "the webhook failed requests under load");
         assert_eq!(b.errors, 0, "the baseline failed requests under load");
+        assert_eq!(c.errors, 0, "the canned server failed requests under load");
     }
     println!("\nresident memory (RSS)");
-    for (i, s) in [&webhook, &baseline].into_iter().enumerate() {
+    for (i, s) in [&webhook, &baseline, &canned].into_iter().enumerate() {
         println!(
             "  {:<9} at rest {:>6} KiB, peak {:>6} KiB",
             s.name,
