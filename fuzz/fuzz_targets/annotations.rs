@@ -40,6 +40,6 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Outcome::Injected { patch, .. } = mutate(&view, &Config::default(), &Context::default())
     {
-        json_patch::patch(&mut pod, &patch).expect("the patch applies to its pod");
+        json_patch::patch(&mut pod, &patch.to_json_patch()).expect("the patch applies to its pod");
     }
 });

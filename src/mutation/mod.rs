@@ -14,7 +14,7 @@ use spec::{Context, Decision, Problems};
 pub enum Outcome {
     Skipped(&'static str),
     Injected {
-        patch: json_patch::Patch,
+        patch: patch::Patch,
         warnings: Vec<String>,
     },
     Denied(Problems),

@@ -6,7 +6,8 @@
 //! Non-selected containers are never touched.
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -35,8 +36,36 @@ fn ptr(tokens: &[&str]) -> PointerBuf {
     PointerBuf::from_tokens(tokens.iter().copied())
 }
 
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
+/// An RFC 6902 JSON Patch whose values are already serialized: admission writes it out
+/// as it is, and the init container, the largest value, goes from typed structs
+/// straight to bytes ([`InitContainer`]) without a `serde_json::Value` tree.
+#[derive(Clone, Debug, Serialize)]
+#[serde(transparent)]
+pub struct Patch(pub Vec<Op>);
+
+/// One operation: `add`, or `replace` for a wrapped command; the patch never removes.
+#[derive(Clone, Debug, Serialize)]
+pub struct Op {
+    op: &'static str,
+    path: PointerBuf,
+    value: Box<RawValue>,
+}
+
+impl Patch {
+    /// The same patch as a `json_patch::Patch`, to apply it to a document (`inject -f`).
+    pub fn to_json_patch(&self) -> json_patch::Patch {
+        let text = serde_json::to_string(self).expect("a patch serializes");
+        serde_json::from_str(&text).expect("the patch is a JSON Patch")
+    }
+}
+
+fn op(op: &'static str, path: PointerBuf, value: &impl Serialize) -> Op {
+    let value = serde_json::value::to_raw_value(value).expect("patch values serialize");
+    Op { op, path, value }
+}
+
+fn add(path: PointerBuf, value: impl Serialize) -> Op {
+    op("add", path, &value)
 }
 
 /// Advice when `aws:` references have no identity the webhook can see: the SDK's default
@@ -110,9 +139,9 @@ pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
         .and_then(|s| s.init_containers.as_ref())
         .is_some()
     {
-        ops.push(add(ptr(&["spec", "initContainers", "0"]), init));
+        ops.push(add(ptr(&["spec", "initContainers", "0"]), &init));
     } else {
-        ops.push(add(ptr(&["spec", "initContainers"]), json!([init])));
+        ops.push(add(ptr(&["spec", "initContainers"]), [&init]));
     }
     Patch(ops)
 }
@@ -151,7 +180,7 @@ fn volumes(
 }
 
 /// The mounts of one selected container, and in env mode its wrapped command.
-fn target_ops(ops: &mut Vec<PatchOperation>, pod: &PodView, spec: &InjectionSpec, t: &Target) {
+fn target_ops(ops: &mut Vec<Op>, pod: &PodView, spec: &InjectionSpec, t: &Target) {
     let plan = &spec.plan;
     let ct = spec::container(pod, t);
     let list = if t.init {
@@ -209,19 +238,17 @@ fn target_ops(ops: &mut Vec<PatchOperation>, pod: &PodView, spec: &InjectionSpec
         ];
         wrapped.extend(original);
         let path = ptr(&["spec", list, &index, "command"]);
-        ops.push(if ct.command.is_some() {
-            PatchOperation::Replace(ReplaceOperation {
-                path,
-                value: json!(wrapped),
-            })
+        let kind = if ct.command.is_some() {
+            "replace"
         } else {
-            add(path, json!(wrapped))
-        });
+            "add"
+        };
+        ops.push(op(kind, path, &wrapped));
     }
 }
 
 /// Append `items` to the array at `path`, creating it when the pod has none.
-fn append_all(ops: &mut Vec<PatchOperation>, path: &[&str], exists: bool, items: Vec<Value>) {
+fn append_all(ops: &mut Vec<Op>, path: &[&str], exists: bool, items: Vec<Value>) {
     if items.is_empty() {
         return;
     }
@@ -317,17 +344,137 @@ fn copied_aws_identity(pod: &PodView, spec: &InjectionSpec) -> Option<CopiedAws>
     None
 }
 
-fn env(name: &str, value: impl Into<String>) -> Value {
-    json!({"name": name, "value": value.into()})
+/// The injected container, serialized from these typed fields straight to bytes, in the
+/// field order the API server has always received.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitContainer<'a> {
+    name: &'static str,
+    image: &'a str,
+    image_pull_policy: &'a crate::config::PullPolicy,
+    args: Vec<String>,
+    env: Vec<EnvVar<'a>>,
+    resources: Resources<'a>,
+    security_context: SecurityContext,
+    volume_mounts: Vec<Mount<'a>>,
+    termination_message_policy: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart_policy: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    startup_probe: Option<Probe>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    liveness_probe: Option<Probe>,
 }
 
-fn init_container(
+#[derive(Serialize)]
+struct Resources<'a> {
+    requests: &'a std::collections::BTreeMap<String, String>,
+    limits: &'a std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EnvVar<'a> {
+    Value {
+        name: &'a str,
+        value: std::borrow::Cow<'a, str>,
+    },
+    /// The downward API: `valueFrom.fieldRef.fieldPath`.
+    Field {
+        name: &'static str,
+        #[serde(rename = "valueFrom")]
+        value_from: FieldRef,
+    },
+    /// As the app container has it (its EKS identity).
+    Copied(&'a Value),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FieldRef {
+    field_ref: FieldPath,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FieldPath {
+    field_path: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Mount<'a> {
+    Own {
+        name: String,
+        #[serde(rename = "mountPath")]
+        mount_path: String,
+        #[serde(rename = "readOnly", skip_serializing_if = "Option::is_none")]
+        read_only: Option<bool>,
+    },
+    /// As the app container has it (its EKS identity's token).
+    Copied(&'a Value),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SecurityContext {
+    run_as_non_root: bool,
+    run_as_user: i64,
+    allow_privilege_escalation: bool,
+    capabilities: Capabilities,
+    read_only_root_filesystem: bool,
+    seccomp_profile: Seccomp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_as_group: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Capabilities {
+    drop: [&'static str; 1],
+}
+
+#[derive(Serialize)]
+struct Seccomp {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe {
+    http_get: HttpGet,
+    period_seconds: u32,
+    failure_threshold: u32,
+}
+
+#[derive(Serialize)]
+struct HttpGet {
+    path: &'static str,
+    port: u16,
+}
+
+fn env<'a>(name: &'a str, value: impl Into<std::borrow::Cow<'a, str>>) -> EnvVar<'a> {
+    EnvVar::Value {
+        name,
+        value: value.into(),
+    }
+}
+
+fn mount<'a>(name: impl Into<String>, mount_path: impl Into<String>, read_only: bool) -> Mount<'a> {
+    Mount::Own {
+        name: name.into(),
+        mount_path: mount_path.into(),
+        read_only: read_only.then_some(true),
+    }
+}
+
+fn init_container<'a>(
     pod: &PodView,
-    spec: &InjectionSpec,
-    config: &Config,
+    spec: &'a InjectionSpec,
+    config: &'a Config,
     token_providers: &[(Provider, &String)],
-    copied_aws: Option<&CopiedAws>,
-) -> Value {
+    copied_aws: Option<&'a CopiedAws>,
+) -> InitContainer<'a> {
     let plan = &spec.plan;
     let command = if spec.refresh_interval.is_some() {
         "refresh"
@@ -338,28 +485,30 @@ fn init_container(
     let mut mounts = Vec::new();
     if !plan.files.is_empty() {
         args.push(format!("--out-dir={INIT_FILES_DIR}"));
-        mounts.push(json!({"name": FILES_VOLUME, "mountPath": INIT_FILES_DIR}));
+        mounts.push(mount(FILES_VOLUME, INIT_FILES_DIR, false));
     }
     if plan.env_mode() {
         args.push(format!("--env-dir={INIT_ENV_DIR}"));
-        mounts.push(json!({"name": ENV_VOLUME, "mountPath": INIT_ENV_DIR}));
+        mounts.push(mount(ENV_VOLUME, INIT_ENV_DIR, false));
     }
     for (provider, _) in token_providers {
-        mounts.push(json!({
-            "name": token_volume(*provider),
-            "mountPath": token_dir(*provider),
-            "readOnly": true,
-        }));
+        mounts.push(mount(token_volume(*provider), token_dir(*provider), true));
     }
 
+    let field = |name, field_path| EnvVar::Field {
+        name,
+        value_from: FieldRef {
+            field_ref: FieldPath { field_path },
+        },
+    };
     let mut envs = vec![
         env(
             PLAN_ENV,
             serde_json::to_string(plan).expect("plan serializes"),
         ),
-        env(LOG_ENV, config.init_log_level.clone()),
-        json!({"name": POD_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
-        json!({"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        env(LOG_ENV, config.init_log_level.as_str()),
+        field(POD_NAMESPACE_ENV, "metadata.namespace"),
+        field(POD_NAME_ENV, "metadata.name"),
     ];
     if plan.uses(Provider::Vault) {
         envs.extend(vault_env(spec, config));
@@ -379,21 +528,27 @@ fn init_container(
     if plan.uses_aws() {
         envs.extend(aws_env(spec, config, copied_aws));
         if let Some(copied) = copied_aws {
-            mounts.extend(copied.mounts.iter().cloned());
+            mounts.extend(copied.mounts.iter().map(Mount::Copied));
         }
     }
 
-    let mut container = json!({
-        "name": INIT_CONTAINER,
-        "image": config.image,
-        "imagePullPolicy": config.image_pull_policy,
-        "args": args,
-        "env": envs,
-        "resources": {"requests": config.resources.requests, "limits": config.resources.limits},
-        "securityContext": security_context(pod, spec),
-        "volumeMounts": mounts,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    });
+    let mut container = InitContainer {
+        name: INIT_CONTAINER,
+        image: &config.image,
+        image_pull_policy: &config.image_pull_policy,
+        args,
+        env: envs,
+        resources: Resources {
+            requests: &config.resources.requests,
+            limits: &config.resources.limits,
+        },
+        security_context: security_context(pod, spec),
+        volume_mounts: mounts,
+        termination_message_policy: "FallbackToLogsOnError",
+        restart_policy: None,
+        startup_probe: None,
+        liveness_probe: None,
+    };
     if let Some(interval) = spec.refresh_interval {
         as_sidecar(&mut container, interval, spec.reload_url.as_deref());
     }
@@ -404,76 +559,84 @@ fn init_container(
 /// container with `restartPolicy: Always`, GA since Kubernetes 1.33): the kubelet
 /// starts the app containers once its startup probe passes, that is once the first
 /// files are written, and stops it after them, so Jobs still complete.
-fn as_sidecar(container: &mut Value, interval: std::time::Duration, reload_url: Option<&str>) {
-    container["name"] = json!(REFRESH_CONTAINER);
-    container["restartPolicy"] = json!("Always");
-    let envs = container["env"].as_array_mut().expect("env is a list");
-    envs.push(env(
+fn as_sidecar<'a>(
+    container: &mut InitContainer<'a>,
+    interval: std::time::Duration,
+    reload_url: Option<&'a str>,
+) {
+    container.name = REFRESH_CONTAINER;
+    container.restart_policy = Some("Always");
+    container.env.push(env(
         REFRESH_INTERVAL_ENV,
         humantime::format_duration(interval).to_string(),
     ));
     if let Some(url) = reload_url {
-        envs.push(env(RELOAD_URL_ENV, url));
+        container.env.push(env(RELOAD_URL_ENV, url));
     }
-    let probe = |path: &str| json!({"httpGet": {"path": path, "port": PROBE_PORT}});
+    let probe = |path, period_seconds, failure_threshold| Probe {
+        http_get: HttpGet {
+            path,
+            port: PROBE_PORT,
+        },
+        period_seconds,
+        failure_threshold,
+    };
     // The first fetch may retry for init's 2m deadline: 5 minutes before a restart.
-    let mut startup = probe("/readyz");
-    startup["periodSeconds"] = json!(2);
-    startup["failureThreshold"] = json!(150);
-    let mut liveness = probe("/healthz");
-    liveness["periodSeconds"] = json!(30);
-    liveness["failureThreshold"] = json!(3);
-    container["startupProbe"] = startup;
-    container["livenessProbe"] = liveness;
+    container.startup_probe = Some(probe("/readyz", 2, 150));
+    container.liveness_probe = Some(probe("/healthz", 30, 3));
 }
 
 /// How the init container reaches Vault and as whom.
-fn vault_env(spec: &InjectionSpec, config: &Config) -> Vec<Value> {
+fn vault_env<'a>(spec: &'a InjectionSpec, config: &'a Config) -> Vec<EnvVar<'a>> {
     let v = &spec.vault;
     let mut envs = vec![
-        env(VAULT_ADDR_ENV, v.address.clone()),
-        env(VAULT_ROLE_ENV, v.role.clone()),
-        env(VAULT_AUTH_PATH_ENV, v.auth_path.clone()),
+        env(VAULT_ADDR_ENV, v.address.as_str()),
+        env(VAULT_ROLE_ENV, v.role.as_str()),
+        env(VAULT_AUTH_PATH_ENV, v.auth_path.as_str()),
         env(VAULT_AUTH_METHOD_ENV, v.auth_method.to_string()),
         env(VAULT_TOKEN_FILE_ENV, token_path(Provider::Vault)),
     ];
     if let Some(pem) = &config.vault.ca_pem {
-        envs.push(env(VAULT_CA_PEM_ENV, pem.clone()));
+        envs.push(env(VAULT_CA_PEM_ENV, pem.as_str()));
     }
     if !config.vault.namespace.is_empty() {
-        envs.push(env(VAULT_NAMESPACE_ENV, config.vault.namespace.clone()));
+        envs.push(env(VAULT_NAMESPACE_ENV, config.vault.namespace.as_str()));
     }
     envs
 }
 
 /// The AWS region, endpoints and identity of the init container.
-fn aws_env(spec: &InjectionSpec, config: &Config, copied_aws: Option<&CopiedAws>) -> Vec<Value> {
+fn aws_env<'a>(
+    spec: &'a InjectionSpec,
+    config: &'a Config,
+    copied_aws: Option<&'a CopiedAws>,
+) -> Vec<EnvVar<'a>> {
     // The app's own region (set by the EKS webhook, say) unless the pod names one.
-    let app_region = copied_aws.and_then(|c| c.region.clone());
+    let app_region = copied_aws.and_then(|c| c.region.as_deref());
     let region = match app_region {
         Some(r) if !spec.aws.region_explicit => r,
-        _ => spec.aws.region.clone(),
+        _ => spec.aws.region.as_str(),
     };
     let mut envs = vec![env(AWS_REGION_ENV, region)];
     if !config.aws.endpoint_url.is_empty() {
-        envs.push(env(AWS_ENDPOINT_URL_ENV, config.aws.endpoint_url.clone()));
+        envs.push(env(AWS_ENDPOINT_URL_ENV, config.aws.endpoint_url.as_str()));
     }
     if !config.aws.secretsmanager_endpoint_url.is_empty() {
         envs.push(env(
             AWS_ENDPOINT_URL_SECRETS_MANAGER_ENV,
-            config.aws.secretsmanager_endpoint_url.clone(),
+            config.aws.secretsmanager_endpoint_url.as_str(),
         ));
     }
     if !config.aws.ssm_endpoint_url.is_empty() {
         envs.push(env(
             AWS_ENDPOINT_URL_SSM_ENV,
-            config.aws.ssm_endpoint_url.clone(),
+            config.aws.ssm_endpoint_url.as_str(),
         ));
     }
     if let Some(copied) = copied_aws {
-        envs.extend(copied.env.iter().cloned());
+        envs.extend(copied.env.iter().map(EnvVar::Copied));
     } else if let Some(arn) = &spec.aws.role_arn {
-        envs.push(env(AWS_ROLE_ARN_ENV, arn.clone()));
+        envs.push(env(AWS_ROLE_ARN_ENV, arn.as_str()));
         envs.push(env(
             AWS_WEB_IDENTITY_TOKEN_FILE_ENV,
             token_path(Provider::Aws),
@@ -485,23 +648,22 @@ fn aws_env(spec: &InjectionSpec, config: &Config, copied_aws: Option<&CopiedAws>
 
 /// Non-root, nothing writable but the memory volumes, no capabilities; the app's user
 /// when the pod names one, so the files belong to the app.
-fn security_context(pod: &PodView, spec: &InjectionSpec) -> Value {
+fn security_context(pod: &PodView, spec: &InjectionSpec) -> SecurityContext {
     let (uid, gid) = match spec::app_user(pod, &spec.targets) {
         Some((uid, gid)) => (uid, gid),
         None => (DEFAULT_UID, Some(DEFAULT_UID)),
     };
-    let mut security = json!({
-        "runAsNonRoot": true,
-        "runAsUser": uid,
-        "allowPrivilegeEscalation": false,
-        "capabilities": {"drop": ["ALL"]},
-        "readOnlyRootFilesystem": true,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    });
-    if let Some(gid) = gid {
-        security["runAsGroup"] = json!(gid);
+    SecurityContext {
+        run_as_non_root: true,
+        run_as_user: uid,
+        allow_privilege_escalation: false,
+        capabilities: Capabilities { drop: ["ALL"] },
+        read_only_root_filesystem: true,
+        seccomp_profile: Seccomp {
+            kind: "RuntimeDefault",
+        },
+        run_as_group: gid,
     }
-    security
 }
 
 #[cfg(test)]
@@ -517,7 +679,7 @@ mod tests {
         };
         let patch = build(&view, &spec, &cfg);
         let mut out = pod.clone();
-        json_patch::patch(&mut out, &patch).unwrap();
+        json_patch::patch(&mut out, &patch.to_json_patch()).unwrap();
         (out, patch)
     }
 
@@ -542,7 +704,7 @@ mod tests {
         bare.metadata.annotations = None;
         let patch = build(&bare, &spec, &cfg);
         let mut out = pod.clone();
-        json_patch::patch(&mut out, &patch).unwrap();
+        json_patch::patch(&mut out, &patch.to_json_patch()).unwrap();
         assert_eq!(out["metadata"]["annotations"][STATUS], "injected");
         assert_eq!(out["spec"]["initContainers"][0]["name"], INIT_CONTAINER);
         assert_eq!(out["spec"]["volumes"][0]["emptyDir"]["medium"], "Memory");
@@ -651,7 +813,7 @@ mod tests {
             match crate::mutation::mutate(&view, &cfg, &Context::default()) {
                 crate::Outcome::Injected { patch, warnings } => {
                     let mut out = pod.clone();
-                    json_patch::patch(&mut out, &patch).unwrap();
+                    json_patch::patch(&mut out, &patch.to_json_patch()).unwrap();
                     (out, warnings)
                 }
                 other => panic!("{other:?}"),

@@ -207,7 +207,7 @@ fn inject_doc(
     match mutate(&pod, config, &ctx) {
         Outcome::Skipped(_) => {}
         Outcome::Injected { patch, warnings } => {
-            if let Err(e) = json_patch::patch(template, &patch) {
+            if let Err(e) = json_patch::patch(template, &patch.to_json_patch()) {
                 problems.push(format!("{name}: internal error applying the patch: {e}"));
                 return;
             }

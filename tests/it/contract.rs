@@ -144,7 +144,7 @@ fn injected_with(config: &Config, annotations: Value, containers: Value) -> (Val
     let Outcome::Injected { patch, .. } = mutate(&view, config, &ctx) else {
         panic!("not injected");
     };
-    json_patch::patch(&mut pod, &patch).unwrap();
+    json_patch::patch(&mut pod, &patch.to_json_patch()).unwrap();
     let init = pod["spec"]["initContainers"][0].clone();
     assert!(
         init["name"] == names::INIT_CONTAINER || init["name"] == names::REFRESH_CONTAINER,
