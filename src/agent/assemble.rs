@@ -22,6 +22,12 @@ pub struct Assembled {
     pub env_vars: usize,
     /// Whether the env-mode wrapper goes next to the env file (`env_delivery: exec`).
     pub wrapper: bool,
+    /// Why the kubelet's env file (`env_delivery: file-key-ref`) could not be made, naming
+    /// the variable: [`init::write`](crate::agent::init::write) fails with it. Not an
+    /// error of the whole assembly, so a refresh sidecar, which wrote the env file once,
+    /// keeps rotating the files when a value later gains a character the format cannot
+    /// carry.
+    pub env_error: Option<String>,
 }
 
 /// Build every file of `plan` from `values`; nothing is written.
@@ -60,10 +66,13 @@ pub fn assemble(plan: &FetchPlan, values: &Values) -> Result<Assembled, AgentErr
                 FileOut::new(ENV_FILE_NAME, json, plan.env_mode_bits())
             }
             // Read by the kubelet, for the `fileKeyRef` entries admission added.
-            EnvDelivery::FileKeyRef => {
-                let bytes = kubelet_env_file(&env_file.vars).map_err(AgentError::permanent)?;
-                FileOut::new(KUBELET_ENV_FILE_NAME, bytes, plan.env_mode_bits())
-            }
+            EnvDelivery::FileKeyRef => match kubelet_env_file(&env_file.vars) {
+                Ok(bytes) => FileOut::new(KUBELET_ENV_FILE_NAME, bytes, plan.env_mode_bits()),
+                Err(e) => {
+                    assembled.env_error = Some(e);
+                    return Ok(assembled);
+                }
+            },
         });
     }
     Ok(assembled)
@@ -316,9 +325,13 @@ mod tests {
             "DB_PASSWORD='pw #1\nline 2'\nDB_USER='app'\n"
         );
         assert!(!out.wrapper);
-        let e = assemble(&plan, &fetched("it's-secret-5")).unwrap_err();
-        assert!(e.message.contains("`DB_PASSWORD`"), "{e}");
-        assert!(!e.message.contains("secret-5"), "{e}");
+        // A value the format cannot carry: no env file, and the reason, for init to fail
+        // with (and for a refresh sidecar to skip once the env file is written).
+        let out = assemble(&plan, &fetched("it's-secret-5")).unwrap();
+        assert_eq!(out.env_file, None);
+        let e = out.env_error.unwrap();
+        assert!(e.contains("`DB_PASSWORD`"), "{e}");
+        assert!(!e.contains("secret-5"), "{e}");
     }
 
     /// Failures name the reference they are about, in the field as in the message.

@@ -81,6 +81,10 @@ pub fn write(
     out_dir: Option<&Path>,
     env_dir: Option<&Path>,
 ) -> Result<(), AgentError> {
+    // Nothing is written when the env file cannot be.
+    if let Some(e) = &assembled.env_error {
+        return Err(AgentError::permanent(e.clone()));
+    }
     if !assembled.files.is_empty() {
         let dir =
             out_dir.ok_or_else(|| AgentError::permanent("the plan has files but no --out-dir"))?;

@@ -2,7 +2,8 @@
 //!
 //! The patch only adds: arrays and the annotations map are created when absent, elements
 //! are appended (the init container is inserted first), and nothing the pod already has
-//! is overwritten, except the `command` of env-mode containers, which is wrapped.
+//! is overwritten, except the `command` of env-mode containers, which is wrapped, and
+//! with `env_delivery: file-key-ref` a container's own `env` entry of an injected name.
 //! Non-selected containers are never touched.
 
 use json_patch::jsonptr::PointerBuf;
@@ -204,25 +205,31 @@ fn target_ops(ops: &mut Vec<Op>, pod: &PodView, spec: &InjectionSpec, t: &Target
         mounts,
     );
     if plan.env_delivery == EnvDelivery::FileKeyRef {
-        // The kubelet reads each variable from the file init wrote (Kubernetes 1.35+);
-        // appended after the container's own entries, so the annotation wins, as with
-        // the wrapper.
-        let entries = plan
-            .env
-            .keys()
-            .map(|name| {
-                json!({"name": name, "valueFrom": {"fileKeyRef": {
-                    "volumeName": ENV_VOLUME,
-                    "path": KUBELET_ENV_FILE_NAME,
-                    "key": name,
-                }}})
-            })
-            .collect();
+        // The kubelet reads each variable from the file init wrote (Kubernetes 1.35+).
+        // The annotation wins, as with the wrapper: an entry of the container's own with
+        // the same name is replaced (the last one, which the kubelet would use), so the
+        // spec never holds two; the others are appended.
+        let own = ct.env.as_deref().unwrap_or_default();
+        let mut appended = Vec::new();
+        for name in plan.env.keys() {
+            let entry = json!({"name": name, "valueFrom": {"fileKeyRef": {
+                "volumeName": ENV_VOLUME,
+                "path": KUBELET_ENV_FILE_NAME,
+                "key": name,
+            }}});
+            match own.iter().rposition(|e| e.name == *name) {
+                Some(at) => {
+                    let path = ptr(&["spec", list, &index, "env", &at.to_string()]);
+                    ops.push(op("replace", path, &entry));
+                }
+                None => appended.push(entry),
+            }
+        }
         append_all(
             ops,
             &["spec", list, &index, "env"],
             ct.env.is_some(),
-            entries,
+            appended,
         );
     }
     if wrapped {
@@ -871,6 +878,45 @@ mod tests {
         assert!(out["spec"]["containers"][0].get("env").is_none());
         assert!(
             warnings.iter().any(|w| w.contains("exec wrapper")),
+            "{warnings:?}"
+        );
+
+        // The container's own entry of an injected name is replaced, not shadowed.
+        let pod = json!({
+            "metadata": {"annotations": {"secret-injector.io/env-DB_PASSWORD": "vault:kv/db#password"}},
+            "spec": {"containers": [{"name": "app", "env": [
+                {"name": "DB_PASSWORD", "value": "placeholder"},
+                {"name": "MODE", "value": "prod"},
+            ]}]},
+        });
+        let (out, _) = mutate(&pod);
+        assert_eq!(
+            out["spec"]["containers"][0]["env"],
+            json!([entry("DB_PASSWORD"), {"name": "MODE", "value": "prod"}])
+        );
+
+        // A loader variable keeps the wrapper, which resolves the program before setting it.
+        let pod = json!({
+            "metadata": {"annotations": {"secret-injector.io/env-PATH": "vault:kv/p#path"}},
+            "spec": {"containers": [{"name": "app", "command": ["/app"]}]},
+        });
+        let (out, warnings) = mutate(&pod);
+        assert_eq!(out["spec"]["containers"][0]["command"][0], EXEC_BINARY);
+        assert!(
+            warnings.iter().any(|w| w.contains("env-PATH")),
+            "{warnings:?}"
+        );
+
+        // `$(VAR)` in args would put the value in argv: a warning names the container.
+        let pod = json!({
+            "metadata": {"annotations": {"secret-injector.io/env-DB_PASSWORD": "vault:kv/db#password"}},
+            "spec": {"containers": [{"name": "app", "args": ["--password=$(DB_PASSWORD)"]}]},
+        });
+        let (_, warnings) = mutate(&pod);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("`app` uses $(DB_PASSWORD)")),
             "{warnings:?}"
         );
 

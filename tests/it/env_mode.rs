@@ -122,9 +122,6 @@ fn env_mode_loads_variables_into_the_app_process_only() {
     assert!(all_values().iter().all(|v| !err.contains(v)));
 }
 
-/// `env-from` loads the keys a secret's writer chose: a loader variable among them
-/// (`LD_PRELOAD`) fails init with one line naming it and the fix, and nothing is
-/// written; the pod's `env-from-allow` lets it through.
 /// `env_delivery: file-key-ref` (Kubernetes 1.35+): the app container keeps its command
 /// (here it has none) and gets `fileKeyRef` entries; init writes the kubelet's env file
 /// from the real store, and copies no wrapper.
@@ -185,6 +182,9 @@ fn file_key_ref_writes_the_kubelet_env_file_and_no_wrapper() {
     assert!(!env_dir.join("env.json").exists());
 }
 
+/// `env-from` loads the keys a secret's writer chose: a loader variable among them
+/// (`LD_PRELOAD`) fails init with one line naming it and the fix, and nothing is
+/// written; the pod's `env-from-allow` lets it through.
 #[test]
 fn env_from_refuses_loader_variables_unless_the_pod_allows_them() {
     const PRELOAD: &str = "/nonexistent/preload-canary-Zq7.so";

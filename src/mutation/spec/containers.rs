@@ -303,3 +303,72 @@ pub(super) fn check_env_mode(c: &mut Collector, p: &Placement<'_>, env_key: &str
     }
     check_entrypoints(c, p.pod, p.targets, p.command, env_key);
 }
+
+/// Env mode's placement checks, by how the variables are delivered; `command`
+/// outside the wrapper is ignored, with a warning.
+pub(super) fn env_checks(
+    c: &mut Collector,
+    warnings: &mut Vec<String>,
+    ours: &BTreeMap<&str, &str>,
+    plan: &FetchPlan,
+    placement: &Placement<'_>,
+) {
+    let command = placement.command.is_some();
+    if declares_env(ours, plan) && plan.env_delivery == EnvDelivery::FileKeyRef {
+        // The kubelet sets the variables: nothing mounted in, no command wrapped.
+        if command {
+            warnings.push(
+                "secret-injector.io/command is not used with env_delivery file-key-ref: the kubelet sets the variables and the command is not wrapped; it is ignored".to_string(),
+            );
+        }
+    } else if declares_env(ours, plan) {
+        check_env_mode(c, placement, &first_env_key(ours));
+    } else if command {
+        warnings.push(
+            "secret-injector.io/command is only used in env mode (env-<VAR> or env-from annotations); it is ignored".to_string(),
+        );
+    }
+}
+
+/// `env_delivery: file-key-ref` for a pod whose variable names are all known at
+/// admission (`env-<VAR>` only); `env-from` keeps the wrapper.
+pub(super) fn choose_env_delivery(
+    warnings: &mut Vec<String>,
+    config: &Config,
+    pod: &PodView,
+    ours: &BTreeMap<&str, &str>,
+    plan: &mut FetchPlan,
+) {
+    if config.env_delivery != EnvDelivery::FileKeyRef || !declares_env(ours, plan) {
+        return;
+    }
+    let loader = plan.env.keys().find(|k| is_loader_variable(k));
+    if ours.contains_key("env-from") {
+        warnings.push(
+            "secret-injector.io/env-from: its variable names are unknown at admission, so this pod's env mode uses the exec wrapper, not env_delivery file-key-ref (its containers need a `command`)".to_string(),
+        );
+    } else if let Some(name) = loader {
+        // The runtime would look the command up with an injected PATH (or load code by
+        // another loader variable); exec resolves the program before it sets any.
+        warnings.push(format!(
+            "secret-injector.io/env-{name}: `{name}` chooses which program or code the app runs, so this pod's env mode uses the exec wrapper, which resolves the program before setting it, not env_delivery file-key-ref (its containers need a `command`)"
+        ));
+    } else {
+        plan.env_delivery = EnvDelivery::FileKeyRef;
+        // The kubelet expands `$(VAR)` in command and args for variables it knows.
+        let all = pod.containers().iter().chain(pod.init_containers());
+        for ct in all {
+            let argv = ct.command.iter().chain(ct.args.iter()).flatten();
+            if let Some(name) = plan
+                .env
+                .keys()
+                .find(|n| argv.clone().any(|a| a.contains(&format!("$({n})"))))
+            {
+                warnings.push(format!(
+                    "container `{}` uses $({name}) in its command or args: with env_delivery file-key-ref the kubelet expands it, so the value is in the process's arguments, visible to `ps`; read the variable in the app instead",
+                    crate::logging::Escaped(&ct.name)
+                ));
+            }
+        }
+    }
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::contract::envfile::is_loader_variable;
 use crate::contract::names::ENV_MOUNT_PATH;
 use crate::contract::plan::{EnvDelivery, FetchPlan};
 use crate::contract::reference::{self, closest};
@@ -348,7 +349,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         plan.env_from_allow = parse_env_from_allow(&mut c, &mut warnings, list, &plan);
     }
     check_duplicates(&mut c, &plan);
-    choose_env_delivery(&mut warnings, config, &ours, &mut plan);
+    choose_env_delivery(&mut warnings, config, pod, &ours, &mut plan);
     // Templates: syntax and names, against every declared secret.
     let declared: BTreeSet<String> = plan.secrets.keys().cloned().collect();
     for (name, src) in &plan.templates {
@@ -407,52 +408,6 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
             .map(|w| bounded(crate::logging::escape_invisible(&w)))
             .collect(),
     })))
-}
-
-/// Env mode's placement checks, by how the variables are delivered; `command`
-/// outside the wrapper is ignored, with a warning.
-fn env_checks(
-    c: &mut Collector,
-    warnings: &mut Vec<String>,
-    ours: &BTreeMap<&str, &str>,
-    plan: &FetchPlan,
-    placement: &Placement<'_>,
-) {
-    let command = placement.command.is_some();
-    if declares_env(ours, plan) && plan.env_delivery == EnvDelivery::FileKeyRef {
-        // The kubelet sets the variables: nothing mounted in, no command wrapped.
-        if command {
-            warnings.push(
-                "secret-injector.io/command is not used with env_delivery file-key-ref: the kubelet sets the variables and the command is not wrapped; it is ignored".to_string(),
-            );
-        }
-    } else if declares_env(ours, plan) {
-        check_env_mode(c, placement, &first_env_key(ours));
-    } else if command {
-        warnings.push(
-            "secret-injector.io/command is only used in env mode (env-<VAR> or env-from annotations); it is ignored".to_string(),
-        );
-    }
-}
-
-/// `env_delivery: file-key-ref` for a pod whose variable names are all known at
-/// admission (`env-<VAR>` only); `env-from` keeps the wrapper.
-fn choose_env_delivery(
-    warnings: &mut Vec<String>,
-    config: &Config,
-    ours: &BTreeMap<&str, &str>,
-    plan: &mut FetchPlan,
-) {
-    if config.env_delivery != EnvDelivery::FileKeyRef || !declares_env(ours, plan) {
-        return;
-    }
-    if ours.contains_key("env-from") {
-        warnings.push(
-            "secret-injector.io/env-from: its variable names are unknown at admission, so this pod's env mode uses the exec wrapper, not env_delivery file-key-ref (its containers need a `command`)".to_string(),
-        );
-    } else {
-        plan.env_delivery = EnvDelivery::FileKeyRef;
-    }
 }
 
 /// `refresh-interval` and `reload-url`.
