@@ -148,11 +148,11 @@ pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
 }
 
 /// The memory volumes and the projected token volumes.
-fn volumes(
+fn volumes<'a>(
     spec: &InjectionSpec,
     config: &Config,
-    token_providers: &[(Provider, &String)],
-) -> Vec<Value> {
+    token_providers: &[(Provider, &'a String)],
+) -> Vec<Volume<'a>> {
     let mut volumes = Vec::new();
     if !spec.plan.files.is_empty() {
         volumes.push(memory_volume(FILES_VOLUME, "16Mi"));
@@ -163,21 +163,67 @@ fn volumes(
         volumes.push(memory_volume(ENV_VOLUME, ENV_VOLUME_SIZE));
     }
     for (provider, audience) in token_providers {
-        volumes.push(json!({
-            "name": token_volume(*provider),
-            "projected": {
+        volumes.push(Volume::Projected {
+            name: token_volume(*provider),
+            projected: Projected {
                 // Mounted only into the injected containers; readable by their user
                 // whatever uid the pod's other containers run as.
-                "defaultMode": 0o444,
-                "sources": [{"serviceAccountToken": {
-                    "audience": audience,
-                    "expirationSeconds": config.token_expiration_seconds,
-                    "path": TOKEN_FILE_NAME,
-                }}],
+                default_mode: 0o444,
+                sources: [TokenSource {
+                    service_account_token: ServiceAccountToken {
+                        audience,
+                        expiration_seconds: config.token_expiration_seconds,
+                        path: TOKEN_FILE_NAME,
+                    },
+                }],
             },
-        }));
+        });
     }
     volumes
+}
+
+/// A volume of the patch, serialized in the field order the API server has always
+/// received.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Volume<'a> {
+    Memory {
+        name: &'static str,
+        #[serde(rename = "emptyDir")]
+        empty_dir: EmptyDir,
+    },
+    Projected {
+        name: String,
+        projected: Projected<'a>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EmptyDir {
+    medium: &'static str,
+    size_limit: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Projected<'a> {
+    default_mode: u32,
+    sources: [TokenSource<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenSource<'a> {
+    service_account_token: ServiceAccountToken<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceAccountToken<'a> {
+    audience: &'a str,
+    expiration_seconds: i64,
+    path: &'static str,
 }
 
 /// The mounts of one selected container, and in env mode its wrapped command.
@@ -193,10 +239,10 @@ fn target_ops(ops: &mut Vec<Op>, pod: &PodView, spec: &InjectionSpec, t: &Target
     let wrapped = plan.env_mode() && plan.env_delivery == EnvDelivery::Exec;
     let mut mounts = Vec::new();
     if !plan.files.is_empty() {
-        mounts.push(json!({"name": FILES_VOLUME, "mountPath": spec.mount_path, "readOnly": true}));
+        mounts.push(mount(FILES_VOLUME, spec.mount_path.as_str(), true));
     }
     if wrapped {
-        mounts.push(json!({"name": ENV_VOLUME, "mountPath": ENV_MOUNT_PATH, "readOnly": true}));
+        mounts.push(mount(ENV_VOLUME, ENV_MOUNT_PATH, true));
     }
     append_all(
         ops,
@@ -255,7 +301,7 @@ fn target_ops(ops: &mut Vec<Op>, pod: &PodView, spec: &InjectionSpec, t: &Target
 }
 
 /// Append `items` to the array at `path`, creating it when the pod has none.
-fn append_all(ops: &mut Vec<Op>, path: &[&str], exists: bool, items: Vec<Value>) {
+fn append_all<T: Serialize>(ops: &mut Vec<Op>, path: &[&str], exists: bool, items: Vec<T>) {
     if items.is_empty() {
         return;
     }
@@ -266,7 +312,7 @@ fn append_all(ops: &mut Vec<Op>, path: &[&str], exists: bool, items: Vec<Value>)
             ops.push(add(p, item));
         }
     } else {
-        ops.push(add(ptr(path), Value::Array(items)));
+        ops.push(add(ptr(path), items));
     }
 }
 
@@ -274,8 +320,14 @@ fn append_all(ops: &mut Vec<Op>, path: &[&str], exists: bool, items: Vec<Value>)
 /// `execve` accepts for the environment (a few MiB at most on Linux).
 const ENV_VOLUME_SIZE: &str = "8Mi";
 
-fn memory_volume(name: &str, size: &str) -> Value {
-    json!({"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": size}})
+fn memory_volume(name: &'static str, size_limit: &'static str) -> Volume<'static> {
+    Volume::Memory {
+        name,
+        empty_dir: EmptyDir {
+            medium: "Memory",
+            size_limit,
+        },
+    }
 }
 
 /// The AWS identity env and token mounts an EKS webhook already gave an app container.
