@@ -4,6 +4,7 @@
 pub mod patch;
 pub mod pod;
 pub mod spec;
+mod wire;
 
 use crate::config::Config;
 use pod::PodView;

@@ -16,6 +16,7 @@ use crate::contract::plan::EnvDelivery;
 use crate::contract::reference::Provider;
 use crate::mutation::pod::PodView;
 use crate::mutation::spec::{self, InjectionSpec, STATUS, STATUS_INJECTED, Target};
+use crate::mutation::wire::*;
 
 use crate::contract::names::*;
 
@@ -180,50 +181,6 @@ fn volumes<'a>(
         });
     }
     volumes
-}
-
-/// A volume of the patch, serialized in the field order the API server has always
-/// received.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Volume<'a> {
-    Memory {
-        name: &'static str,
-        #[serde(rename = "emptyDir")]
-        empty_dir: EmptyDir,
-    },
-    Projected {
-        name: String,
-        projected: Projected<'a>,
-    },
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EmptyDir {
-    medium: &'static str,
-    size_limit: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Projected<'a> {
-    default_mode: u32,
-    sources: [TokenSource<'a>; 1],
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TokenSource<'a> {
-    service_account_token: ServiceAccountToken<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ServiceAccountToken<'a> {
-    audience: &'a str,
-    expiration_seconds: i64,
-    path: &'static str,
 }
 
 /// The mounts of one selected container, and in env mode its wrapped command.
@@ -401,115 +358,6 @@ fn copied_aws_identity(pod: &PodView, spec: &InjectionSpec) -> Option<CopiedAws>
         });
     }
     None
-}
-
-/// The injected container, serialized from these typed fields straight to bytes, in the
-/// field order the API server has always received.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InitContainer<'a> {
-    name: &'static str,
-    image: &'a str,
-    image_pull_policy: &'a crate::config::PullPolicy,
-    args: Vec<String>,
-    env: Vec<EnvVar<'a>>,
-    resources: Resources<'a>,
-    security_context: SecurityContext,
-    volume_mounts: Vec<Mount<'a>>,
-    termination_message_policy: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    restart_policy: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    startup_probe: Option<Probe>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    liveness_probe: Option<Probe>,
-}
-
-#[derive(Serialize)]
-struct Resources<'a> {
-    requests: &'a std::collections::BTreeMap<String, String>,
-    limits: &'a std::collections::BTreeMap<String, String>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum EnvVar<'a> {
-    Value {
-        name: &'a str,
-        value: std::borrow::Cow<'a, str>,
-    },
-    /// The downward API: `valueFrom.fieldRef.fieldPath`.
-    Field {
-        name: &'static str,
-        #[serde(rename = "valueFrom")]
-        value_from: FieldRef,
-    },
-    /// As the app container has it (its EKS identity).
-    Copied(&'a Value),
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FieldRef {
-    field_ref: FieldPath,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FieldPath {
-    field_path: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Mount<'a> {
-    Own {
-        name: String,
-        #[serde(rename = "mountPath")]
-        mount_path: String,
-        #[serde(rename = "readOnly", skip_serializing_if = "Option::is_none")]
-        read_only: Option<bool>,
-    },
-    /// As the app container has it (its EKS identity's token).
-    Copied(&'a Value),
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SecurityContext {
-    run_as_non_root: bool,
-    run_as_user: i64,
-    allow_privilege_escalation: bool,
-    capabilities: Capabilities,
-    read_only_root_filesystem: bool,
-    seccomp_profile: Seccomp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    run_as_group: Option<i64>,
-}
-
-#[derive(Serialize)]
-struct Capabilities {
-    drop: [&'static str; 1],
-}
-
-#[derive(Serialize)]
-struct Seccomp {
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Probe {
-    http_get: HttpGet,
-    period_seconds: u32,
-    failure_threshold: u32,
-}
-
-#[derive(Serialize)]
-struct HttpGet {
-    path: &'static str,
-    port: u16,
 }
 
 fn env<'a>(name: &'a str, value: impl Into<std::borrow::Cow<'a, str>>) -> EnvVar<'a> {
