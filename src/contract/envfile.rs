@@ -123,24 +123,26 @@ pub fn kubelet_env_file(vars: &BTreeMap<String, String>) -> Result<Vec<u8>, Stri
             Some("contains a NUL byte")
         } else if value.contains("\r\n") {
             Some("has CR LF line ends, and the kubelet would drop the CRs")
-        } else if format!("{name}='{value}'")
-            .split('\n')
-            .any(|line| line.len() >= KUBELET_LINE_MAX)
-        {
-            Some("has a line of 64 KiB or more, longer than the kubelet reads")
         } else {
             None
         };
+        let start = out.len();
+        out.push_str(name);
+        out.push_str("='");
+        out.push_str(value);
+        out.push('\'');
+        let long = out[start..]
+            .split('\n')
+            .any(|l| l.len() >= KUBELET_LINE_MAX);
+        let problem = problem
+            .or(long.then_some("has a line of 64 KiB or more, longer than the kubelet reads"));
         if let Some(problem) = problem {
             return Err(format!(
                 "the value of `{}` {problem}; use env_delivery `exec` (the wrapper takes any value) or mount it as a file",
                 crate::logging::Escaped(name)
             ));
         }
-        out.push_str(name);
-        out.push_str("='");
-        out.push_str(value);
-        out.push_str("'\n");
+        out.push('\n');
     }
     Ok(out.into_bytes())
 }

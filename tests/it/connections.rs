@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::hostile::{HealthProbe, MEMORY_LIMIT_KB, normal_pod, peak_rss_kb, post};
+use crate::hostile::{HealthProbe, assert_still_healthy, normal_pod, post};
 use crate::util::{self, Webhook, rt};
 use secret_injector::webhook::admission::request_for;
 
@@ -142,8 +142,7 @@ impl RawH2 {
 
 #[test]
 fn idle_connections_cannot_hold_the_webhook_slots() {
-    let w = Webhook::start_env(&[("TOKIO_WORKER_THREADS", "1")], &["--review-threads", "1"]);
-    let pid = w.child.id();
+    let mut w = Webhook::start_env(&[("TOKIO_WORKER_THREADS", "1")], &["--review-threads", "1"]);
     let probe = HealthProbe::start(w.admin);
     rt().block_on(async {
         // 300 TCP connections that never start TLS, and 300 that sent one review over
@@ -187,20 +186,12 @@ fn idle_connections_cannot_hold_the_webhook_slots() {
         eprintln!("idle connections: a new client answered in {took:?}, {closed} of 300 idle ones closed");
         drop(silent);
     });
-    let slowest = probe.slowest();
-    assert!(
-        slowest < Duration::from_secs(1),
-        "/healthz took {slowest:?}"
-    );
-    let peak = peak_rss_kb(pid);
-    assert!(peak < MEMORY_LIMIT_KB, "peak RSS {peak} kB");
-    assert!(w.child_alive());
+    assert_still_healthy(probe, &mut w);
 }
 
 #[test]
 fn http2_stream_floods_and_rapid_resets_are_refused() {
-    let w = Webhook::start_env(&[("TOKIO_WORKER_THREADS", "1")], &["--review-threads", "1"]);
-    let pid = w.child.id();
+    let mut w = Webhook::start_env(&[("TOKIO_WORKER_THREADS", "1")], &["--review-threads", "1"]);
     let probe = HealthProbe::start(w.admin);
     let block = request_block(None);
     // Declares a body just under the 4 MiB limit, and never sends it.
@@ -271,12 +262,5 @@ fn http2_stream_floods_and_rapid_resets_are_refused() {
             "a review after the resets took {took:?}"
         );
     });
-    let slowest = probe.slowest();
-    assert!(
-        slowest < Duration::from_secs(1),
-        "/healthz took {slowest:?}"
-    );
-    let peak = peak_rss_kb(pid);
-    assert!(peak < MEMORY_LIMIT_KB, "peak RSS {peak} kB");
-    assert!(w.child_alive());
+    assert_still_healthy(probe, &mut w);
 }

@@ -80,6 +80,24 @@ impl HealthProbe {
     }
 }
 
+/// After the abuse: `/healthz` never took a second, the peak RSS stayed under
+/// [`MEMORY_LIMIT_KB`], and the webhook is still running. Returns (slowest, peak kB).
+pub(crate) fn assert_still_healthy(probe: HealthProbe, w: &mut Webhook) -> (Duration, u64) {
+    let slowest = probe.slowest();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "/healthz took {slowest:?}"
+    );
+    let peak = peak_rss_kb(w.child.id());
+    assert!(
+        peak < MEMORY_LIMIT_KB,
+        "peak RSS {peak} kB\n{}",
+        w.log_text()
+    );
+    assert!(w.child_alive());
+    (slowest, peak)
+}
+
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) review: Value,
@@ -144,7 +162,6 @@ fn message(a: &Answer) -> &str {
 fn one_review_cannot_take_the_webhook_down() {
     // One async worker and one review thread: the Deployment's 500m CPU.
     let mut w = Webhook::start_env(&[("TOKIO_WORKER_THREADS", "1")], &["--review-threads", "1"]);
-    let pid = w.child.id();
     let probe = HealthProbe::start(w.admin);
     let client = w.client();
     rt().block_on(async {
@@ -408,18 +425,7 @@ fn one_review_cannot_take_the_webhook_down() {
         metrics.len()
     );
 
-    let slowest = probe.slowest();
-    assert!(
-        slowest < Duration::from_secs(1),
-        "/healthz took {slowest:?}"
-    );
-    let peak = peak_rss_kb(pid);
-    assert!(
-        peak < MEMORY_LIMIT_KB,
-        "peak RSS {peak} kB\n{}",
-        w.log_text()
-    );
-    assert!(w.child_alive());
+    let (slowest, peak) = assert_still_healthy(probe, &mut w);
     eprintln!("hostile reviews: slowest /healthz {slowest:?}, peak RSS {peak} kB");
     let _ = w.child.kill();
 }
