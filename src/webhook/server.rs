@@ -41,9 +41,10 @@ pub struct AppState {
     pub stopping: AtomicBool,
     pub lookup: Lookup,
     pub known_namespace: KnownNamespace,
-    /// Reviews run on the blocking pool, this many at a time: the CPU work of admission
-    /// never occupies the async workers that answer `/healthz`, and a flood of heavy
-    /// reviews queues here instead of multiplying.
+    /// Reviews of bodies over [`INLINE_REVIEW_BYTES`] run on the blocking pool, this
+    /// many at a time: heavy admission work never occupies the async workers that
+    /// answer `/healthz`, and a flood of heavy reviews queues here instead of
+    /// multiplying.
     pub reviews: Arc<tokio::sync::Semaphore>,
     /// Request bodies held in memory ([`crate::webhook::body`]): many large reviews at
     /// once wait instead of adding up, and stalled ones hold only what they sent.
@@ -85,6 +86,26 @@ impl AppState {
 
 pub use crate::webhook::https::Limits;
 
+/// Bodies up to this size are reviewed on the async worker that read them: about 8 µs
+/// per KiB of pod (the large bench pod, 20 containers and 50 secrets in 11 KB, takes
+/// 87 µs), so at most about half a millisecond, while a hand-off to a review thread and
+/// back costs two context switches, more than a typical review (docs/performance.md,
+/// "Load"). Larger bodies go to the review threads (`--review-threads`), where a flood
+/// of heavy reviews queues instead of occupying the workers that answer other requests.
+pub const INLINE_REVIEW_BYTES: usize = 64 * 1024;
+
+/// Run `review`, turning a panic into an error: one bad review answers 500, and the
+/// webhook keeps serving every other.
+fn caught<T>(review: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(review)).map_err(|panic| {
+        let text = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned());
+        format!("panicked: {}", text.as_deref().unwrap_or("(no message)"))
+    })
+}
+
 async fn mutate(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
@@ -109,23 +130,31 @@ async fn mutate(
                 .into_response();
         }
     };
-    let Ok(permit) = state.reviews.clone().acquire_owned().await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    let result = if body.len() <= INLINE_REVIEW_BYTES {
+        // Small: here, on the async worker. Handing it to a review thread would cost
+        // more in context switches than the review itself.
+        let _held = held;
+        caught(|| admission::review(&body, &state.config, |ns, sa| (state.lookup)(ns, sa)))
+    } else {
+        let Ok(permit) = state.reviews.clone().acquire_owned().await else {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        };
+        // The permit moves into the blocking task: if the request times out, the slot
+        // stays taken until the work really ends, so timed-out reviews cannot pile up.
+        let worker = state.clone();
+        tokio::task::spawn_blocking(move || {
+            // The body's memory stays counted until the review is done with it.
+            let (_permit, _held) = (permit, held);
+            caught(|| admission::review(&body, &worker.config, |ns, sa| (worker.lookup)(ns, sa)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
     };
-    // The permit moves into the blocking task: if the request times out, the slot stays
-    // taken until the work really ends, so timed-out reviews cannot pile up.
-    let worker = state.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        // The body's memory stays counted until the review is done with it.
-        let (_permit, _held) = (permit, held);
-        admission::review(&body, &worker.config, |ns, sa| (worker.lookup)(ns, sa))
-    })
-    .await;
     let seconds = start.elapsed().as_secs_f64();
     let result = match result {
         Ok(result) => result,
         Err(e) => {
-            tracing::error!(error = %e, "an admission review failed unexpectedly");
+            tracing::error!(error = %Escaped(&e), "an admission review failed unexpectedly");
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
@@ -290,6 +319,49 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_review_becomes_an_error() {
+        assert_eq!(caught(|| 7), Ok(7));
+        let e = caught(|| -> u8 { panic!("bad pod {}", 1) }).unwrap_err();
+        assert_eq!(e, "panicked: bad pod 1");
+        let e = caught(|| -> u8 { std::panic::panic_any(3u8) }).unwrap_err();
+        assert_eq!(e, "panicked: (no message)");
+    }
+
+    /// Small reviews never wait for a review thread; large ones do. With no review
+    /// thread to be had (the semaphore closed), a small pod is still answered and a
+    /// large one gets 503.
+    #[tokio::test]
+    async fn only_large_reviews_go_to_the_review_threads() {
+        use tower::ServiceExt;
+        let mut state = AppState::new(Config::default(), Arc::new(Metrics::new()));
+        let closed = Arc::new(tokio::sync::Semaphore::new(0));
+        closed.close();
+        state.reviews = closed;
+        let state = Arc::new(state);
+        let pod = |padding: usize| {
+            serde_json::json!({
+                "metadata": {"generateName": "app-", "annotations": {"secret-injector.io/secret-db": "vault:kv/db"}},
+                "spec": {"containers": [{"name": "app", "env": [{"name": "PAD", "value": "x".repeat(padding)}]}]},
+            })
+        };
+        for (padding, status) in [
+            (100, StatusCode::OK),
+            (INLINE_REVIEW_BYTES / 2, StatusCode::OK),
+            (INLINE_REVIEW_BYTES, StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let body = admission::request_for(&pod(padding), "prod", "CREATE");
+            let request = axum::http::Request::post("/mutate")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            let response = webhook_router(state.clone(), &Limits::default())
+                .oneshot(request)
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "padding {padding}");
+        }
+    }
 
     #[tokio::test]
     async fn injections_are_labelled_only_with_known_namespaces() {
