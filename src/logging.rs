@@ -1,8 +1,13 @@
 //! Logs: plain or JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
 //! Nothing we log carries a secret value: references and names only.
 
+use std::io::Write;
+use std::sync::{Mutex, PoisonError};
+
 use clap::ValueEnum;
+use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -63,7 +68,110 @@ fn clamp_level(spec: &str) -> &'static str {
     }
 }
 
-pub fn init(format: LogFormat) {
+/// Per-review lines held before one write: a write to stderr per review costs about as
+/// much as the rest of the log line. A busy webhook writes them in batches of this size
+/// (about 60 lines), and at least every [`BATCH_INTERVAL`].
+const BATCH_BYTES: usize = 8 * 1024;
+pub const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Lines waiting for one write to `sink`, in the order they were logged.
+pub struct Batch<W> {
+    state: Mutex<(Vec<u8>, W)>,
+}
+
+impl<W: Write> Batch<W> {
+    pub const fn new(sink: W) -> Self {
+        Batch {
+            state: Mutex::new((Vec::new(), sink)),
+        }
+    }
+
+    /// Add `line`; write everything held when `now` or when the batch is full. Held
+    /// lines go first, so the order stays.
+    pub fn add(&self, line: &[u8], now: bool) -> std::io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (held, sink) = &mut *state;
+        if held.is_empty() && now {
+            return sink.write_all(line);
+        }
+        held.extend_from_slice(line);
+        if now || held.len() >= BATCH_BYTES {
+            let written = sink.write_all(held);
+            held.clear();
+            written?;
+        }
+        Ok(())
+    }
+
+    /// Write what is held.
+    pub fn flush(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (held, sink) = &mut *state;
+        if !held.is_empty() {
+            let _ = sink.write_all(held);
+            held.clear();
+        }
+    }
+}
+
+/// The process's stderr, as a value a `static` can hold.
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().write(bytes)
+    }
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        std::io::stderr().write_all(bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+static STDERR: Batch<Stderr> = Batch::new(Stderr);
+
+/// Write any held log lines (at exit; `serve` also does it every [`BATCH_INTERVAL`]).
+pub fn flush() {
+    STDERR.flush();
+}
+
+/// Where `serve` logs: the per-review lines at info and below (target
+/// [`crate::webhook::server::REVIEW_LOG_TARGET`]) are batched; every other line, and
+/// every warning or error, is written at once, after the held ones.
+#[derive(Clone, Copy)]
+struct Batched;
+
+struct BatchedLine {
+    now: bool,
+}
+
+impl Write for BatchedLine {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        STDERR.add(line, self.now)?;
+        Ok(line.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Batched {
+    type Writer = BatchedLine;
+    fn make_writer(&'a self) -> BatchedLine {
+        BatchedLine { now: true }
+    }
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> BatchedLine {
+        let review = meta.target() == crate::webhook::server::REVIEW_LOG_TARGET;
+        BatchedLine {
+            now: !review || *meta.level() <= Level::WARN,
+        }
+    }
+}
+
+/// Set up logging. `batched` (for `serve`): per-review lines are written in batches,
+/// flushed every [`BATCH_INTERVAL`] by a thread of their own, and by [`flush`].
+pub fn init(format: LogFormat, batched: bool) {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
     let mut filter =
         EnvFilter::try_new(without_clamped(&spec)).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -78,12 +186,31 @@ pub fn init(format: LogFormat) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match (format, batched) {
+        (LogFormat::Plain, false) => builder.with_writer(std::io::stderr).try_init(),
+        (LogFormat::Json, false) => builder
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .try_init(),
+        (LogFormat::Plain, true) => builder.with_writer(Batched).try_init(),
+        (LogFormat::Json, true) => builder
+            .with_writer(Batched)
+            .json()
+            .flatten_event(true)
+            .try_init(),
     };
+    if batched {
+        let _ = std::thread::Builder::new()
+            .name("log-flush".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(BATCH_INTERVAL);
+                    flush();
+                }
+            });
+    }
 }
 
 /// The one walker of error chains: `e` and its sources, outermost first.
@@ -168,6 +295,79 @@ impl std::fmt::Display for Escaped<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Held lines wait for a full batch, an urgent line or a flush, and always come out
+    /// in the order they were logged.
+    #[test]
+    fn batched_lines_keep_their_order() {
+        let batch = Batch::new(Vec::new());
+        let written =
+            |b: &Batch<Vec<u8>>| String::from_utf8(b.state.lock().unwrap().1.clone()).unwrap();
+        batch.add(b"urgent 1\n", true).unwrap();
+        batch.add(b"review 1\n", false).unwrap();
+        batch.add(b"review 2\n", false).unwrap();
+        assert_eq!(written(&batch), "urgent 1\n");
+        batch.add(b"warning\n", true).unwrap();
+        assert_eq!(written(&batch), "urgent 1\nreview 1\nreview 2\nwarning\n");
+        batch.add(b"review 3\n", false).unwrap();
+        batch.flush();
+        assert!(written(&batch).ends_with("warning\nreview 3\n"));
+        let line = [b'x'; 100];
+        let before = written(&batch).len();
+        let mut lines = 0;
+        while written(&batch).len() == before {
+            batch.add(&line, false).unwrap();
+            lines += 1;
+        }
+        assert_eq!(
+            lines,
+            BATCH_BYTES.div_ceil(line.len()),
+            "written once the batch is full"
+        );
+        assert_eq!(written(&batch).len(), before + lines * line.len());
+    }
+
+    /// Only the per-review lines at info and below wait; the rest is written at once.
+    #[test]
+    fn only_review_lines_below_warn_are_batched() {
+        use tracing::callsite::Identifier;
+        use tracing::field::FieldSet;
+        struct Site;
+        impl tracing::Callsite for Site {
+            fn set_interest(&self, _: tracing::subscriber::Interest) {}
+            fn metadata(&self) -> &Metadata<'_> {
+                unreachable!()
+            }
+        }
+        static SITE: Site = Site;
+        let meta = |target: &'static str, level| {
+            Metadata::new(
+                "e",
+                target,
+                level,
+                None,
+                None,
+                None,
+                FieldSet::new(&[], Identifier(&SITE)),
+                tracing::metadata::Kind::EVENT,
+            )
+        };
+        let review = crate::webhook::server::REVIEW_LOG_TARGET;
+        for (target, level, now) in [
+            (review, Level::INFO, false),
+            (review, Level::DEBUG, false),
+            (review, Level::WARN, true),
+            (review, Level::ERROR, true),
+            ("secret_injector::webhook::server", Level::INFO, true),
+            ("secret_injector::run", Level::INFO, true),
+        ] {
+            assert_eq!(
+                Batched.make_writer_for(&meta(target, level)).now,
+                now,
+                "{target} {level}"
+            );
+        }
+    }
 
     #[test]
     fn request_fields_are_escaped_and_cut() {

@@ -8,6 +8,7 @@ mod run;
 fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    secret_injector::logging::init(cli.log_format);
+    let serving = matches!(cli.command, secret_injector::cli::Command::Serve(_));
+    secret_injector::logging::init(cli.log_format, serving);
     run::run(cli)
 }

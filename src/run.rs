@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Exec(args) => exec(args),
         Command::Refresh(args) => refresh(args),
     };
+    secret_injector::logging::flush();
     outcome.unwrap_or_else(|f| {
         eprintln!("{}: {:#}", f.program, f.error);
         ExitCode::from(f.code)

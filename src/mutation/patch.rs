@@ -54,6 +54,19 @@ pub struct Op {
 }
 
 impl Patch {
+    /// The patch as JSON bytes, written into one buffer of about the right size (the
+    /// values are already serialized), not grown step by step.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let size: usize = self
+            .0
+            .iter()
+            .map(|op| op.value.get().len() + op.path.as_str().len() + 32)
+            .sum();
+        let mut bytes = Vec::with_capacity(size + 2);
+        serde_json::to_writer(&mut bytes, self).expect("a patch serializes");
+        bytes
+    }
+
     /// The same patch as a `json_patch::Patch`, to apply it to a document (`inject -f`).
     pub fn to_json_patch(&self) -> json_patch::Patch {
         let text = serde_json::to_string(self).expect("a patch serializes");

@@ -187,7 +187,7 @@ pub fn review(
         }
         Outcome::Injected { patch, warnings } => {
             summary.outcome = ReviewOutcome::Injected;
-            let bytes = serde_json::to_vec(&patch).expect("a patch serializes");
+            let bytes = patch.to_vec();
             Ok((allow(&req.uid, Some(&bytes), warnings), summary))
         }
         Outcome::Denied(problems) => {
@@ -232,12 +232,23 @@ fn deny(uid: &str, message: String) -> Vec<u8> {
 }
 
 fn encode(response: ResponseOut<'_>) -> Vec<u8> {
-    serde_json::to_vec(&ReviewOut {
-        api_version: API_VERSION,
-        kind: "AdmissionReview",
-        response,
-    })
-    .expect("a response serializes")
+    // One buffer of about the final size: the base64 patch is most of it.
+    let size = 256
+        + response.uid.len()
+        + response.patch.as_ref().map_or(0, String::len)
+        + response.status.as_ref().map_or(0, |s| s.message.len() * 2)
+        + response.warnings.iter().map(|w| w.len() + 8).sum::<usize>();
+    let mut bytes = Vec::with_capacity(size);
+    serde_json::to_writer(
+        &mut bytes,
+        &ReviewOut {
+            api_version: API_VERSION,
+            kind: "AdmissionReview",
+            response,
+        },
+    )
+    .expect("a response serializes");
+    bytes
 }
 
 /// Build a request body for tests, benches and the `inject` round trip.

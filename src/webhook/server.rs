@@ -86,6 +86,11 @@ impl AppState {
 
 pub use crate::webhook::https::Limits;
 
+/// The target of the one log line per review ("injected", "denied", ...): at info and
+/// below, `serve` writes these in batches ([`crate::logging::Batch`]).
+/// `RUST_LOG=info,secret_injector::webhook::review=warn` keeps only the problems.
+pub const REVIEW_LOG_TARGET: &str = "secret_injector::webhook::review";
+
 /// Bodies up to this size are reviewed on the async worker that read them: about 8 µs
 /// per KiB of pod (the large bench pod, 20 containers and 50 secrets in 11 KB, takes
 /// 87 µs), so at most about half a millisecond, while a hand-off to a review thread and
@@ -108,6 +113,22 @@ fn caught<T>(review: impl FnOnce() -> T) -> std::result::Result<T, String> {
 
 async fn mutate(
     State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    body_limit: usize,
+) -> Response {
+    let http1 = request.version() <= axum::http::Version::HTTP_11;
+    let mut response = answer(&state, request, body_limit).await;
+    if http1 && state.stopping.load(Ordering::Relaxed) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+async fn answer(
+    state: &Arc<AppState>,
     request: axum::extract::Request,
     body_limit: usize,
 ) -> Response {
@@ -154,7 +175,7 @@ async fn mutate(
     let result = match result {
         Ok(result) => result,
         Err(e) => {
-            tracing::error!(error = %Escaped(&e), "an admission review failed unexpectedly");
+            tracing::error!(target: REVIEW_LOG_TARGET, error = %Escaped(&e), "an admission review failed unexpectedly");
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
@@ -169,15 +190,17 @@ async fn mutate(
                 (Escaped(&s.namespace), Escaped(&s.pod), Escaped(&s.detail));
             match s.outcome {
                 ReviewOutcome::Denied => {
-                    tracing::info!(%namespace, %pod, problems = %detail, "denied")
+                    tracing::info!(target: REVIEW_LOG_TARGET, %namespace, %pod, problems = %detail, "denied")
                 }
-                ReviewOutcome::Injected => tracing::info!(%namespace, %pod, "injected"),
+                ReviewOutcome::Injected => {
+                    tracing::info!(target: REVIEW_LOG_TARGET, %namespace, %pod, "injected")
+                }
                 // A static pod that asked for secrets it will not get: worth a line.
                 ReviewOutcome::Skipped if s.detail == crate::mutation::spec::MIRROR_SKIP => {
-                    tracing::info!(%namespace, %pod, reason = %detail, "not injected")
+                    tracing::info!(target: REVIEW_LOG_TARGET, %namespace, %pod, reason = %detail, "not injected")
                 }
                 _ => {
-                    tracing::debug!(%namespace, %pod, outcome = %s.outcome, reason = %detail, "not injected")
+                    tracing::debug!(target: REVIEW_LOG_TARGET, %namespace, %pod, outcome = %s.outcome, reason = %detail, "not injected")
                 }
             }
             ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
@@ -187,14 +210,13 @@ async fn mutate(
                 .metrics
                 .record(ReviewOutcome::Invalid, "", false, seconds);
             let error = bad.to_string();
-            tracing::warn!(error = %Escaped(&error), "rejected a malformed admission request");
+            tracing::warn!(target: REVIEW_LOG_TARGET, error = %Escaped(&error), "rejected a malformed admission request");
             (StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()
         }
     }
 }
 
 pub fn webhook_router(state: Arc<AppState>, limits: &Limits) -> Router {
-    let closing = state.clone();
     with_limits(
         Router::new()
             .route(
@@ -204,23 +226,7 @@ pub fn webhook_router(state: Arc<AppState>, limits: &Limits) -> Router {
                     move |state, request| mutate(state, request, limit)
                 }),
             )
-            .with_state(state)
-            .layer(axum::middleware::from_fn(
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    let closing = closing.clone();
-                    async move {
-                        let http1 = request.version() <= axum::http::Version::HTTP_11;
-                        let mut response = next.run(request).await;
-                        if http1 && closing.stopping.load(Ordering::Relaxed) {
-                            response.headers_mut().insert(
-                                axum::http::header::CONNECTION,
-                                axum::http::HeaderValue::from_static("close"),
-                            );
-                        }
-                        response
-                    }
-                },
-            )),
+            .with_state(state),
         limits,
     )
 }
@@ -327,6 +333,32 @@ mod tests {
         assert_eq!(e, "panicked: bad pod 1");
         let e = caught(|| -> u8 { std::panic::panic_any(3u8) }).unwrap_err();
         assert_eq!(e, "panicked: (no message)");
+    }
+
+    /// After SIGTERM, HTTP/1.1 answers say `Connection: close` (clients move to a new
+    /// connection while the listener still accepts); HTTP/2 ones have no such header.
+    #[tokio::test]
+    async fn answers_ask_http1_clients_to_reconnect_once_stopping() {
+        use tower::ServiceExt;
+        let state = Arc::new(AppState::new(Config::default(), Arc::new(Metrics::new())));
+        let pod = serde_json::json!({"metadata": {"name": "app"}, "spec": {"containers": [{"name": "app"}]}});
+        let body = admission::request_for(&pod, "prod", "CREATE");
+        let send = |version| {
+            let request = axum::http::Request::post("/mutate")
+                .version(version)
+                .body(axum::body::Body::from(body.clone()))
+                .unwrap();
+            webhook_router(state.clone(), &Limits::default()).oneshot(request)
+        };
+        let close = |r: &Response| r.headers().get(header::CONNECTION).cloned();
+        let r = send(axum::http::Version::HTTP_11).await.unwrap();
+        assert_eq!((r.status(), close(&r)), (StatusCode::OK, None));
+        state.stopping.store(true, Ordering::Relaxed);
+        let r = send(axum::http::Version::HTTP_11).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(close(&r).unwrap(), "close");
+        let r = send(axum::http::Version::HTTP_2).await.unwrap();
+        assert_eq!((r.status(), close(&r)), (StatusCode::OK, None));
     }
 
     /// Small reviews never wait for a review thread; large ones do. With no review

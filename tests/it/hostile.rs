@@ -455,7 +455,7 @@ fn reserved_mounts_are_denied_and_names_cannot_forge_log_lines() {
         let a = post(&client, &w, request_for(&p, "team-a", "CREATE")).await;
         assert_eq!(a.review["response"]["allowed"], true);
     });
-    let log = w.log_text();
+    let log = w.log_with("pod=web\\n2026-11-30");
     assert!(
         !log.lines()
             .any(|l| l.contains("INFO") && l.starts_with("2026-11-30T00:00:00Z")),

@@ -178,6 +178,19 @@ impl Webhook {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it contains `needle`, or as it is after 2 s: the per-review lines are
+    /// written in batches, at least every 100 ms.
+    pub fn log_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn client(&self) -> reqwest::Client {
         https_client(&self.ca())
     }
