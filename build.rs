@@ -1,8 +1,9 @@
 //! Release binaries on x86_64 glibc are linked with packed relative relocations (DT_RELR:
 //! 0.9 MB of `.rela.dyn` becomes 12 KB, and a process no longer reads it all at start)
-//! and safe identical-code folding. Only where both work: a release build for the host
-//! itself, with Rust's default linker there (LLD) and a glibc that loads DT_RELR
-//! (2.36+, Debian 12, Ubuntu 24.04). Anything else links as before. See
+//! and identical code folding. Only where both work: a release build for the host
+//! itself, with Rust's bundled LLD as the linker (the default there since Rust 1.90)
+//! and a glibc that loads DT_RELR (2.36+: Debian 12, Ubuntu 24.04). Such a binary needs
+//! glibc 2.36+ wherever it runs. Anything else links as before. See
 //! docs/performance.md, "Binary size".
 
 use std::process::Command;
@@ -18,12 +19,28 @@ fn main() {
         || target != "x86_64-unknown-linux-gnu"
         || var("HOST") != target
         || own_linker
+        || !bundled_lld(&target)
         || !glibc_loads_relr()
     {
         return;
     }
     println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     println!("cargo:rustc-link-arg-bins=-Wl,--icf=all");
+}
+
+/// The toolchain ships LLD for `target` (a distribution's rustc may link with the
+/// system's `cc` and GNU ld, which has no `--icf`).
+fn bundled_lld(target: &str) -> bool {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    std::path::Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(target)
+        .join("bin/gcc-ld/ld.lld")
+        .exists()
 }
 
 /// `getconf GNU_LIBC_VERSION` says "glibc 2.36" or later.

@@ -103,6 +103,18 @@ impl<W: Write> Batch<W> {
         Ok(())
     }
 
+    /// Write what is held, unless another thread is writing right now.
+    pub fn try_flush(&self) {
+        let Ok(mut state) = self.state.try_lock() else {
+            return;
+        };
+        let (held, sink) = &mut *state;
+        if !held.is_empty() {
+            let _ = sink.write_all(held);
+            held.clear();
+        }
+    }
+
     /// Write what is held.
     pub fn flush(&self) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -202,6 +214,13 @@ pub fn init(format: LogFormat, batched: bool) {
             .try_init(),
     };
     if batched {
+        // A panic's message goes straight to stderr: write the held lines first, so the
+        // order stays (`try_flush`: the panic may come from inside the writer).
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            STDERR.try_flush();
+            report(info);
+        }));
         let _ = std::thread::Builder::new()
             .name("log-flush".into())
             .spawn(|| {
@@ -312,6 +331,9 @@ mod tests {
         batch.add(b"review 3\n", false).unwrap();
         batch.flush();
         assert!(written(&batch).ends_with("warning\nreview 3\n"));
+        batch.add(b"review 4\n", false).unwrap();
+        batch.try_flush();
+        assert!(written(&batch).ends_with("review 3\nreview 4\n"));
         let line = [b'x'; 100];
         let before = written(&batch).len();
         let mut lines = 0;

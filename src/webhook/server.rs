@@ -92,8 +92,9 @@ pub use crate::webhook::https::Limits;
 pub const REVIEW_LOG_TARGET: &str = "secret_injector::webhook::review";
 
 /// Bodies up to this size are reviewed on the async worker that read them: about 8 µs
-/// per KiB of pod (the large bench pod, 20 containers and 50 secrets in 11 KB, takes
-/// 87 µs), so at most about half a millisecond, while a hand-off to a review thread and
+/// per KiB of pod with its templates already checked (the large bench pod, 20
+/// containers and 50 secrets in 11 KB, takes 80 µs), a few milliseconds at worst for
+/// hostile ones (tests/it/hostile.rs), while a hand-off to a review thread and
 /// back costs two context switches, more than a typical review (docs/performance.md,
 /// "Load"). Larger bodies go to the review threads (`--review-threads`), where a flood
 /// of heavy reviews queues instead of occupying the workers that answer other requests.
@@ -333,6 +334,45 @@ mod tests {
         assert_eq!(e, "panicked: bad pod 1");
         let e = caught(|| -> u8 { std::panic::panic_any(3u8) }).unwrap_err();
         assert_eq!(e, "panicked: (no message)");
+    }
+
+    /// A review that panics, small (inline) or large (review thread), answers 500,
+    /// and the next review is answered as usual.
+    #[tokio::test]
+    async fn a_review_that_panics_answers_500_and_the_next_one_is_served() {
+        use tower::ServiceExt;
+        let mut state = AppState::new(Config::default(), Arc::new(Metrics::new()));
+        state.lookup = Arc::new(|ns, _| {
+            assert_ne!(ns, "boom", "a review that panics");
+            Context::default()
+        });
+        let state = Arc::new(state);
+        let pod = |padding: usize| {
+            serde_json::json!({
+                "metadata": {"generateName": "app-", "annotations": {"secret-injector.io/secret-db": "vault:kv/db"}},
+                "spec": {"containers": [{"name": "app", "env": [{"name": "PAD", "value": "x".repeat(padding)}]}]},
+            })
+        };
+        for (padding, ns, status) in [
+            (100, "boom", StatusCode::INTERNAL_SERVER_ERROR),
+            (
+                INLINE_REVIEW_BYTES,
+                "boom",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (100, "prod", StatusCode::OK),
+            (INLINE_REVIEW_BYTES, "prod", StatusCode::OK),
+        ] {
+            let body = admission::request_for(&pod(padding), ns, "CREATE");
+            let request = axum::http::Request::post("/mutate")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            let response = webhook_router(state.clone(), &Limits::default())
+                .oneshot(request)
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{ns}, padding {padding}");
+        }
     }
 
     /// After SIGTERM, HTTP/1.1 answers say `Connection: close` (clients move to a new
