@@ -19,8 +19,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let (target, host) = (var("TARGET"), var("HOST"));
-    let own_linker = !var("RUSTC_LINKER").is_empty()
-        || var("CARGO_ENCODED_RUSTFLAGS").contains("link");
+    let own_linker =
+        !var("RUSTC_LINKER").is_empty() || var("CARGO_ENCODED_RUSTFLAGS").contains("link");
     if var("PROFILE") != "release" || own_linker {
         return;
     }
