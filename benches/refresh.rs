@@ -53,9 +53,23 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 #[allow(clippy::zombie_processes)]
 fn init_once(plan: &str, env: &[(&str, String)]) -> (u64, f64) {
     let out = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_secret-injector"))
+    // `INIT_WRAPPER=heaptrack` runs init under a tool (its figures then include the
+    // tool's), with this PATH for it.
+    let bin = env!("CARGO_BIN_EXE_secret-injector");
+    let wrapper = std::env::var("INIT_WRAPPER").ok();
+    let mut command = match &wrapper {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let path = wrapper.and(std::env::var("PATH").ok());
+    let child = command
         .args(["init", "--out-dir", out.path().to_str().unwrap()])
         .env_clear()
+        .envs(path.map(|p| ("PATH", p)))
         .env("SECRET_INJECTOR_PLAN", plan)
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
