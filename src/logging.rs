@@ -105,20 +105,17 @@ impl<W: Write> Batch<W> {
 
     /// Write what is held, unless another thread is writing right now.
     pub fn try_flush(&self) {
-        let Ok(mut state) = self.state.try_lock() else {
-            return;
-        };
-        let (held, sink) = &mut *state;
-        if !held.is_empty() {
-            let _ = sink.write_all(held);
-            held.clear();
+        if let Ok(mut state) = self.state.try_lock() {
+            Self::write_held(&mut state);
         }
     }
 
     /// Write what is held.
     pub fn flush(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let (held, sink) = &mut *state;
+        Self::write_held(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn write_held((held, sink): &mut (Vec<u8>, W)) {
         if !held.is_empty() {
             let _ = sink.write_all(held);
             held.clear();

@@ -336,23 +336,35 @@ mod tests {
         assert_eq!(e, "panicked: (no message)");
     }
 
+    /// A one-secret pod whose container carries `padding` bytes of env, reviewed in
+    /// namespace `ns` through the webhook's router.
+    async fn post_padded(state: &Arc<AppState>, ns: &str, padding: usize) -> Response {
+        use tower::ServiceExt;
+        let pod = serde_json::json!({
+            "metadata": {"generateName": "app-", "annotations": {"secret-injector.io/secret-db": "vault:kv/db"}},
+            "spec": {"containers": [{"name": "app", "env": [{"name": "PAD", "value": "x".repeat(padding)}]}]},
+        });
+        let request = axum::http::Request::post("/mutate")
+            .body(axum::body::Body::from(admission::request_for(
+                &pod, ns, "CREATE",
+            )))
+            .unwrap();
+        webhook_router(state.clone(), &Limits::default())
+            .oneshot(request)
+            .await
+            .unwrap()
+    }
+
     /// A review that panics, small (inline) or large (review thread), answers 500,
     /// and the next review is answered as usual.
     #[tokio::test]
     async fn a_review_that_panics_answers_500_and_the_next_one_is_served() {
-        use tower::ServiceExt;
         let mut state = AppState::new(Config::default(), Arc::new(Metrics::new()));
         state.lookup = Arc::new(|ns, _| {
             assert_ne!(ns, "boom", "a review that panics");
             Context::default()
         });
         let state = Arc::new(state);
-        let pod = |padding: usize| {
-            serde_json::json!({
-                "metadata": {"generateName": "app-", "annotations": {"secret-injector.io/secret-db": "vault:kv/db"}},
-                "spec": {"containers": [{"name": "app", "env": [{"name": "PAD", "value": "x".repeat(padding)}]}]},
-            })
-        };
         for (padding, ns, status) in [
             (100, "boom", StatusCode::INTERNAL_SERVER_ERROR),
             (
@@ -363,14 +375,7 @@ mod tests {
             (100, "prod", StatusCode::OK),
             (INLINE_REVIEW_BYTES, "prod", StatusCode::OK),
         ] {
-            let body = admission::request_for(&pod(padding), ns, "CREATE");
-            let request = axum::http::Request::post("/mutate")
-                .body(axum::body::Body::from(body))
-                .unwrap();
-            let response = webhook_router(state.clone(), &Limits::default())
-                .oneshot(request)
-                .await
-                .unwrap();
+            let response = post_padded(&state, ns, padding).await;
             assert_eq!(response.status(), status, "{ns}, padding {padding}");
         }
     }
@@ -406,31 +411,17 @@ mod tests {
     /// large one gets 503.
     #[tokio::test]
     async fn only_large_reviews_go_to_the_review_threads() {
-        use tower::ServiceExt;
         let mut state = AppState::new(Config::default(), Arc::new(Metrics::new()));
         let closed = Arc::new(tokio::sync::Semaphore::new(0));
         closed.close();
         state.reviews = closed;
         let state = Arc::new(state);
-        let pod = |padding: usize| {
-            serde_json::json!({
-                "metadata": {"generateName": "app-", "annotations": {"secret-injector.io/secret-db": "vault:kv/db"}},
-                "spec": {"containers": [{"name": "app", "env": [{"name": "PAD", "value": "x".repeat(padding)}]}]},
-            })
-        };
         for (padding, status) in [
             (100, StatusCode::OK),
             (INLINE_REVIEW_BYTES / 2, StatusCode::OK),
             (INLINE_REVIEW_BYTES, StatusCode::SERVICE_UNAVAILABLE),
         ] {
-            let body = admission::request_for(&pod(padding), "prod", "CREATE");
-            let request = axum::http::Request::post("/mutate")
-                .body(axum::body::Body::from(body))
-                .unwrap();
-            let response = webhook_router(state.clone(), &Limits::default())
-                .oneshot(request)
-                .await
-                .unwrap();
+            let response = post_padded(&state, "prod", padding).await;
             assert_eq!(response.status(), status, "padding {padding}");
         }
     }
