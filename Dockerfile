@@ -12,7 +12,10 @@
 #
 #   docker build -t ghcr.io/secret-injector/secret-injector:0.1.0 .
 
-FROM rust:1-bookworm AS build
+# The Rust release link-order.txt was made with (its first lines say which): another
+# rustc gives the crates other symbol names, and the binary's code is then not laid out
+# for its roles (build.rs warns). Move both together: scripts/link-order.sh.
+FROM rust:1.95.0-bookworm AS build
 # musl-tools: musl-gcc compiles the C code (aws-lc-sys via cc-rs) for the musl wrapper;
 # cmake/clang: aws-lc-sys falls back to CMake for some configurations.
 # musl-gcc only searches musl's include dir, and aws-lc needs the kernel

@@ -8,14 +8,19 @@
 //! - `x86_64-unknown-linux-musl` (the image): a static PIE whose start code, from Rust's
 //!   bundled musl, applies DT_RELR itself; LLD replaces the system linker, for `--icf`.
 //!
+//! On the glibc host build, `secret-injector` is also laid out by `link-order.txt`
+//! (`--symbol-ordering-file`): the functions its roles execute sit together, so a
+//! process maps about 2 MiB of code rather than 8 (scripts/link-order.sh writes it).
+//!
 //! Anything else (another target, a linker of one's own, a toolchain without LLD)
-//! links as before. See docs/performance.md, "Binary size".
+//! links as before. See docs/performance.md, "Binary size" and "Code layout".
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed={ORDER_FILE}");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let (target, host) = (var("TARGET"), var("HOST"));
@@ -28,7 +33,7 @@ fn main() {
         return;
     };
     match target.as_str() {
-        "x86_64-unknown-linux-gnu" if target == host && glibc_loads_relr() => {}
+        "x86_64-unknown-linux-gnu" if target == host && glibc_loads_relr() => link_order(),
         "x86_64-unknown-linux-musl" => {
             println!("cargo:rustc-link-arg-bins=-B{}", gcc_ld.display());
             println!("cargo:rustc-link-arg-bins=-fuse-ld=lld");
@@ -37,6 +42,36 @@ fn main() {
     }
     println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     println!("cargo:rustc-link-arg-bins=-Wl,--icf=all");
+}
+
+/// The file LLD lays the functions of `secret-injector` out by.
+const ORDER_FILE: &str = "link-order.txt";
+
+/// Pass [`ORDER_FILE`] to LLD for `secret-injector`. Names it lists that the binary no
+/// longer has are skipped silently: a stale file costs memory, never a build. A file
+/// made by another rustc names other symbols (the crates' hashes differ): say so.
+fn link_order() {
+    let file = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join(ORDER_FILE);
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return;
+    };
+    let arg = |a: String| println!("cargo:rustc-link-arg-bin=secret-injector={a}");
+    arg(format!("-Wl,--symbol-ordering-file={}", file.display()));
+    arg("-Wl,--no-warn-symbol-ordering".into());
+    let made_by = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# rustc: "))
+        .unwrap_or("an unknown rustc");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let this = Command::new(rustc).arg("-V").output().ok();
+    let this = this.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if this.as_deref() != Some(made_by) {
+        println!(
+            "cargo:warning={ORDER_FILE} was made with {made_by}, not {}: the binary's code is \
+             not laid out for its roles (more memory per process); run scripts/link-order.sh",
+            this.as_deref().unwrap_or("this rustc")
+        );
+    }
 }
 
 /// The directory holding the toolchain's `ld.lld` for the C compiler driver (`-B`), if

@@ -48,31 +48,23 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
-/// `init` of `plan` once: (peak RSS KiB, CPU seconds), from the child's rusage (reaped
-/// with `wait4`, which `Child::wait` cannot report).
-#[allow(clippy::zombie_processes)]
-fn init_once(plan: &str, env: &[(&str, String)]) -> (u64, f64) {
-    let out = tempfile::tempdir().unwrap();
-    // `INIT_WRAPPER=heaptrack` runs init under a tool (its figures then include the
-    // tool's), with this PATH for it.
-    let bin = env!("CARGO_BIN_EXE_secret-injector");
-    let wrapper = std::env::var("INIT_WRAPPER").ok();
-    let mut command = match &wrapper {
-        Some(w) => {
-            let mut c = Command::new(w);
-            c.arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    let path = wrapper.and(std::env::var("PATH").ok());
-    let child = command
-        .args(["init", "--out-dir", out.path().to_str().unwrap()])
-        .env_clear()
-        .envs(path.map(|p| ("PATH", p)))
-        .env("SECRET_INJECTOR_PLAN", plan)
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+/// Set when this bench binary runs as the launcher of one `init` (see [`launch`]).
+const LAUNCHER_ENV: &str = "REFRESH_BENCH_LAUNCHER";
+
+/// The launcher: runs its arguments as a command and prints the command's peak RSS
+/// (KiB) and CPU seconds from `wait4`'s rusage, and its own peak RSS at the spawn.
+///
+/// Why not spawn init from the bench itself: a child spawned with `vfork` (as
+/// `Command` does) enters `exec` in its parent's address space, and Linux keeps that
+/// space's high-water mark in the child's `ru_maxrss`. Spawned by the bench, init's
+/// peak would read as at least the bench's own (8 MiB here). This process has only
+/// started when it spawns, and says how small it was.
+fn launch() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let floor_kib = status_kib(std::process::id(), "VmHWM");
+    let child = Command::new(&args[0])
+        .args(&args[1..])
+        .env_remove(LAUNCHER_ENV)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -82,13 +74,48 @@ fn init_once(plan: &str, env: &[(&str, String)]) -> (u64, f64) {
     let pid = child.id() as i32;
     // SAFETY: wait4 on our own unreaped child, with pointers to live locals.
     assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
-    assert_eq!(status, 0, "init failed");
-    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), SECRETS);
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (
-        usage.ru_maxrss as u64,
-        secs(usage.ru_utime) + secs(usage.ru_stime),
-    )
+    println!(
+        "{} {} {floor_kib}",
+        usage.ru_maxrss,
+        secs(usage.ru_utime) + secs(usage.ru_stime)
+    );
+    std::process::exit(if status == 0 { 0 } else { 1 });
+}
+
+/// `init` of `plan` once, through [`launch`]: (peak RSS KiB, CPU seconds).
+fn init_once(plan: &str, env: &[(&str, String)]) -> (u64, f64) {
+    let out = tempfile::tempdir().unwrap();
+    // `INIT_WRAPPER=heaptrack` runs init under a tool (its figures then include the
+    // tool's), with this PATH for it.
+    let bin = env!("CARGO_BIN_EXE_secret-injector");
+    let wrapper = std::env::var("INIT_WRAPPER").ok();
+    let path = wrapper.as_ref().and(std::env::var("PATH").ok());
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(wrapper)
+        .args([bin, "init", "--out-dir", out.path().to_str().unwrap()])
+        .env_clear()
+        .env(LAUNCHER_ENV, "1")
+        .envs(path.map(|p| ("PATH", p)))
+        .env("SECRET_INJECTOR_PLAN", plan)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "init failed");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), SECRETS);
+    let text = String::from_utf8(output.stdout).unwrap();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let (peak, cpu, floor): (u64, f64, u64) = (
+        fields[0].parse().unwrap(),
+        fields[1].parse().unwrap(),
+        fields[2].parse().unwrap(),
+    );
+    assert!(
+        peak > floor,
+        "init's peak ({peak} KiB) is no more than the launcher's ({floor} KiB): not measured"
+    );
+    (peak, cpu)
 }
 
 /// The counter `name` of the sidecar's /metrics.
@@ -156,6 +183,9 @@ fn sidecar(plan: &str, env: &[(&str, String)]) -> Sidecar {
 }
 
 fn main() {
+    if std::env::var_os(LAUNCHER_ENV).is_some() {
+        return launch();
+    }
     if std::env::args().any(|a| a == "--list") {
         return;
     }

@@ -32,6 +32,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== benches build the release binary's dependency features"
+scripts/same-features.sh
 echo "== cargo test"
 cargo test --locked
 echo "== benches compile"
