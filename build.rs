@@ -15,12 +15,11 @@
 //! Anything else (another target, a linker of one's own, a toolchain without LLD)
 //! links as before. See docs/performance.md, "Binary size" and "Code layout".
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed={ORDER_FILE}");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let (target, host) = (var("TARGET"), var("HOST"));
@@ -49,29 +48,58 @@ const ORDER_FILE: &str = "link-order.txt";
 
 /// Pass [`ORDER_FILE`] to LLD for `secret-injector`. Names it lists that the binary no
 /// longer has are skipped silently: a stale file costs memory, never a build. A file
-/// made by another rustc names other symbols (the crates' hashes differ): say so.
+/// made by another rustc or for another Cargo.lock names other symbols (the crates'
+/// hashes differ): say so, with the command that makes it again.
 fn link_order() {
-    let file = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join(ORDER_FILE);
-    let Ok(text) = std::fs::read_to_string(&file) else {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let Ok(text) = std::fs::read_to_string(dir.join(ORDER_FILE)) else {
         return;
     };
+    println!("cargo:rerun-if-changed={ORDER_FILE}");
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    // `-Xlinker`, not `-Wl,`: the driver would split a path holding a comma.
     let arg = |a: String| println!("cargo:rustc-link-arg-bin=secret-injector={a}");
-    arg(format!("-Wl,--symbol-ordering-file={}", file.display()));
-    arg("-Wl,--no-warn-symbol-ordering".into());
-    let made_by = text
-        .lines()
-        .find_map(|l| l.strip_prefix("# rustc: "))
-        .unwrap_or("an unknown rustc");
+    arg("-Xlinker".into());
+    arg(format!(
+        "--symbol-ordering-file={}",
+        dir.join(ORDER_FILE).display()
+    ));
+    arg("-Xlinker".into());
+    arg("--no-warn-symbol-ordering".into());
+    let recorded = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("unknown")
+            .to_string()
+    };
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let this = Command::new(rustc).arg("-V").output().ok();
-    let this = this.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    if this.as_deref() != Some(made_by) {
-        println!(
-            "cargo:warning={ORDER_FILE} was made with {made_by}, not {}: the binary's code is \
-             not laid out for its roles (more memory per process); run scripts/link-order.sh",
-            this.as_deref().unwrap_or("this rustc")
-        );
-    }
+    let this_rustc = Command::new(rustc)
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let this_lock = std::fs::read(dir.join("Cargo.lock"))
+        .map(|l| lock_digest(&l))
+        .unwrap_or_default();
+    let stale = if recorded("# rustc: ") != this_rustc {
+        format!("was made with {}, not {this_rustc}", recorded("# rustc: "))
+    } else if recorded("# Cargo.lock: ") != this_lock {
+        "was made for another Cargo.lock".to_string()
+    } else {
+        return;
+    };
+    println!(
+        "cargo:warning={ORDER_FILE} {stale}: the binary's code is not laid out for its \
+         roles (more memory per process); run scripts/link-order.sh"
+    );
+}
+
+/// FNV-1a of Cargo.lock (benches/link_order.rs records the same in the file).
+fn lock_digest(lock: &[u8]) -> String {
+    let hash = lock.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// The directory holding the toolchain's `ld.lld` for the C compiler driver (`-B`), if

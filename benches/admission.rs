@@ -2,10 +2,16 @@
 //! typical and a large pod, against a baseline measured in the same run: parsing the
 //! same body into a `serde_json::Value` and writing a canned response of the same size
 //! (what any webhook must pay before it does anything).
+//!
+//! The `webhook` rows see each template again and again, so after the first review
+//! its check comes from the template cache, as for the pods of one workload. The
+//! `webhook_cold_templates` row gives every review templates never seen before (a
+//! comment with a counter), so it pays for parsing and checking them: the first pod
+//! of a workload, or a flood of distinct templates.
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::Value;
 
 #[path = "common/workload.rs"]
@@ -44,6 +50,25 @@ fn bench(c: &mut Criterion) {
             b.iter(|| review(black_box(body), &config, |_, _| Context::default()).unwrap())
         });
     }
+    let mut seen = 0u64;
+    group.bench_function(BenchmarkId::new("webhook_cold_templates", "typical"), |b| {
+        b.iter_batched(
+            || {
+                seen += 1;
+                let mut pod = cases[1].1.clone();
+                let annotations = pod["metadata"]["annotations"].as_object_mut().unwrap();
+                for (key, value) in annotations.iter_mut() {
+                    if key.starts_with("secret-injector.io/template-") {
+                        let text = format!("{}{{# {seen} #}}\n", value.as_str().unwrap());
+                        *value = text.into();
+                    }
+                }
+                request_for(&pod, "prod", "CREATE")
+            },
+            |body| review(black_box(&body), &config, |_, _| Context::default()).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 
     // What the narrow PodView saves over a full k8s-openapi Pod.

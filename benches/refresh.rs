@@ -1,4 +1,5 @@
-//! The refresh sidecar's footprint with 20 secrets, against real OpenBao and moto: its
+//! The refresh sidecar's footprint with 20 secrets, against real OpenBao (over HTTP and
+//! over TLS) and moto (plain HTTP: it has no TLS a client could verify): its
 //! steady-state RSS and the CPU one refresh costs (every secret read again, nothing
 //! changed), measured against the baseline of the same binary's `init`, which fetches
 //! the same 20 secrets once and exits, in the same run.
@@ -102,7 +103,11 @@ fn init_once(plan: &str, env: &[(&str, String)]) -> (u64, f64) {
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();
-    assert!(output.status.success(), "init failed");
+    assert!(
+        output.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), SECRETS);
     let text = String::from_utf8(output.stdout).unwrap();
     let fields: Vec<&str> = text.split_whitespace().collect();
@@ -194,6 +199,7 @@ fn main() {
     let stores = rt.block_on(support::bench::stores(SECRETS));
     let plan = |provider: &str, path: &str| support::bench::plan(provider, path, SECRETS);
     let vault_env = stores.vault_env(stores.bao.addr.clone());
+    let vault_tls_env = stores.vault_tls_env();
     let aws_env = support::bench::aws_env(stores.moto.url.clone());
     println!(
         "\nrefresh sidecar with {SECRETS} secrets at a 1 s interval, measured over {WINDOW:?} after {WARM_UP:?}; baseline: init of the same secrets, once"
@@ -207,6 +213,11 @@ fn main() {
             "vault (KV v2, 20 reads)",
             plan("vault", "secret/data/bench"),
             &vault_env,
+        ),
+        (
+            "vault over TLS (as in a cluster)",
+            plan("vault", "secret/data/bench"),
+            &vault_tls_env,
         ),
         (
             "aws (1 BatchGetSecretValue)",
