@@ -18,6 +18,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+#[path = "benches/common/lock_digest.rs"]
+mod lock_digest;
+use lock_digest::lock_digest;
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
@@ -92,14 +96,6 @@ fn link_order() {
         "cargo:warning={ORDER_FILE} {stale}: the binary's code is not laid out for its \
          roles (more memory per process); run scripts/link-order.sh"
     );
-}
-
-/// FNV-1a of Cargo.lock (benches/link_order.rs records the same in the file).
-fn lock_digest(lock: &[u8]) -> String {
-    let hash = lock.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
 }
 
 /// The directory holding the toolchain's `ld.lld` for the C compiler driver (`-B`), if

@@ -10,6 +10,8 @@
 //! table: run `scripts/link-order.sh`, which builds one and calls this with
 //! `LINK_ORDER_BIN=<it>`.
 
+#[path = "common/lock_digest.rs"]
+mod lock_digest;
 #[path = "../tests/support/mod.rs"]
 mod support;
 #[path = "common/workload.rs"]
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use lock_digest::lock_digest;
 use secret_injector::webhook::admission::request_for;
 use serde_json::json;
 use support::{free_port, rustls_client_config, wait_http};
@@ -88,7 +91,9 @@ fn main() {
          # Cargo.lock: {}\n",
         runs.iter().map(|r| r.0).collect::<Vec<_>>().join(", "),
         String::from_utf8_lossy(&rustc.stdout).trim(),
-        lock_digest()
+        lock_digest(
+            &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).unwrap()
+        )
     );
     let mut written = std::collections::HashSet::new();
     for i in &order {
@@ -107,16 +112,6 @@ fn main() {
         written.len(),
         bytes / 1024
     );
-}
-
-/// FNV-1a of Cargo.lock, as build.rs computes it to tell a file made for other
-/// dependencies.
-fn lock_digest() -> String {
-    let lock = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).unwrap();
-    let hash = lock.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
 }
 
 /// The binary's function symbols: (address, size, name), by address.
@@ -197,6 +192,46 @@ fn under_valgrind(bin: &Path, dir: &Path, name: &str) -> Command {
     c
 }
 
+/// The secrets and env volumes of one agent run.
+struct Volumes {
+    out: tempfile::TempDir,
+    env: tempfile::TempDir,
+}
+
+impl Volumes {
+    fn new() -> Volumes {
+        let dir = || tempfile::tempdir().unwrap();
+        Volumes {
+            out: dir(),
+            env: dir(),
+        }
+    }
+}
+
+/// `secret-injector <subcommand>` (init or refresh) of `plan` under callgrind, with
+/// the injected container's `env` and nothing else.
+fn agent(
+    bin: &Path,
+    dir: &Path,
+    role: &str,
+    subcommand: &str,
+    volumes: &Volumes,
+    plan: &str,
+    env: &[(&str, String)],
+) -> Command {
+    let mut c = under_valgrind(bin, dir, role);
+    c.arg(subcommand)
+        .arg("--out-dir")
+        .arg(volumes.out.path())
+        .arg("--env-dir")
+        .arg(volumes.env.path())
+        .env_clear()
+        .env("SECRET_INJECTOR_PLAN", plan)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    c
+}
+
 fn finish(mut child: Child, what: &str) {
     let status = child.wait().unwrap();
     assert!(status.success(), "{what}: {status}");
@@ -244,16 +279,8 @@ async fn profile_roles(bin: &Path, dir: &Path) -> Vec<(&'static str, PathBuf)> {
         ("init-aws", &aws_plan, &aws_env),
         ("init-vault", &vault_plan, &vault_env),
     ] {
-        let (out, env_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let child = under_valgrind(bin, dir, role)
-            .args(["init", "--out-dir"])
-            .arg(out.path())
-            .arg("--env-dir")
-            .arg(env_dir.path())
-            .env_clear()
-            .env("SECRET_INJECTOR_PLAN", plan)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        let volumes = Volumes::new();
+        let child = agent(bin, dir, role, "init", &volumes, plan, env)
             .spawn()
             .unwrap();
         finish(child, role);
@@ -263,18 +290,10 @@ async fn profile_roles(bin: &Path, dir: &Path) -> Vec<(&'static str, PathBuf)> {
         ("refresh-aws", &aws_plan, &aws_env),
         ("refresh-vault", &vault_plan, &vault_env),
     ] {
-        let (out, env_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let port = free_port();
-        let mut child = under_valgrind(bin, dir, role)
-            .args(["refresh", "--interval=1s", "--out-dir"])
-            .arg(out.path())
-            .arg("--env-dir")
-            .arg(env_dir.path())
+        let (volumes, port) = (Volumes::new(), free_port());
+        let mut child = agent(bin, dir, role, "refresh", &volumes, plan, env)
+            .arg("--interval=1s")
             .arg(format!("--probe-listen=127.0.0.1:{port}"))
-            .env_clear()
-            .env("SECRET_INJECTOR_PLAN", plan)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .spawn()
             .unwrap();
         let ready = format!("http://127.0.0.1:{port}/readyz");
