@@ -10,9 +10,11 @@ use serde_json::Value;
 use crate::contract::auth::AuthMethod;
 
 mod clouds;
+mod vault;
 pub use crate::contract::plan::EnvDelivery;
 use crate::{Error, Result};
 pub use clouds::{AzureConfig, GcpConfig};
+pub use vault::{AllowedAddress, VaultConfig};
 
 pub const ENV_PREFIX: &str = "SECRET_INJECTOR_";
 
@@ -44,23 +46,6 @@ pub enum PullPolicy {
     #[default]
     IfNotPresent,
     Never,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VaultConfig {
-    pub address: String,
-    /// Path of a PEM CA bundle, read by the webhook and handed to the init container.
-    pub ca_cert: String,
-    pub namespace: String,
-    pub auth_method: AuthMethod,
-    pub auth_path: String,
-    pub audience: String,
-    /// Addresses a pod may pick with `secret-injector.io/vault-addr`.
-    pub allowed_addresses: Vec<String>,
-    /// The PEM read from `ca_cert` when the config is loaded.
-    #[serde(skip)]
-    pub ca_pem: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,21 +88,6 @@ impl Default for Config {
             gcp: GcpConfig::default(),
             azure: AzureConfig::default(),
             resources: Resources::default(),
-        }
-    }
-}
-
-impl Default for VaultConfig {
-    fn default() -> Self {
-        VaultConfig {
-            address: "https://vault.vault.svc:8200".to_string(),
-            ca_cert: String::new(),
-            namespace: String::new(),
-            auth_method: AuthMethod::default(),
-            auth_path: "kubernetes".to_string(),
-            audience: "vault".to_string(),
-            allowed_addresses: Vec::new(),
-            ca_pem: None,
         }
     }
 }
@@ -235,6 +205,7 @@ impl Config {
             env_delivery: check_choice::<EnvDelivery>(&mut value, "/env_delivery", |v| {
                 format!("env_delivery `{v}` must be `exec` or `file-key-ref` (Kubernetes 1.35+)")
             }),
+            allowed_addresses: vault::check_allowed_shapes(&mut value),
         };
         let config: Config = serde_json::from_value(value)
             .map_err(|e| Error::Config(format!("invalid config: {e}")))?;
@@ -276,7 +247,7 @@ impl Config {
                 self.vault
                     .allowed_addresses
                     .iter()
-                    .map(|a| ("vault.allowed_addresses", a)),
+                    .map(|a| ("vault.allowed_addresses", &a.address)),
             )
             .chain([
                 ("aws.endpoint_url", &self.aws.endpoint_url),
@@ -318,6 +289,8 @@ impl Config {
                 problems.push(format!("{what} `{url}` {e}; for example {example}"));
             }
         }
+        problems.extend(choices.allowed_addresses);
+        problems.extend(self.vault.allow_list_problems());
         problems.extend(self.cloud_problems());
         problems.extend(self.resources.problems());
         if problems.is_empty() {
@@ -385,6 +358,9 @@ struct Choices {
     auth_method: Option<String>,
     pull_policy: Option<String>,
     env_delivery: Option<String>,
+    /// Entries of `vault.allowed_addresses` that are neither an address nor
+    /// `{address, audience}`.
+    allowed_addresses: Vec<String>,
 }
 
 /// A value at `pointer` that is not one of `T`'s names: a problem, and `T`'s default in
@@ -711,7 +687,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.vault.address, "https://env:8200");
-        assert_eq!(c.vault.allowed_addresses, vec!["https://x", "https://y"]);
+        assert_eq!(
+            c.vault.allowed_addresses,
+            [
+                AllowedAddress::new("https://x"),
+                AllowedAddress::new("https://y")
+            ]
+        );
         assert_eq!(c.mount_path, "/etc/app");
         assert_eq!(c.token_expiration_seconds, 900);
         assert_eq!(c.resources.limits["memory"], "128Mi");

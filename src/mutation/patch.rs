@@ -118,7 +118,8 @@ pub fn build(pod: &PodView, spec: &InjectionSpec, config: &Config) -> Patch {
     };
     let mut token_providers = Vec::new();
     if plan.uses(Provider::Vault) {
-        token_providers.push((Provider::Vault, &config.vault.audience));
+        // The audience of the address this pod talks to (see `vault.allowed_addresses`).
+        token_providers.push((Provider::Vault, &spec.vault.audience));
     }
     if plan.uses_aws() && copied_aws.is_none() && spec.aws.role_arn.is_some() {
         token_providers.push((Provider::Aws, &config.aws.audience));
@@ -676,6 +677,58 @@ mod tests {
         assert!(
             out["spec"]["containers"][1].get("volumeMounts").is_none(),
             "mesh sidecar untouched"
+        );
+    }
+
+    /// The Vault token volume has the audience of the address the pod talks to, and
+    /// the init container is sent to that address.
+    #[test]
+    fn the_vault_token_has_the_audience_of_the_pods_address() {
+        let mut cfg = Config::default();
+        cfg.vault.allowed_addresses = vec![crate::config::AllowedAddress::with_audience(
+            "https://vault-eu.example:8200",
+            "vault-eu",
+        )];
+        let audience_and_addr = |annotations: Value| {
+            let mut pod = json!({
+                "metadata": {"annotations": annotations},
+                "spec": {"containers": [{"name": "app"}]},
+            });
+            let view: PodView = serde_json::from_value(pod.clone()).unwrap();
+            let Ok(Decision::Inject(spec)) = spec::parse(&view, &cfg, &Context::default()) else {
+                panic!("expected injection");
+            };
+            json_patch::patch(&mut pod, &build(&view, &spec, &cfg).to_json_patch()).unwrap();
+            let volume = pod["spec"]["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == token_volume(Provider::Vault))
+                .unwrap()
+                .clone();
+            let env = &pod["spec"]["initContainers"][0]["env"];
+            let addr = env
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == VAULT_ADDR_ENV)
+                .unwrap()["value"]
+                .clone();
+            (
+                volume["projected"]["sources"][0]["serviceAccountToken"]["audience"].clone(),
+                addr,
+            )
+        };
+        assert_eq!(
+            audience_and_addr(json!({"secret-injector.io/secret-a": "vault:kv/a"})),
+            (json!("vault"), json!("https://vault.vault.svc:8200"))
+        );
+        assert_eq!(
+            audience_and_addr(json!({
+                "secret-injector.io/secret-a": "vault:kv/a",
+                "secret-injector.io/vault-addr": "https://vault-eu.example:8200",
+            })),
+            (json!("vault-eu"), json!("https://vault-eu.example:8200"))
         );
     }
 

@@ -59,7 +59,7 @@ fn full_config() -> Config {
 const GCP_PROVIDER: &str = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/k8s/providers/cluster";
 
 /// The projected token volume mounted at the directory of `file`: its audience.
-fn token_audience(pod: &Value, init: &Value, file: &str) -> String {
+pub(crate) fn token_audience(pod: &Value, init: &Value, file: &str) -> String {
     let (dir, name) = file.rsplit_once('/').unwrap();
     let mount = init["volumeMounts"]
         .as_array()
@@ -156,7 +156,7 @@ fn injected_with(config: &Config, annotations: Value, containers: Value) -> (Val
 /// The init container's args and env, through the real parser. Env variables become
 /// the options that read them; the parser's own env lookups are switched off, so the
 /// test process's env (a `VAULT_ADDR` in a developer's shell) cannot answer for the pod.
-fn parse_init(container: &Value) -> InitArgs {
+pub(crate) fn parse_init(container: &Value) -> InitArgs {
     match parse_agent(container, "init") {
         Command::Init(args) => args,
         other => panic!("not init: {other:?}"),

@@ -26,3 +26,4 @@ mod ssm;
 mod support;
 mod util;
 mod vault;
+mod vault_audiences;

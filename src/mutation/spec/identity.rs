@@ -58,21 +58,38 @@ pub(super) fn vault_identity(
         }),
         None => config.vault.auth_method,
     };
-    let address = match ours.get("vault-addr") {
-        Some(addr) => {
-            let want = addr.trim_end_matches('/');
-            if config
-                .vault
-                .allowed_addresses
-                .iter()
-                .any(|a| a.trim_end_matches('/') == want)
-            {
-                want.to_string()
-            } else {
+    let (address, audience) = vault_address(c, config, ours.get("vault-addr").copied());
+    VaultIdentity {
+        address,
+        audience,
+        role,
+        auth_path,
+        auth_method,
+    }
+}
+
+/// The Vault address of the pod and the audience of its projected token: the config's
+/// `vault.address` and `vault.audience`, or an allow-listed `vault-addr` and the
+/// audience of its entry (its own, else `vault.audience`), so that a Vault on the
+/// allow-list cannot replay the token at another that has its own.
+fn vault_address(c: &mut Collector, config: &Config, vault_addr: Option<&str>) -> (String, String) {
+    match vault_addr {
+        Some(addr) => match config.vault.allowed(addr) {
+            Some(entry) => (
+                addr.trim_end_matches('/').to_string(),
+                config.vault.audience_of(entry).to_string(),
+            ),
+            None => {
                 let allowed = if config.vault.allowed_addresses.is_empty() {
                     "the allow-list is empty".to_string()
                 } else {
-                    format!("allowed: {}", config.vault.allowed_addresses.join(", "))
+                    let list: Vec<&str> = config
+                        .vault
+                        .allowed_addresses
+                        .iter()
+                        .map(|a| a.address.as_str())
+                        .collect();
+                    format!("allowed: {}", list.join(", "))
                 };
                 c.push(
                     "vault-addr",
@@ -81,16 +98,10 @@ pub(super) fn vault_identity(
                         config.vault.address
                     ),
                 );
-                String::new()
+                (String::new(), String::new())
             }
-        }
-        None => config.vault.address.clone(),
-    };
-    VaultIdentity {
-        address,
-        role,
-        auth_path,
-        auth_method,
+        },
+        None => (config.vault.address.clone(), config.vault.audience.clone()),
     }
 }
 
@@ -393,6 +404,56 @@ mod tests {
             Ok(Decision::Inject(s)) => *s,
             other => panic!("expected injection, got {other:?}"),
         }
+    }
+
+    /// The projected token's audience is the one of the address the pod talks to: its
+    /// allow-list entry's own, else `vault.audience`.
+    #[test]
+    fn the_vault_audience_is_the_one_of_the_pods_address() {
+        use crate::config::AllowedAddress;
+        let mut cfg = Config::default();
+        cfg.vault.audience = "vault-main".into();
+        cfg.vault.allowed_addresses = vec![
+            AllowedAddress::with_audience("https://vault-eu.example:8200", "vault-eu"),
+            AllowedAddress::with_audience("https://vault-us.example:8200/", "vault-us"),
+            AllowedAddress::new("https://vault-legacy.example:8200"),
+        ];
+        let ctx = Context::default();
+        let identity = |addr: Option<&str>| {
+            let mut annotations = json!({"secret-injector.io/secret-db": "vault:kv/db#password"});
+            if let Some(addr) = addr {
+                annotations["secret-injector.io/vault-addr"] = json!(addr);
+            }
+            let v = spec(annotations, &cfg, &ctx).vault;
+            (v.address, v.audience)
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            identity(None),
+            pair("https://vault.vault.svc:8200", "vault-main")
+        );
+        assert_eq!(
+            identity(Some("https://vault-eu.example:8200/")),
+            pair("https://vault-eu.example:8200", "vault-eu")
+        );
+        assert_eq!(
+            identity(Some("https://vault-us.example:8200")),
+            pair("https://vault-us.example:8200", "vault-us")
+        );
+        assert_eq!(
+            identity(Some("https://vault-legacy.example:8200")),
+            pair("https://vault-legacy.example:8200", "vault-main")
+        );
+        let p = problems(
+            json!({"secret-injector.io/secret-db": "vault:kv/db", "secret-injector.io/vault-addr": "https://evil.example:8200"}),
+            &cfg,
+            &ctx,
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("(allowed: https://vault-eu.example:8200, https://vault-us.example:8200/, https://vault-legacy.example:8200)"),
+            "{p:?}"
+        );
     }
 
     #[test]

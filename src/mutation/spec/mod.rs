@@ -180,6 +180,9 @@ pub struct Context {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VaultIdentity {
     pub address: String,
+    /// Audience of the projected token: the one of `address` in the config
+    /// (`vault.allowed_addresses`), else `vault.audience`.
+    pub audience: String,
     pub role: String,
     pub auth_path: String,
     pub auth_method: crate::contract::auth::AuthMethod,
