@@ -57,6 +57,11 @@ pub struct RefreshArgs {
     /// POST here after the files changed (the app's reload endpoint, in the pod).
     #[arg(long, env = names::RELOAD_URL_ENV)]
     pub reload_url: Option<String>,
+    /// How long replaced credentials (a lease, or a whole Vault session) stay valid after
+    /// their replacements are written, before they are revoked: time for the app to
+    /// reconnect.
+    #[arg(long, env = "SECRET_INJECTOR_LEASE_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease_grace: Duration,
     /// Where to serve /readyz, /healthz and /metrics (the kubelet probes the pod's IP).
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], names::PROBE_PORT)))]
     pub probe_listen: SocketAddr,
@@ -112,7 +117,8 @@ pub struct InitArgs {
         default_value_t = AuthMethod::Kubernetes
     )]
     pub vault_auth_method: AuthMethod,
-    /// The projected service-account token (audience `vault`).
+    /// The projected service-account token (audience `vault.audience`, or the address's
+    /// own from `vault.allowed_addresses`).
     #[arg(
         long,
         env = names::VAULT_TOKEN_FILE_ENV,

@@ -266,7 +266,15 @@ fn init(args: InitArgs) -> Outcome {
     let runtime = agent_runtime(program)?;
     use tracing::Instrument;
     runtime
-        .block_on(secret_injector::agent::init::run(opts).instrument(pod_span("init")))
+        .block_on(
+            async {
+                // Watched from the start: SIGTERM during the login or the fetch revokes
+                // what was issued.
+                let stop = secret_injector::agent::stop::terminated();
+                secret_injector::agent::init::run(opts, stop).await
+            }
+            .instrument(pod_span("init")),
+        )
         .map_err(|e| agent_failure(program, e.into()))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -275,17 +283,31 @@ fn init(args: InitArgs) -> Outcome {
 /// it, and the startup probe keeps the app waiting); SIGTERM exits 0.
 fn refresh(args: RefreshArgs) -> Outcome {
     let program = "secret-injector refresh";
+    if let Some(problem) = args
+        .reload_url
+        .as_deref()
+        .and_then(secret_injector::contract::reload::problem)
+    {
+        return Err(agent_failure(
+            program,
+            anyhow!("{}: {problem}", names::RELOAD_URL_ENV),
+        ));
+    }
     let opts = secret_injector::agent::refresh::RefreshOptions {
         init: init_options(args.init, program)?,
         interval: args.interval,
         reload_url: args.reload_url,
         probe_listen: args.probe_listen,
+        lease_grace: args.lease_grace,
     };
     let runtime = agent_runtime(program)?;
     use tracing::Instrument;
     runtime
         .block_on(
             async move {
+                // Watched from the start: SIGTERM during the login or the first fetch
+                // revokes what was issued.
+                let stop = secret_injector::agent::stop::terminated();
                 let status = Arc::new(secret_injector::agent::refresh::Status::default());
                 let listener = tokio::net::TcpListener::bind(opts.probe_listen)
                     .await
@@ -294,7 +316,7 @@ fn refresh(args: RefreshArgs) -> Outcome {
                     listener,
                     status.clone(),
                 ));
-                secret_injector::agent::refresh::run(opts, status, terminated()).await?;
+                secret_injector::agent::refresh::run(opts, status, stop).await?;
                 Ok::<_, anyhow::Error>(())
             }
             .instrument(pod_span("refresh")),
@@ -331,19 +353,8 @@ fn pod_span(command: &'static str) -> tracing::Span {
 }
 
 /// SIGTERM or Ctrl-C.
-pub async fn terminated() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+pub fn terminated() -> impl std::future::Future<Output = ()> {
+    secret_injector::agent::stop::terminated()
 }
 
 /// init's options from its args and env.

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::agent::assemble::{Assembled, assemble};
-use crate::agent::fetch::{Budget, StoreSettings, Stores};
+use crate::agent::fetch::{Budget, StoreSettings};
 use crate::agent::providers::AgentError;
 use crate::agent::providers::vault::{Lease, Vault};
+use crate::agent::stop;
 use crate::contract::plan::FetchPlan;
 use crate::files::{copy_atomic, write_all_or_nothing};
 
@@ -31,13 +32,21 @@ pub struct Options {
 }
 
 /// Log in, fetch, assemble, write, finish. The error is the one line to print.
-pub async fn run(opts: Options) -> Result<(), AgentError> {
+/// When `stop` (SIGTERM) completes first, nothing is written, the Vault token is
+/// revoked with whatever leases it made, and the error is [`stop::STOPPED`].
+pub async fn run(
+    opts: Options,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
     let start = Instant::now();
     let budget = Budget::starting_now(opts.deadline, opts.concurrency, opts.attempt_timeout);
     let plan = &opts.plan;
-    let stores = Stores::login(plan, &opts.stores, budget).await?;
+    tokio::pin!(stop);
+    let Some(stores) = stop::login(plan, &opts.stores, budget, stop.as_mut()).await? else {
+        return Err(AgentError::permanent(stop::STOPPED));
+    };
     let logged_in = start.elapsed();
-    let result = async {
+    let work = async {
         let fetched = stores.fetch(plan, budget).await?;
         let fetch_done = start.elapsed();
         let assembled = assemble(plan, &fetched.values)?;
@@ -55,8 +64,16 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             "secrets ready"
         );
         Ok::<_, AgentError>(fetched.leases)
-    }
-    .await;
+    };
+    // The files are written in one synchronous step: a stop either comes before it
+    // (nothing written) or after the whole set is in place.
+    let result = tokio::select! {
+        result = work => result,
+        _ = stop => {
+            stop::revoke(&stores).await;
+            return Err(AgentError::permanent(stop::STOPPED));
+        }
+    };
     match (&stores.vault, result) {
         (Some(v), Ok(leases)) => {
             finish(v, &leases).await;

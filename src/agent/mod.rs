@@ -6,6 +6,8 @@ pub mod assemble;
 pub mod exec;
 pub mod fetch;
 pub mod init;
+pub mod leases;
 pub mod probes;
 pub mod providers;
 pub mod refresh;
+pub mod stop;

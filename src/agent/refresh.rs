@@ -15,8 +15,10 @@
 //! - on SIGTERM revokes the token (and with it every lease) and exits 0.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -24,16 +26,17 @@ use std::time::{Duration, Instant};
 use crate::agent::assemble::{Assembled, assemble};
 use crate::agent::fetch::{Budget, Stores, locations};
 use crate::agent::init::{self, Options};
+use crate::agent::leases::{Held, LeaseState, backoff};
 use crate::agent::probes::unix_now;
 pub use crate::agent::probes::{Status, serve_probes};
 use crate::agent::providers::AgentError;
 use crate::agent::providers::vault::{Lease, Vault};
+use crate::agent::stop;
 use crate::contract::reference::SecretRef;
 use crate::files::{FileOut, publish};
 
-/// How long a replaced lease stays valid before it is revoked: apps hold open
-/// connections with the old credentials, and need a moment to reconnect.
-pub const LEASE_GRACE: Duration = Duration::from_secs(30);
+mod reload;
+mod session;
 
 /// What the sidecar needs besides init's options.
 #[derive(Clone, Debug)]
@@ -44,34 +47,10 @@ pub struct RefreshOptions {
     pub reload_url: Option<String>,
     /// Where the probes and metrics are served (the pod's IP: the kubelet probes it).
     pub probe_listen: SocketAddr,
-}
-
-/// A lease held for the app, and when to renew it.
-struct Held {
-    lease: Lease,
-    /// Its TTL when it was issued: a renewal that gives less means the lease nears its
-    /// max TTL.
-    issued_ttl: u64,
-    renew_at: Instant,
-    /// Held by a replaced token, so it ends with that token: replace it, do not renew.
-    orphaned: bool,
-}
-
-/// 2/3 of a TTL from now: when a token or a lease is renewed. A TTL of 0 never expires.
-fn two_thirds(ttl_seconds: u64) -> Instant {
-    let ttl = if ttl_seconds == 0 {
-        // 100 years: never, as far as this pod is concerned
-        100 * 365 * 24 * 3600
-    } else {
-        ttl_seconds.max(3)
-    };
-    Instant::now() + Duration::from_secs(ttl * 2 / 3)
-}
-
-/// Whether a renewal gave the whole TTL at issue. Less means Vault capped it at the max
-/// TTL, which is then less than one TTL away: time to replace, not to renew again.
-fn renewed_in_full(ttl: u64, issued_ttl: u64) -> bool {
-    ttl >= issued_ttl
+    /// How long replaced credentials stay valid after their replacements are written,
+    /// before they are revoked: apps hold open connections with the old credentials,
+    /// and need a moment to reconnect (`--lease-grace`, 30 s).
+    pub lease_grace: Duration,
 }
 
 /// `d` ± 10 %, so the pods of a Deployment do not refresh in step.
@@ -103,17 +82,29 @@ struct Sidecar {
     token_renew_at: Option<Instant>,
     /// The token's TTL at login.
     token_issued_ttl: u64,
-    /// Replaced leases, revoked after [`LEASE_GRACE`]; replaced Vault sessions (their
-    /// token revoked, which revokes their leases), likewise.
+    /// When the current token ends unless renewed (`None`: never, or no Vault).
+    token_expires_at: Option<Instant>,
+    /// Vault sessions replaced by a new login whose leases the files still hold, with
+    /// when each token ends. Each is revoked only once the files hold none of its
+    /// leases (after the grace period), or dropped when it has expired anyway.
+    superseded: Vec<(Option<Instant>, Vault)>,
+    /// Leases replaced by new ones that are not in the files yet.
+    replaced: Vec<Lease>,
+    /// Replaced leases and sessions whose replacements are written, revoked after the
+    /// grace period (a session's token revoked, which revokes its leases).
     retiring: Vec<(Instant, Lease)>,
     retiring_sessions: Vec<(Instant, Vault)>,
     published: Option<Assembled>,
+    /// Values were taken that are not in the files yet (a publish failed).
+    unpublished: bool,
     generation: u64,
     status: Arc<Status>,
     keys: std::collections::hash_map::RandomState,
     failures_in_a_row: u32,
     /// The files changed since the app was last told.
     reload_pending: bool,
+    /// The "credentials are going" line was logged, and not yet its all-clear.
+    warned_doomed: bool,
 }
 
 impl Sidecar {
@@ -130,20 +121,35 @@ impl Sidecar {
         (self.opts.interval / 2).min(self.opts.init.attempt_timeout * 2)
     }
 
-    /// Take what a fetch returned: values, and leases to renew from now on.
+    /// Take what a fetch returned: values, and leases to renew from now on. A lease it
+    /// replaces is revoked after its replacement is written and the grace period has
+    /// passed; an orphan ends with its own session instead.
     fn take(&mut self, fetched: crate::agent::fetch::Fetch) {
         self.values.extend(fetched.values);
         for (location, lease) in fetched.leases {
-            let held = Held {
-                renew_at: two_thirds(lease.duration),
-                issued_ttl: lease.duration,
-                orphaned: false,
-                lease,
-            };
-            if let Some(old) = self.leases.insert(location, held) {
-                self.retiring
-                    .push((Instant::now() + LEASE_GRACE, old.lease));
+            if let Some(old) = self.leases.insert(location, Held::issued(lease))
+                && old.state != LeaseState::Orphaned
+            {
+                self.replaced.push(old.lease);
             }
+        }
+        self.unpublished = true;
+    }
+
+    /// The files hold what was taken: what it replaced may now be revoked, after the
+    /// grace period.
+    fn written(&mut self) {
+        self.unpublished = false;
+        let at = Instant::now() + self.opts.lease_grace;
+        self.retiring
+            .extend(self.replaced.drain(..).map(|lease| (at, lease)));
+        if !self
+            .leases
+            .values()
+            .any(|h| h.state == LeaseState::Orphaned)
+        {
+            self.retiring_sessions
+                .extend(self.superseded.drain(..).map(|(_, v)| (at, v)));
         }
     }
 
@@ -153,6 +159,7 @@ impl Sidecar {
         let changes = changed(self.published.as_ref(), &assembled);
         let env_changed = self.published.as_ref().map(|p| &p.env_file) != Some(&assembled.env_file);
         if changes.is_empty() && !env_changed {
+            self.written();
             return Ok(());
         }
         if !assembled.files.is_empty() {
@@ -191,127 +198,8 @@ impl Sidecar {
         }
         self.published = Some(assembled);
         self.status.publications.fetch_add(1, Ordering::Relaxed);
+        self.written();
         Ok(())
-    }
-
-    /// Renew the token when due; log in again when it cannot be renewed or nears its
-    /// max TTL, and replace every lease of the old session.
-    async fn keep_token(&mut self) -> Result<(), AgentError> {
-        let Some(due) = self.token_renew_at else {
-            return Ok(());
-        };
-        if Instant::now() < due {
-            return Ok(());
-        }
-        let vault = self
-            .stores
-            .vault
-            .as_mut()
-            .expect("a due token has a session");
-        match vault.renew_self().await {
-            Ok(lease) if lease.renewable && renewed_in_full(lease.ttl, self.token_issued_ttl) => {
-                tracing::debug!(ttl_seconds = lease.ttl, "renewed the Vault token");
-                self.token_renew_at = Some(two_thirds(lease.ttl));
-                return Ok(());
-            }
-            Ok(lease) => tracing::info!(
-                ttl_seconds = lease.ttl,
-                "the Vault token nears its max TTL; logging in again"
-            ),
-            Err(e) => tracing::warn!(error = %e, "cannot renew the Vault token; logging in again"),
-        }
-        self.relogin().await
-    }
-
-    /// A new session with the current projected token; the old one's leases are
-    /// replaced with new credentials and the old token revoked after the grace period.
-    async fn relogin(&mut self) -> Result<(), AgentError> {
-        let budget = self.budget(self.cycle_deadline());
-        let fresh = Stores::login(&self.opts.init.plan, &self.opts.init.stores, budget).await?;
-        let old = std::mem::replace(&mut self.stores, fresh);
-        self.token_renew_at = self
-            .stores
-            .vault
-            .as_ref()
-            .map(|v| two_thirds(v.token_lease.ttl));
-        self.token_issued_ttl = self.stores.vault.as_ref().map_or(0, |v| v.token_lease.ttl);
-        tracing::info!("logged in again with the current service-account token");
-        // The old token is revoked after the grace period, and its leases with it. Until
-        // they are replaced under the new token, they are orphans: if the fetch below
-        // fails, the next turns replace them instead of renewing them.
-        if let Some(v) = old.vault {
-            self.retiring_sessions
-                .push((Instant::now() + LEASE_GRACE, v));
-        }
-        for held in self.leases.values_mut() {
-            held.orphaned = true;
-        }
-        let leased: Vec<SecretRef> = self.leases.keys().cloned().collect();
-        if !leased.is_empty() {
-            let fetched = self.stores.fetch_locations(&leased, budget).await?;
-            // The old leases end with the old token: not revoked one by one.
-            for location in &leased {
-                self.leases.remove(location);
-            }
-            self.take(fetched);
-            self.publish_if_changed()?;
-        }
-        Ok(())
-    }
-
-    /// Renew each due lease; replace the ones that cannot be renewed or near their max TTL.
-    async fn keep_leases(&mut self) -> Result<(), AgentError> {
-        let now = Instant::now();
-        let due: Vec<SecretRef> = self
-            .leases
-            .iter()
-            .filter(|(_, h)| h.renew_at <= now)
-            .map(|(l, _)| l.clone())
-            .collect();
-        let mut replace = Vec::new();
-        for location in due {
-            let held = &self.leases[&location];
-            if held.orphaned {
-                replace.push(location);
-                continue;
-            }
-            let vault = self.stores.vault.as_ref().expect("a lease has a session");
-            let result = if held.lease.renewable {
-                vault.renew_lease(&held.lease).await
-            } else {
-                Err(AgentError::permanent("the lease is not renewable"))
-            };
-            match result {
-                // Renewed for its whole TTL: keep it.
-                Ok(lease) if renewed_in_full(lease.duration, held.issued_ttl) => {
-                    tracing::debug!(secret = %location, ttl_seconds = lease.duration, "renewed a lease");
-                    let held = Held {
-                        renew_at: two_thirds(lease.duration),
-                        issued_ttl: held.issued_ttl,
-                        orphaned: false,
-                        lease,
-                    };
-                    self.leases.insert(location, held);
-                }
-                Ok(lease) => {
-                    tracing::info!(secret = %location, ttl_seconds = lease.duration, "the lease nears its max TTL; fetching new credentials");
-                    replace.push(location);
-                }
-                Err(e) => {
-                    tracing::warn!(secret = %location, error = %e, "cannot renew the lease; fetching new credentials");
-                    replace.push(location);
-                }
-            }
-        }
-        if replace.is_empty() {
-            return Ok(());
-        }
-        let fetched = self
-            .stores
-            .fetch_locations(&replace, self.budget(self.cycle_deadline()))
-            .await?;
-        self.take(fetched);
-        self.publish_if_changed()
     }
 
     /// Re-read every secret without a lease.
@@ -337,85 +225,49 @@ impl Sidecar {
         if !std::mem::take(&mut self.reload_pending) {
             return;
         }
-        let Some(url) = &self.opts.reload_url else {
-            return;
-        };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("a plain HTTP client builds");
-        match client.post(url).send().await {
-            Ok(resp) if resp.status().is_success() => {
-                tracing::info!(url = %url, status = resp.status().as_u16(), "asked the app to reload");
-            }
-            Ok(resp) => {
-                tracing::warn!(url = %url, status = resp.status().as_u16(), "the app's reload endpoint refused; the new files are in place")
-            }
-            Err(e) => {
-                tracing::warn!(url = %url, error = %crate::logging::root_cause_line(&e), "cannot reach the app's reload endpoint; the new files are in place")
-            }
+        if let Some(url) = &self.opts.reload_url {
+            reload::tell(url).await;
         }
     }
 
-    /// Revoke what the grace period has passed for.
-    async fn retire(&mut self) {
-        let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring)
-            .into_iter()
-            .partition(|(at, _)| *at <= now);
-        self.retiring = later;
-        for (_, lease) in due {
-            if let Some(v) = &self.stores.vault
-                && let Err(e) = v.revoke_lease(&lease).await
-            {
-                tracing::info!(error = %e, "could not revoke a replaced lease; it ends at its TTL (allow update on sys/leases/revoke to revoke it at once)");
-            }
-        }
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring_sessions)
-            .into_iter()
-            .partition(|(at, _)| *at <= now);
-        self.retiring_sessions = later;
-        for (_, v) in due {
-            if let Err(e) = v.revoke_self().await {
-                tracing::info!(error = %e, "could not revoke a replaced Vault token; it ends at its TTL");
-            }
-        }
+    /// Leases whose credentials, still in the files, are going: their token was
+    /// replaced, or they could not be renewed, and no replacement is written yet.
+    fn doomed(&self) -> usize {
+        self.leases.values().filter(|h| h.doomed()).count()
     }
 
-    /// The token and every lease end with the pod.
-    async fn shut_down(self) {
-        let sessions = self
-            .stores
-            .vault
-            .into_iter()
-            .chain(self.retiring_sessions.into_iter().map(|(_, v)| v));
-        for v in sessions {
-            match v.revoke_self().await {
-                Ok(()) => tracing::info!("revoked the Vault token and its leases"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not revoke the Vault token; it ends at its TTL")
-                }
+    /// One line when the files start holding credentials that are going, one when they
+    /// no longer do.
+    fn report_doomed(&mut self, doomed: usize) {
+        match (doomed > 0, self.warned_doomed) {
+            (true, false) => tracing::warn!(
+                leases = doomed,
+                "the files hold credentials whose Vault lease or token is ending; replacing them as soon as the store answers (secret_injector_refresh_stale is 1 until then)"
+            ),
+            (false, true) => {
+                tracing::info!("the credentials in the files are current again")
             }
+            _ => {}
         }
+        self.warned_doomed = doomed > 0;
     }
 }
 
 impl Sidecar {
-    /// Log in and do the first fetch; on failure the token is revoked.
-    async fn start(opts: RefreshOptions, status: Arc<Status>) -> Result<Sidecar, AgentError> {
-        let init = &opts.init;
-        let budget = Budget::starting_now(init.deadline, init.concurrency, init.attempt_timeout);
-        let stores = Stores::login(&init.plan, &init.stores, budget).await?;
-        let token_lease = stores.vault.as_ref().map(|v| v.token_lease);
+    fn new(opts: RefreshOptions, stores: Stores, status: Arc<Status>) -> Sidecar {
         let mut sidecar = Sidecar {
             stores,
             values: Default::default(),
             leases: HashMap::new(),
-            token_renew_at: token_lease.map(|l| two_thirds(l.ttl)),
-            token_issued_ttl: token_lease.map_or(0, |l| l.ttl),
+            token_renew_at: None,
+            token_issued_ttl: 0,
+            token_expires_at: None,
+            superseded: Vec::new(),
+            replaced: Vec::new(),
             retiring: Vec::new(),
             retiring_sessions: Vec::new(),
             published: None,
+            unpublished: false,
             // A restarted sidecar continues the numbering: never rewrite the live one.
             generation: opts
                 .init
@@ -427,8 +279,28 @@ impl Sidecar {
             keys: Default::default(),
             failures_in_a_row: 0,
             reload_pending: false,
+            warned_doomed: false,
             opts,
         };
+        sidecar.logged_in();
+        sidecar
+    }
+
+    /// Log in and do the first fetch; on failure the token is revoked. `Ok(None)`:
+    /// `stop` (SIGTERM) came first, and whatever was issued is revoked.
+    async fn start<S: Future<Output = ()>>(
+        opts: RefreshOptions,
+        status: Arc<Status>,
+        mut stop: Pin<&mut S>,
+    ) -> Result<Option<Sidecar>, AgentError> {
+        let init = &opts.init;
+        let budget = Budget::starting_now(init.deadline, init.concurrency, init.attempt_timeout);
+        let Some(stores) = stop::login(&init.plan, &init.stores, budget, stop.as_mut()).await?
+        else {
+            tracing::info!("SIGTERM before the first files were written: stopping");
+            return Ok(None);
+        };
+        let mut sidecar = Sidecar::new(opts, stores, status);
         let first = async {
             let fetched = sidecar
                 .stores
@@ -436,11 +308,24 @@ impl Sidecar {
                 .await?;
             sidecar.take(fetched);
             sidecar.publish_if_changed()
-        }
-        .await;
-        if let Err(e) = first {
-            sidecar.shut_down().await;
-            return Err(e);
+        };
+        // The files are published in one synchronous step: SIGTERM comes before it or
+        // after it, never half way.
+        let first = tokio::select! {
+            result = first => Some(result),
+            _ = stop.as_mut() => None,
+        };
+        match first {
+            None => {
+                tracing::info!("SIGTERM before the first files were written: stopping");
+                sidecar.shut_down().await;
+                return Ok(None);
+            }
+            Some(Err(e)) => {
+                sidecar.shut_down().await;
+                return Err(e);
+            }
+            Some(Ok(())) => {}
         }
         sidecar.status.ready.store(true, Ordering::Relaxed);
         sidecar
@@ -453,7 +338,7 @@ impl Sidecar {
             interval = %humantime::format_duration(sidecar.opts.interval),
             "secrets ready; refreshing"
         );
-        Ok(sidecar)
+        Ok(Some(sidecar))
     }
 
     /// When something is next due: the refresh, the token, a lease, a revocation; at
@@ -483,9 +368,13 @@ impl Sidecar {
         let now = Instant::now();
         let refresh_due = now >= next_refresh;
         let due = refresh_due
+            || self.unpublished
             || self.token_renew_at.is_some_and(|t| t <= now)
             || self.leases.values().any(|h| h.renew_at <= now);
         let result = async {
+            if self.unpublished {
+                self.publish_if_changed()?;
+            }
             self.keep_token().await?;
             self.keep_leases().await?;
             if refresh_due {
@@ -496,16 +385,22 @@ impl Sidecar {
         .await;
         self.retire().await;
         self.tell_the_app().await;
+        let doomed = self.doomed();
+        self.report_doomed(doomed);
         let status = &self.status;
         match result {
             // A turn that only kept the heartbeat going says nothing about the files.
             Ok(()) if !due => next_refresh,
             Ok(()) => {
-                self.failures_in_a_row = 0;
-                status.stale.store(false, Ordering::Relaxed);
-                status
-                    .last_success_unix
-                    .store(unix_now(), Ordering::Relaxed);
+                // Files holding credentials that are going are stale, whatever else
+                // succeeded.
+                status.stale.store(doomed > 0, Ordering::Relaxed);
+                if doomed == 0 {
+                    self.failures_in_a_row = 0;
+                    status
+                        .last_success_unix
+                        .store(unix_now(), Ordering::Relaxed);
+                }
                 if refresh_due {
                     status.refreshes.fetch_add(1, Ordering::Relaxed);
                     Instant::now() + jittered(self.opts.interval, &self.keys)
@@ -515,13 +410,17 @@ impl Sidecar {
             }
             Err(e) => {
                 // Keep the last good files; try again later, backing off to the interval,
-                // whatever failed: the refresh, the token or a lease.
+                // whatever failed: the refresh, the token or a lease; sooner while the
+                // files hold credentials that are going.
                 self.failures_in_a_row += 1;
                 status.failures.fetch_add(1, Ordering::Relaxed);
                 status.stale.store(true, Ordering::Relaxed);
-                let backoff = Duration::from_secs(5)
-                    .saturating_mul(1 << self.failures_in_a_row.min(10))
-                    .min(self.opts.interval);
+                let token_overdue = self.token_renew_at.is_some_and(|t| t <= Instant::now());
+                let backoff = backoff(
+                    self.failures_in_a_row,
+                    self.opts.interval,
+                    doomed > 0 || token_overdue,
+                );
                 tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "refresh failed; keeping the last good files");
                 let retry = Instant::now() + jittered(backoff, &self.keys);
                 self.defer_due(retry);
@@ -545,14 +444,17 @@ impl Sidecar {
     }
 }
 
-/// Run the sidecar until `shutdown` completes.
+/// Run the sidecar until `shutdown` completes; `shutdown` is watched from the start,
+/// also during the login and the first fetch.
 pub async fn run(
     opts: RefreshOptions,
     status: Arc<Status>,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let mut sidecar = Sidecar::start(opts, status.clone()).await?;
     tokio::pin!(shutdown);
+    let Some(mut sidecar) = Sidecar::start(opts, status.clone(), shutdown.as_mut()).await? else {
+        return Ok(());
+    };
     let mut next_refresh = Instant::now() + jittered(sidecar.opts.interval, &sidecar.keys);
     loop {
         status.heartbeat_unix.store(unix_now(), Ordering::Relaxed);
@@ -591,18 +493,6 @@ mod tests {
                 "{d:?}"
             );
         }
-    }
-
-    #[test]
-    fn renewal_and_replacement_times() {
-        let soon = two_thirds(30) - Instant::now();
-        assert!(soon <= Duration::from_secs(20) && soon > Duration::from_secs(19));
-        assert!(two_thirds(0) - Instant::now() > Duration::from_secs(365 * 24 * 3600));
-        assert!(renewed_in_full(3600, 3600));
-        assert!(
-            !renewed_in_full(1200, 3600),
-            "capped at the max TTL: replace"
-        );
     }
 
     /// Only files whose bytes differ are reported; the keyed hash says "same content"

@@ -9,6 +9,7 @@
 //! - [`envfile`]: env mode's file and the rules for its variable names;
 //! - [`reference`]: secret references (`vault:…`, `aws:…`, `ssm:…`, `gcp:…`, `azure:…`),
 //!   parsed on both sides;
+//! - [`reload`]: the reload URL the refresh sidecar calls;
 //! - [`render`]: templates, checked by the webhook, rendered in the pod.
 
 pub mod auth;
@@ -17,4 +18,5 @@ pub mod envfile;
 pub mod names;
 pub mod plan;
 pub mod reference;
+pub mod reload;
 pub mod render;

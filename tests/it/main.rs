@@ -19,6 +19,7 @@ mod fixtures;
 mod hostile;
 mod rbac;
 mod refresh;
+mod refresh_faults;
 mod retries;
 mod self_signed;
 mod ssm;

@@ -15,20 +15,20 @@ use crate::support::free_port;
 
 /// The values of the rotated secret, one pair per version: a reader must never see a
 /// username of one version beside the password of another.
-fn pair(n: u32) -> (String, String) {
+pub fn pair(n: u32) -> (String, String) {
     (format!("rot-user-{n}"), format!("rot-pw-{n}-Xy7q"))
 }
 
 /// The sidecar as a child process, with a 1 s interval (admission's 10 s minimum is for
 /// pods; the command takes any interval) and its probes on a free port.
-struct Sidecar {
-    child: Child,
-    probes: String,
-    prepared: Prepared,
+pub struct Sidecar {
+    pub child: Child,
+    pub probes: String,
+    pub prepared: Prepared,
 }
 
 impl Sidecar {
-    fn start(mut prepared: Prepared) -> Sidecar {
+    pub fn start(mut prepared: Prepared) -> Sidecar {
         assert_eq!(prepared.container["name"], "secret-injector-refresh");
         assert_eq!(prepared.container["restartPolicy"], "Always");
         let port = free_port();
@@ -48,12 +48,12 @@ impl Sidecar {
         }
     }
 
-    fn files(&self) -> &Path {
+    pub fn files(&self) -> &Path {
         &self.prepared.mounts["/secret-injector/files"]
     }
 
     /// A plain HTTP/1.0 GET of the probe port: the status code and the body.
-    fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
         use std::io::{Read, Write};
         let mut conn =
             std::net::TcpStream::connect(self.probes.trim_start_matches("http://")).ok()?;
@@ -70,7 +70,7 @@ impl Sidecar {
     }
 
     /// Wait until `f` holds, or fail after `limit`.
-    fn wait_for(&mut self, what: &str, limit: Duration, f: impl Fn(&Sidecar) -> bool) {
+    pub fn wait_for(&mut self, what: &str, limit: Duration, f: impl Fn(&Sidecar) -> bool) {
         let start = Instant::now();
         while start.elapsed() < limit {
             if f(self) {
@@ -84,18 +84,18 @@ impl Sidecar {
         panic!("{what}: not within {limit:?}");
     }
 
-    fn read(&self, name: &str) -> String {
+    pub fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.files().join(name)).unwrap_or_default()
     }
 
-    fn metric(&self, name: &str) -> Option<String> {
+    pub fn metric(&self, name: &str) -> Option<String> {
         let (_, text) = self.get("/metrics")?;
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
     }
 
     /// SIGTERM, then the exit status and everything it printed.
-    fn terminate(self) -> (std::process::ExitStatus, String, Duration) {
+    pub fn terminate(self) -> (std::process::ExitStatus, String, Duration) {
         let start = Instant::now();
         // SAFETY: kill(2) with a pid this test spawned and has not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -454,13 +454,13 @@ fn aws_put_secret_value_changes_the_files_and_awsprevious_follows_the_stage() {
 /// An app with a reload endpoint, as a real process (Python's http.server): on each
 /// POST to `/-/reload` it reads the secret file `pass` from `files` and appends what it
 /// read to `record`, one line per reload.
-struct App {
+pub struct App {
     child: Child,
     record: std::path::PathBuf,
 }
 
 impl App {
-    fn start_on(port: u16, files: &Path, record: std::path::PathBuf) -> App {
+    pub fn start_on(port: u16, files: &Path, record: std::path::PathBuf) -> App {
         const SCRIPT: &str = r#"
 import http.server, sys
 port, files, record = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -495,7 +495,7 @@ http.server.HTTPServer(("127.0.0.1", port), Reload).serve_forever()
     }
 
     /// What the app read at each reload.
-    fn reloads(&self) -> Vec<String> {
+    pub fn reloads(&self) -> Vec<String> {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
             .lines()

@@ -318,21 +318,7 @@ pub(super) fn parse_reload_url(c: &mut Collector, raw: &str, refreshing: bool) -
         );
         return None;
     }
-    let problem = match reqwest::Url::parse(raw) {
-        Err(e) => Some(format!("`{raw}` is not a URL ({e})")),
-        Ok(u) if u.scheme() != "http" => Some(format!(
-            "`{raw}` must be http:// (the request stays inside the pod)"
-        )),
-        Ok(u) if !matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) => {
-            Some(format!(
-                "`{raw}` must point at the pod itself (127.0.0.1, localhost or [::1]): the sidecar does not call other hosts"
-            ))
-        }
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-            Some(format!("`{raw}` must not carry credentials"))
-        }
-        Ok(_) => None,
-    };
+    let problem = crate::contract::reload::problem(raw);
     match problem {
         Some(m) => {
             c.push("reload-url", format!("{m}; {example}"));
