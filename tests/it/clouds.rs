@@ -19,9 +19,9 @@ use crate::util::rt;
 pub(crate) const PROVIDER: &str = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/k8s/providers/cluster";
 const GSA: &str = "secrets@my-project.iam.gserviceaccount.com";
 pub(crate) const GCP_TOKEN_VOLUME: &str = "secret-injector-token-gcp";
-const AZURE_TOKEN_VOLUME: &str = "secret-injector-token-azure";
+pub(crate) const AZURE_TOKEN_VOLUME: &str = "secret-injector-token-azure";
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const CLIENT: &str = "0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c";
+pub(crate) const CLIENT: &str = "0f3c2b1a-9d8e-4f7a-8b6c-5d4e3f2a1b0c";
 const STRANGER: &str = "11111111-2222-3333-4444-555555555555";
 const V1: &str = "0123456789abcdef0123456789abcdef";
 const V2: &str = "fedcba9876543210fedcba9876543210";
@@ -76,7 +76,7 @@ pub(crate) fn gcp_world() -> GcpWorld {
 }
 
 /// The webhook's config for Google: federation through `url`, or the metadata server.
-fn gcp_config(url: &str, federation: bool) -> String {
+pub(crate) fn gcp_config(url: &str, federation: bool) -> String {
     let identity = if federation {
         format!("  workload_identity_provider: \"{PROVIDER}\"\n  service_account: {GSA}\n")
     } else {
@@ -235,7 +235,7 @@ fn azure_world() -> AzureWorld {
     }
 }
 
-fn azure_config(url: &str) -> String {
+pub(crate) fn azure_config(url: &str) -> String {
     format!(
         "{}azure:\n  tenant_id: {TENANT}\n  authority_host: {url}\n  key_vault_endpoint: \"{url}/{{vault}}\"\n",
         config(NOWHERE, NOWHERE)
@@ -244,7 +244,7 @@ fn azure_config(url: &str) -> String {
 
 /// The ServiceAccount `sa` of team-a with the Azure Workload Identity client ID, and
 /// the Deployment running as it.
-fn azure_manifest(sa: &str, client: &str, annotations: &[(&str, &str)]) -> String {
+pub(crate) fn azure_manifest(sa: &str, client: &str, annotations: &[(&str, &str)]) -> String {
     let account = json!({
         "apiVersion": "v1",
         "kind": "ServiceAccount",

@@ -23,6 +23,7 @@ mod refresh_faults;
 mod retries;
 mod self_signed;
 mod ssm;
+mod store_answers;
 #[path = "../support/mod.rs"]
 mod support;
 mod util;

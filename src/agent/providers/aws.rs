@@ -13,12 +13,89 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::http::HttpResponse;
+use aws_sdk_secretsmanager::config::interceptors::{
+    BeforeDeserializationInterceptorContextMut, BeforeDeserializationInterceptorContextRef,
+};
+use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
+use super::rest::{quote, quote_long, size_text};
 use super::{AgentError, Fetched};
 use crate::contract::names;
 use crate::contract::reference::{SecretRef, Version};
-use crate::logging::{chain_line, root_cause_line};
+use crate::logging::{causes, chain_line, escape_invisible, root_cause_line};
+
+/// The largest answer taken from Secrets Manager or Parameter Store, by its declared
+/// `Content-Length`. A secret holds at most 64 KiB and `BatchGetSecretValue` answers 20:
+/// 1.25 MiB, 1.7 MiB as base64, and 8 MiB even if every character were a control
+/// character that JSON writes as `\u00XX`. Parameters are at most 8 KiB, 10 per answer.
+///
+/// The SDK reads the body itself; this crate can see the answer only from an
+/// interceptor, which runs before the read and cannot wrap the body without naming the
+/// SDK's body type (a crate this one does not depend on). So only a declared length is
+/// checked: AWS declares it on every answer, a chunked answer is read unbounded.
+pub const MAX_ANSWER: u64 = 8 << 20;
+
+/// Refuses an answer whose declared length is over [`MAX_ANSWER`] before the SDK reads
+/// its body (the error reaches [`classify`] as a response error).
+#[derive(Debug)]
+struct BoundedAnswers;
+
+/// An answer refused by [`BoundedAnswers`]: its declared length.
+#[derive(Debug)]
+struct TooLarge(u64);
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "answered with {} bytes, more than the {} the agent reads from it; not read",
+            self.0,
+            size_text(MAX_ANSWER as usize)
+        )
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+impl Intercept for BoundedAnswers {
+    fn name(&self) -> &'static str {
+        "BoundedAnswers"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let response = context.response();
+        let declared = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .or_else(|| response.body().content_length());
+        match declared {
+            Some(n) if n > MAX_ANSWER => Err(Box::new(TooLarge(n))),
+            _ => Ok(()),
+        }
+    }
+
+    /// An answer without a declared length is read through a limit: cut, with
+    /// `LengthLimitError`, as soon as it passes [`MAX_ANSWER`], never held whole.
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use aws_smithy_types::body::SdkBody;
+        let body = context.response_mut().body_mut();
+        let read = std::mem::replace(body, SdkBody::taken());
+        *body = SdkBody::from_body_1_x(http_body_util::Limited::new(read, MAX_ANSWER as usize));
+        Ok(())
+    }
+}
 
 /// Largest batch `BatchGetSecretValue` accepts.
 pub const BATCH_LIMIT: usize = 20;
@@ -88,12 +165,13 @@ where
             let status = se.raw().status().as_u16();
             // A body that is not an AWS error (a proxy's page, an emulator's XML) has
             // no code: say the status instead.
-            let code = err.code().map_or_else(
-                || format!("HTTP {status} without an AWS error code"),
-                str::to_string,
-            );
+            // Code and message come from the network: escaped (no forged line, no
+            // terminal escape) and cut.
+            let code = err
+                .code()
+                .map_or_else(|| format!("HTTP {status} without an AWS error code"), quote);
             let msg = match err.message() {
-                Some(m) if !m.is_empty() => format!(": {m}"),
+                Some(m) if !m.trim().is_empty() => format!(": {}", quote_long(m, 1000)),
                 _ => String::new(),
             };
             if transient_service_error(err.code(), status) {
@@ -108,6 +186,15 @@ where
         // Only the status: the parser's error quotes the bytes it choked on, and in a
         // GetSecretValue answer those belong to the secret.
         SdkError::ResponseError(re) => {
+            if let Some(big) = causes(e).find_map(|c| c.downcast_ref::<TooLarge>()) {
+                return AgentError::permanent(format!("{what}: {service} {big}"));
+            }
+            if causes(e).any(|c| c.is::<http_body_util::LengthLimitError>()) {
+                return AgentError::permanent(format!(
+                    "{what}: {service} answered with more than the {} the agent reads from it; not read",
+                    size_text(MAX_ANSWER as usize)
+                ));
+            }
             let s = re.raw().status().as_u16();
             if s >= 400 && !transient_service_error(None, s) {
                 AgentError::permanent(format!(
@@ -118,7 +205,7 @@ where
             }
         }
         SdkError::DispatchFailure(df) => {
-            let text = chain_line(e);
+            let text = escape_invisible(&chain_line(e));
             // Credentials are resolved while dispatching: a refusal or a missing
             // identity is permanent.
             if credentials_refused(&text) {
@@ -141,14 +228,14 @@ where
                 };
                 AgentError::transient(format!(
                     "{what}: cannot reach {service} as {identity}: {}",
-                    root_cause_line(e)
+                    escape_invisible(&root_cause_line(e))
                 ))
             } else {
-                AgentError::permanent(format!("{what}: {}", root_cause_line(e)))
+                AgentError::permanent(format!("{what}: {}", escape_invisible(&root_cause_line(e))))
             }
         }
         _ => {
-            let text = chain_line(e);
+            let text = escape_invisible(&chain_line(e));
             if credentials_refused(&text) {
                 AgentError::permanent(format!(
                     "{what}: no usable AWS credentials for {identity}: {text}"
@@ -189,9 +276,15 @@ impl Aws {
                 "the credential source",
             ),
         };
+        let sm = aws_sdk_secretsmanager::config::Builder::from(&config)
+            .interceptor(BoundedAnswers)
+            .build();
+        let ssm = aws_sdk_ssm::config::Builder::from(&config)
+            .interceptor(BoundedAnswers)
+            .build();
         Aws {
-            client: Client::new(&config),
-            ssm: aws_sdk_ssm::Client::new(&config),
+            client: Client::from_conf(sm),
+            ssm: aws_sdk_ssm::Client::from_conf(ssm),
             identity,
             credential_source,
         }
@@ -259,10 +352,15 @@ impl Aws {
         }
         for err in out.errors.unwrap_or_default() {
             let Some(id) = err.secret_id else { continue };
+            // All three come from the network: quoted escaped.
             let code = err.error_code.unwrap_or_default();
-            let msg = err.message.unwrap_or_default();
-            let what = format!("aws:{id}");
-            let e = if TRANSIENT_CODES.contains(&code.as_str()) {
+            let transient = TRANSIENT_CODES.contains(&code.as_str());
+            let (code, msg) = (
+                quote(&code),
+                quote_long(&err.message.unwrap_or_default(), 1000),
+            );
+            let what = format!("aws:{}", quote(&id));
+            let e = if transient {
                 AgentError::transient(format!("{what}: {code}: {msg}"))
             } else {
                 AgentError::permanent(format!("{what}: {code} for {}: {msg}", self.identity))

@@ -63,25 +63,33 @@ fn first_line(description: &str) -> &str {
     description.lines().next().unwrap_or_default()
 }
 
+/// One failed answer: Key Vault's or the identity platform's error, classified by HTTP
+/// status. Every field is quoted escaped: it comes from the network.
 fn refused(status: u16, body: &[u8], what: &str, identity: &str) -> AgentError {
+    let mut retry = rest::transient_status(status);
     let detail = if let Ok(e) = serde_json::from_slice::<VaultError>(body) {
         let inner = e
             .error
             .innererror
-            .map(|i| format!("/{}", i.code))
+            .map(|i| format!("/{}", rest::quote(&i.code)))
             .unwrap_or_default();
-        format!("{}{inner} {}", e.error.code, rest::quote(&e.error.message))
+        format!(
+            "{}{inner} {}",
+            rest::quote(&e.error.code),
+            rest::quote(&e.error.message)
+        )
     } else if let Ok(e) = serde_json::from_slice::<OAuthError>(body) {
+        // `temporarily_unavailable` is the one identity-platform error worth retrying.
+        retry |= e.error == "temporarily_unavailable";
         format!(
             "{} {}",
-            e.error,
+            rest::quote(&e.error),
             rest::quote_long(first_line(&e.error_description), 500)
         )
     } else {
         format!("HTTP {status}")
     };
-    // `temporarily_unavailable` is the one identity-platform error worth retrying.
-    if rest::transient_status(status) || detail.starts_with("temporarily_unavailable") {
+    if retry {
         AgentError::transient(format!("{what}: {detail}"))
     } else {
         AgentError::permanent(format!("{what}: {detail} for {identity}"))
@@ -233,5 +241,23 @@ mod tests {
             "id",
         );
         assert!(e.is_transient());
+    }
+
+    /// Every field of an error is escaped: none can forge a log line or send a
+    /// terminal escape.
+    #[test]
+    fn error_fields_are_escaped() {
+        let forged = "X\n2026-01-01T00:00:00Z INFO forged\u{1b}[31m";
+        for body in [
+            serde_json::json!({"error": {"code": forged, "message": forged, "innererror": {"code": forged}}}),
+            serde_json::json!({"error": forged, "error_description": forged}),
+        ] {
+            let e = refused(403, body.to_string().as_bytes(), "azure:v/s", "id");
+            assert!(
+                !e.message.contains('\n') && !e.message.contains('\u{1b}'),
+                "{e}"
+            );
+            assert!(e.message.starts_with("azure:v/s: X\\n2026"), "{e}");
+        }
     }
 }

@@ -90,11 +90,20 @@ fn crc32c(bytes: &[u8]) -> u32 {
 }
 
 /// One failed answer: Google's error status and message, classified by HTTP status.
+/// Every field is quoted escaped: it comes from the network.
 fn refused(status: u16, body: &[u8], what: &str, identity: &str) -> AgentError {
     let detail = match serde_json::from_slice::<GoogleError>(body) {
-        Ok(e) => format!("{} {}", e.error.status, rest::quote(&e.error.message)),
+        Ok(e) => format!(
+            "{} {}",
+            rest::quote(&e.error.status),
+            rest::quote(&e.error.message)
+        ),
         Err(_) => match serde_json::from_slice::<OAuthError>(body) {
-            Ok(e) => format!("{} {}", e.error, rest::quote(&e.error_description)),
+            Ok(e) => format!(
+                "{} {}",
+                rest::quote(&e.error),
+                rest::quote(&e.error_description)
+            ),
             Err(_) => format!("HTTP {status}"),
         },
     };
@@ -316,5 +325,23 @@ mod tests {
         assert!(e.message.contains("invalid_grant expired"), "{e}");
         let e = refused(404, b"<html>not found</html>", "gcp:s", "x");
         assert!(e.message.contains("HTTP 404"), "{e}");
+    }
+
+    /// Every field of an error is escaped: none can forge a log line or send a
+    /// terminal escape.
+    #[test]
+    fn error_fields_are_escaped() {
+        let forged = "X\n2026-01-01T00:00:00Z INFO forged\u{1b}[31m";
+        for body in [
+            serde_json::json!({"error": {"code": 403, "status": forged, "message": forged}}),
+            serde_json::json!({"error": forged, "error_description": forged}),
+        ] {
+            let e = refused(403, body.to_string().as_bytes(), "gcp:s", "id");
+            assert!(
+                !e.message.contains('\n') && !e.message.contains('\u{1b}'),
+                "{e}"
+            );
+            assert!(e.message.starts_with("gcp:s: X\\n2026"), "{e}");
+        }
     }
 }

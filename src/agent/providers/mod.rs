@@ -121,14 +121,10 @@ impl Fetched {
             Fetched::Map(m) => match m.get(key) {
                 Some(Value::String(s)) => Ok(Fetched::Text(s.clone())),
                 Some(Value::Object(o)) => Ok(Fetched::Map(o.clone())),
-                Some(Value::Null) | None => {
-                    let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
-                    keys.sort_unstable();
-                    Err(AgentError::permanent(format!(
-                        "{r}: the secret has no key `{key}` (its keys: {})",
-                        keys.join(", ")
-                    )))
-                }
+                Some(Value::Null) | None => Err(AgentError::permanent(format!(
+                    "{r}: the secret has no key `{key}` (its keys: {})",
+                    shown_keys(m)
+                ))),
                 Some(other) => Ok(Fetched::Text(other.to_string())),
             },
             Fetched::Text(_) => Err(AgentError::permanent(format!(
@@ -139,6 +135,25 @@ impl Fetched {
             ))),
         }
     }
+}
+
+/// How many of a secret's keys a message lists.
+const SHOWN_KEYS: usize = 20;
+
+/// The keys of a secret, sorted, for a message: the first [`SHOWN_KEYS`], each escaped
+/// (they come from the store: no forged line, no terminal escape).
+fn shown_keys(m: &Map<String, Value>) -> String {
+    let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut shown: Vec<String> = keys
+        .iter()
+        .take(SHOWN_KEYS)
+        .map(|k| crate::logging::Escaped(k).to_string())
+        .collect();
+    if keys.len() > SHOWN_KEYS {
+        shown.push(format!("and {} more", keys.len() - SHOWN_KEYS));
+    }
+    shown.join(", ")
 }
 
 /// What the stores returned, by location ([`SecretRef::location`]).
@@ -203,5 +218,24 @@ mod tests {
                 .contains("not JSON")
         );
         assert_eq!(format!("{:?}", f), "Map(3 keys)");
+    }
+
+    /// A store's keys are listed escaped and cut: a key cannot forge a line.
+    #[test]
+    fn listed_keys_are_escaped_and_cut() {
+        let mut m = Map::new();
+        m.insert("a\n2026 INFO forged\u{1b}[31m".into(), Value::Null);
+        for i in 0..30 {
+            m.insert(format!("k{i:02}"), Value::Null);
+        }
+        let e = Fetched::Map(m)
+            .select(&parse("vault:secret/x#missing").unwrap())
+            .unwrap_err();
+        assert!(
+            !e.message.contains('\n') && !e.message.contains('\u{1b}'),
+            "{e}"
+        );
+        assert!(e.message.contains("a\\n2026"), "{e}");
+        assert!(e.message.ends_with("and 11 more)"), "{e}");
     }
 }

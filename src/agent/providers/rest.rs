@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::AgentError;
-use crate::logging::{Escaped, root_cause_line};
+use crate::logging::{Escaped, escape_invisible, root_cause_line};
 
 /// The largest body read from a store: Secret Manager payloads are at most 64 KiB and
 /// Key Vault secrets 25 KiB, so anything bigger is not an answer.
@@ -30,8 +30,9 @@ pub fn transport(e: &reqwest::Error, what: &str, service: &str) -> AgentError {
     } else {
         "request failed"
     };
+    // Escaped: a TLS error can quote the names of the certificate the server sent.
     let detail = std::error::Error::source(e)
-        .map(root_cause_line)
+        .map(|c| escape_invisible(&root_cause_line(c)))
         .unwrap_or_default();
     let lower = detail.to_lowercase();
     if lower.contains("certificate") || lower.contains("unknownissuer") {
@@ -52,28 +53,71 @@ pub fn transient_status(status: u16) -> bool {
     matches!(status, 408 | 429) || status >= 500
 }
 
-/// The body of `resp`, at most [`MAX_BODY`] bytes.
-pub async fn body(
-    mut resp: reqwest::Response,
-    what: &str,
-    service: &str,
-) -> Result<Vec<u8>, AgentError> {
-    let mut out = Vec::new();
+/// Why a body was not read whole.
+pub enum Unread {
+    /// The connection failed while reading.
+    Transport(reqwest::Error),
+    /// The body is larger than the bound: its declared `Content-Length`, or `None` when
+    /// it did not declare one and more than the bound arrived.
+    TooLarge(Option<u64>),
+}
+
+/// The body of `resp`, at most `limit` bytes. A larger declared `Content-Length` is
+/// refused before a byte is read; a body without one (chunked) is read a chunk at a
+/// time and dropped once it passes `limit`, so at most `limit` plus one chunk is held.
+pub async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, Unread> {
+    let declared = resp.content_length();
+    if let Some(n) = declared.filter(|&n| n > limit as u64) {
+        return Err(Unread::TooLarge(Some(n)));
+    }
+    let mut out = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
-                if out.len() + chunk.len() > MAX_BODY {
-                    return Err(AgentError::permanent(format!(
-                        "{what}: {service} answered with more than {} KiB",
-                        MAX_BODY / 1024
-                    )));
+                if out.len() + chunk.len() > limit {
+                    return Err(Unread::TooLarge(None));
                 }
                 out.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(out),
-            Err(e) => return Err(transport(&e, what, service)),
+            Err(e) => return Err(Unread::Transport(e)),
         }
     }
+}
+
+/// A size for messages: "4 MiB", "512 KiB", "100 bytes".
+pub fn size_text(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// An answer larger than `limit`: permanent (the store would send it again), naming
+/// what was asked and the bound, never quoting the body.
+pub fn too_large(what: &str, service: &str, limit: usize, declared: Option<u64>) -> AgentError {
+    let bound = size_text(limit);
+    AgentError::permanent(match declared {
+        Some(n) => format!(
+            "{what}: {service} answered with {n} bytes, more than the {bound} the agent reads from it; not read"
+        ),
+        None => format!(
+            "{what}: {service} answered with more than the {bound} the agent reads from it; stopped reading"
+        ),
+    })
+}
+
+/// The body of `resp`, at most [`MAX_BODY`] bytes.
+pub async fn body(
+    resp: reqwest::Response,
+    what: &str,
+    service: &str,
+) -> Result<Vec<u8>, AgentError> {
+    read_bounded(resp, MAX_BODY).await.map_err(|e| match e {
+        Unread::Transport(e) => transport(&e, what, service),
+        Unread::TooLarge(declared) => too_large(what, service, MAX_BODY, declared),
+    })
 }
 
 /// One answer of a REST store: its status, headers and (bounded) body.
@@ -135,7 +179,7 @@ pub fn quote(text: &str) -> String {
 pub fn quote_long(text: &str, max: usize) -> String {
     let text = text.trim();
     let cut: String = text.chars().take(max).collect();
-    let mut out = crate::logging::escape_invisible(&cut);
+    let mut out = escape_invisible(&cut);
     if cut.len() < text.len() {
         out.push_str(&format!("…({} bytes)", text.len()));
     }
@@ -188,5 +232,65 @@ mod tests {
         );
         assert!(quote_long(&long, 500).ends_with("'system:serviceaccount:a:b'"));
         assert!(quote_long(&long, 20).ends_with(&format!("…({} bytes)", long.len())));
+    }
+
+    #[test]
+    fn sizes_and_oversized_answers_name_the_bound() {
+        assert_eq!(size_text(2 << 20), "2 MiB");
+        assert_eq!(size_text(512 << 10), "512 KiB");
+        assert_eq!(size_text(1000), "1000 bytes");
+        let e = too_large("vault:secret/data/x", "Vault", 2 << 20, Some(314_572_800));
+        assert!(!e.is_transient());
+        assert_eq!(
+            e.message,
+            "vault:secret/data/x: Vault answered with 314572800 bytes, more than the 2 MiB the agent reads from it; not read"
+        );
+        assert!(
+            too_large("x", "S", 1 << 20, None)
+                .message
+                .contains("more than the 1 MiB")
+        );
+    }
+
+    /// A declared length over the bound is refused unread; a chunked body is cut once
+    /// it passes the bound; one within it is read whole.
+    #[tokio::test]
+    async fn bodies_are_read_up_to_the_bound() {
+        use axum::body::Body;
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+            let chunks = || {
+                futures::stream::iter(
+                    (0..64).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 16 << 10])),
+                )
+            };
+            match req.uri().path() {
+                "/declared" => axum::http::Response::builder()
+                    .header("content-length", (64 * (16 << 10)).to_string())
+                    .body(Body::from_stream(chunks()))
+                    .unwrap(),
+                "/chunked" => axum::http::Response::new(Body::from_stream(chunks())),
+                _ => axum::http::Response::new(Body::from("small")),
+            }
+        });
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = client(Duration::from_secs(5)).unwrap();
+        let get = |path: &str| http.get(format!("{url}{path}")).send();
+        let limit = 256 << 10;
+        match read_bounded(get("/declared").await.unwrap(), limit).await {
+            Err(Unread::TooLarge(Some(n))) => assert_eq!(n, 1 << 20),
+            _ => panic!("a declared 1 MiB body read with a 256 KiB bound"),
+        }
+        assert!(matches!(
+            read_bounded(get("/chunked").await.unwrap(), limit).await,
+            Err(Unread::TooLarge(None))
+        ));
+        let whole = read_bounded(get("/chunked").await.unwrap(), 1 << 20).await;
+        assert_eq!(whole.ok().map(|b| b.len()), Some(1 << 20));
+        let small = read_bounded(get("/small").await.unwrap(), 5).await;
+        assert_eq!(small.ok().as_deref(), Some(&b"small"[..]));
+        server.abort();
     }
 }

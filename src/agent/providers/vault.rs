@@ -7,10 +7,23 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::rest::{self, Unread};
 use super::{AgentError, Fetched};
 use crate::contract::auth::AuthMethod;
 use crate::contract::reference::{SecretRef, Version};
-use crate::logging::root_cause_line;
+use crate::logging::{Escaped, escape_invisible, root_cause_line};
+
+/// The largest answer read from Vault (any endpoint: login, reads, renewals). What a KV
+/// entry can hold is set by the storage backend: integrated storage (raft) refuses an
+/// entry over `max_entry_size`, 1 MiB by default, and Consul a value over 512 KiB; the
+/// answer to a read is that entry plus a few hundred bytes of envelope. 2 MiB is twice
+/// the larger default, and the default 20 reads in flight at once, each cut at 2 MiB,
+/// hold 40 MiB at most: under the init container's default 64 MiB limit even when every
+/// answer is oversized. (Vault's `max_request_size`, 32 MiB by default, bounds what a
+/// write may send, not what storage keeps.)
+pub const MAX_ANSWER: usize = 2 << 20;
+
+const SERVICE: &str = "Vault";
 
 /// How to reach Vault and as whom (from the init container's env and args).
 #[derive(Clone, Debug)]
@@ -78,6 +91,23 @@ fn http_client(settings: &Settings) -> Result<reqwest::Client, AgentError> {
         .map_err(|e| AgentError::permanent(format!("cannot build the HTTP client: {e}")))
 }
 
+/// The `aud` claim of the projected token (its first, when a list), for a hint: not
+/// verified, and not a secret (the webhook's config chose it).
+fn token_audience(path: &std::path::Path) -> Option<String> {
+    use base64::Engine as _;
+    let raw = std::fs::read_to_string(path).ok()?;
+    let payload = raw.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    match &claims["aud"] {
+        Value::String(a) => Some(a.clone()),
+        Value::Array(list) => list.first()?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
 /// Read the projected token; a missing or malformed file is permanent.
 pub fn read_token_file(path: &std::path::Path) -> Result<String, AgentError> {
     let raw = std::fs::read_to_string(path).map_err(|e| {
@@ -120,8 +150,9 @@ fn transport(e: &reqwest::Error, what: &str) -> AgentError {
     } else {
         "request failed"
     };
+    // Escaped: a TLS error can quote the names of the certificate the server sent.
     let detail = std::error::Error::source(e)
-        .map(root_cause_line)
+        .map(|c| escape_invisible(&root_cause_line(c)))
         .unwrap_or_default();
     if let Some(e) = untrusted(&detail, what) {
         return e;
@@ -134,15 +165,26 @@ fn transport(e: &reqwest::Error, what: &str) -> AgentError {
     AgentError::transient(format!("{what}: {cause}{detail}"))
 }
 
-/// Vault's error strings, on one line ("1 error occurred:\n\t* permission denied").
+/// Vault's error strings, on one line ("1 error occurred:\n\t* permission denied"),
+/// escaped (they come from the network: no forged line, no terminal escape), the first
+/// [`SHOWN_ERRORS`] of them, each cut at 200 characters.
 fn one_line(errors: &[String]) -> String {
-    errors
+    let mut shown: Vec<String> = errors
         .iter()
-        .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
-        .map(|e| e.trim_start_matches("1 error occurred: * ").to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+        .take(SHOWN_ERRORS)
+        .map(|e| {
+            let e = e.split_whitespace().collect::<Vec<_>>().join(" ");
+            Escaped(e.trim_start_matches("1 error occurred: * ")).to_string()
+        })
+        .collect();
+    if errors.len() > SHOWN_ERRORS {
+        shown.push(format!("and {} more", errors.len() - SHOWN_ERRORS));
+    }
+    shown.join("; ")
 }
+
+/// How many of Vault's error strings a message quotes.
+const SHOWN_ERRORS: usize = 3;
 
 fn status_error(code: u16, errors: &[String], what: &str, identity: &str) -> AgentError {
     let detail = if errors.is_empty() {
@@ -173,8 +215,12 @@ fn login_refused(code: u16, errors: &[String], settings: &Settings) -> AgentErro
         } else {
             format!(": {}", one_line(errors))
         };
+        let audience = token_audience(&settings.token_file).map_or_else(
+            || "the projected token's audience".to_string(),
+            |a| format!("audience `{}`", Escaped(&a)),
+        );
         AgentError::permanent(format!(
-            "{what} refused (HTTP {code}){detail}; check that the auth mount `auth/{}` exists and its role `{}` is bound to this service account and audience `vault`",
+            "{what} refused (HTTP {code}){detail}; check that the auth mount `auth/{}` exists and its role `{}` is bound to this service account and {audience} (the webhook's vault.audience, or this address's own in vault.allowed_addresses)",
             settings.auth_path, settings.role
         ))
     } else {
@@ -223,7 +269,7 @@ struct ErrorBody {
     errors: Vec<String>,
 }
 
-/// One answer of Vault: its status and body, read whole.
+/// One answer of Vault: its status and body, read whole (at most [`MAX_ANSWER`]).
 struct Answer {
     code: u16,
     body: Vec<u8>,
@@ -259,11 +305,13 @@ impl Vault {
         }
         let resp = req.send().await.map_err(|e| transport(&e, what))?;
         let code = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| transport(&e, what))?;
-        Ok(Answer {
-            code,
-            body: body.to_vec(),
-        })
+        let body = rest::read_bounded(resp, MAX_ANSWER)
+            .await
+            .map_err(|e| match e {
+                Unread::Transport(e) => transport(&e, what),
+                Unread::TooLarge(declared) => rest::too_large(what, SERVICE, MAX_ANSWER, declared),
+            })?;
+        Ok(Answer { code, body })
     }
 
     /// Log in with the projected token (`POST auth/<path>/login` with `role` and `jwt`,
@@ -505,6 +553,37 @@ mod tests {
         assert_eq!(read_token_file(&p).unwrap(), "a.b.c");
     }
 
+    /// The login hint names the audience the projected token really carries.
+    #[test]
+    fn the_hint_reads_the_tokens_audience() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        let jwt = |claims: Value| {
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            format!("e30.{}.sig\n", b64.encode(claims.to_string()))
+        };
+        std::fs::write(&p, jwt(json!({"aud": ["vault-eu"], "sub": "x"}))).unwrap();
+        assert_eq!(token_audience(&p).as_deref(), Some("vault-eu"));
+        std::fs::write(&p, jwt(json!({"aud": "vault"}))).unwrap();
+        assert_eq!(token_audience(&p).as_deref(), Some("vault"));
+        std::fs::write(&p, "a.b.c").unwrap();
+        assert_eq!(token_audience(&p), None);
+        let settings = Settings {
+            address: "http://127.0.0.1:1".into(),
+            role: "app".into(),
+            auth_path: "kubernetes".into(),
+            auth_method: AuthMethod::Kubernetes,
+            token_file: p.clone(),
+            namespace: None,
+            ca_pem: None,
+            timeout: Duration::from_secs(5),
+        };
+        std::fs::write(&p, jwt(json!({"aud": ["vault-eu"]}))).unwrap();
+        let e = login_refused(403, &[], &settings);
+        assert!(e.message.contains("audience `vault-eu`"), "{}", e.message);
+    }
+
     /// A success status whose body is not a login answer (a proxy's page, another
     /// service, a token-less answer) fails at once, naming the mount and role, never
     /// quoting the body.
@@ -560,5 +639,25 @@ mod tests {
                 .contains("vault role `a`")
         );
         assert!(!status_error(404, &[], "x", "id").is_transient());
+    }
+
+    /// Vault's `errors` are one line, escaped and cut: a refusal cannot forge a log line
+    /// or send a terminal escape.
+    #[test]
+    fn vault_errors_are_escaped_and_cut() {
+        let forged = "denied\n2026-01-01T00:00:00Z INFO forged line\u{1b}[31m".to_string();
+        let many: Vec<String> = std::iter::once(forged)
+            .chain((0..9).map(|i| format!("e{i}")))
+            .collect();
+        let e = status_error(403, &many, "vault:secret/x", "vault role `a`");
+        assert!(
+            !e.message.contains('\n') && !e.message.contains('\u{1b}'),
+            "{e}"
+        );
+        assert!(e.message.contains("\\u{1b}[31m; e0; e1; and 7 more"), "{e}");
+        assert_eq!(
+            one_line(&["1 error occurred:\n\t* permission denied\n\n".into()]),
+            "permission denied"
+        );
     }
 }
