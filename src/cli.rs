@@ -14,7 +14,7 @@ use crate::logging::LogFormat;
 #[command(
     name = "secret-injector",
     version,
-    about = "Inject secrets from Vault/OpenBao and AWS Secrets Manager into pods, fetched with the pod's own identity"
+    about = "Inject secrets from Vault/OpenBao, AWS Secrets Manager and Parameter Store, Google Secret Manager and Azure Key Vault into pods, fetched with the pod's own identity"
 )]
 pub struct Cli {
     /// Log format on stderr (level from RUST_LOG, default info).
@@ -62,7 +62,9 @@ pub struct RefreshArgs {
     /// reconnect.
     #[arg(long, env = "SECRET_INJECTOR_LEASE_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease_grace: Duration,
-    /// Where to serve /readyz, /healthz and /metrics (the kubelet probes the pod's IP).
+    /// Where to serve /readyz, /healthz and /metrics. The kubelet probes the pod's IP; in
+    /// the pod's network namespace (never the node's: the webhook refuses hostNetwork)
+    /// 0.0.0.0 is that IP and loopback, which only the pod's own containers reach.
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], names::PROBE_PORT)))]
     pub probe_listen: SocketAddr,
 }

@@ -1,6 +1,7 @@
 //! secret-injector: a Kubernetes mutating admission webhook that injects secrets from
-//! Vault/OpenBao and AWS Secrets Manager into pods, fetched inside the pod with the pod's
-//! own identity, written to an in-memory volume. Values never pass the API server.
+//! Vault/OpenBao, AWS Secrets Manager and Parameter Store, Google Secret Manager and
+//! Azure Key Vault into pods, fetched inside the pod with the pod's own identity,
+//! written to an in-memory volume. Values never pass the API server.
 //!
 //! One binary, two programs, and what they share:
 //! - [`webhook`]: runs in the webhook Deployment (`serve`, and `inject -f` offline): the
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod files;
+pub mod listen;
 pub mod logging;
 pub mod mutation;
 pub mod webhook;

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::listen::Bounds;
 
 /// What the probes and the metrics read.
 #[derive(Debug, Default)]
@@ -26,8 +28,16 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Time for a client of the probe port to send its request head (the kubelet sends it
+/// with the connection), its first as any later one; a connection idle that long is
+/// closed. Anyone on the pod network reaches the port: it gets the bounds of
+/// [`crate::listen::serve_plain`] (HTTP/1.1, heads of at most 8 KiB,
+/// [`crate::listen::PLAIN_MAX_CONNECTIONS`] connections).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The probe and metrics server: `/readyz` (200 once the first files are written: the
 /// startup probe), `/healthz` (200 while the loop turns: the liveness probe), `/metrics`.
+/// Runs until the process exits.
 pub async fn serve_probes(listener: tokio::net::TcpListener, status: Arc<Status>) {
     use axum::routing::get;
     let ready = status.clone();
@@ -56,9 +66,8 @@ pub async fn serve_probes(listener: tokio::net::TcpListener, status: Arc<Status>
                 async move { text }
             }),
         );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::warn!(error = %e, "the probe server stopped");
-    }
+    let bounds = Bounds::plain(HEADER_TIMEOUT);
+    crate::listen::serve_plain(listener, app, &bounds, std::future::pending()).await;
 }
 
 fn probe(ok: bool) -> (axum::http::StatusCode, &'static str) {

@@ -1,38 +1,18 @@
-//! The HTTPS accept loop of the webhook: TLS (rustls, the reloadable config), HTTP/1.1
-//! and HTTP/2, and a bound on how long any connection may do nothing.
-//!
-//! Every connection is closed when it is not used:
-//! - before its first request, after `header_timeout` (covers the TLS handshake and
-//!   hyper's protocol detection; the connection is dropped);
-//! - between requests, after `idle_timeout`: HTTP/2 gets a GOAWAY (the client opens a
-//!   new connection for its next review, as it does after any GOAWAY), HTTP/1.1 is
-//!   closed after the response in flight. Keep-alive pings answered by the client do not
-//!   count as use: only requests do.
-//!
-//! Open connections are capped at [`MAX_CONNECTIONS`], but idle ones cannot hold the
-//! slots: a connection accepted at the cap makes the one that has gone longest without a
-//! request in flight close (if that is at least [`EVICT_IDLE`]; the same graceful close
-//! as above). When none is that idle, the new one is served anyway, up to twice the
-//! cap; there the loop stops accepting and closes every connection idle that long,
-//! down to the cap, each [`EVICT_TICK`].
-//!
-//! On shutdown, listening stops and every connection gets a graceful close: a handshake
-//! in progress is completed, a connection that has not yet sent its first request gets
-//! up to 2 s for it, and those still busy after `shutdown_grace` are dropped.
+//! The HTTPS listener of the webhook: TLS (rustls, the reloadable config), HTTP/1.1 and
+//! HTTP/2, served by the bounded accept loop of [`crate::listen`] (timeouts, the
+//! connection cap, which connections close to make room, stalled requests, shutdown).
+//! Here: the HTTP settings of `/mutate` and what one connection may make the server
+//! buffer.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
-use tower::ServiceExt;
+
+use crate::listen::{self, Bounds, Handshake};
 
 /// What one connection and one request may cost, and how shutdown drains.
 #[derive(Clone, Debug)]
@@ -66,16 +46,9 @@ impl Default for Limits {
     }
 }
 
-/// Open connections kept: beyond it, a new connection closes the one idle longest. The
-/// API server keeps one or a few per webhook replica.
-const MAX_CONNECTIONS: usize = 128;
-/// Open connections at most, all busy: the accept loop waits for one to close.
-const MAX_BUSY_CONNECTIONS: usize = 2 * MAX_CONNECTIONS;
-/// How long a connection must have had no request in flight before it may be closed to
-/// make room: a client that sends its reviews back to back is never cut between them.
-const EVICT_IDLE: Duration = Duration::from_millis(250);
-/// How often, at [`MAX_BUSY_CONNECTIONS`], idle connections are looked for.
-const EVICT_TICK: Duration = Duration::from_millis(50);
+/// Open connections kept: beyond it, a new connection closes a stalled, silent or idle
+/// one ([`crate::listen`]). The API server keeps one or a few per webhook replica.
+pub const MAX_CONNECTIONS: usize = 128;
 /// Requests at once on one HTTP/2 connection.
 const MAX_STREAMS: u32 = 16;
 /// HTTP/2 flow-control window of one request. A body is read on only while the
@@ -87,69 +60,18 @@ const STREAM_WINDOW: u32 = 16 * 1024;
 /// HTTP/1.1 read buffer: a review's headers are small, its body is read on demand.
 const H1_BUFFER: usize = 64 * 1024;
 
-/// Requests in flight on one connection, and when the last one started or ended.
+/// The TLS handshake, with the reloadable server config of the moment.
 #[derive(Clone)]
-struct Activity {
-    inflight: Arc<AtomicUsize>,
-    last: Arc<Mutex<Instant>>,
-    served_one: Arc<std::sync::atomic::AtomicBool>,
-    /// Told to close to make room for a new connection.
-    evict: Arc<Notify>,
-}
+struct Tls(RustlsConfig);
 
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            inflight: Arc::new(AtomicUsize::new(0)),
-            last: Arc::new(Mutex::new(Instant::now())),
-            served_one: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            evict: Arc::new(Notify::new()),
-        }
-    }
+impl Handshake for Tls {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
-    /// Since when it has had no request in flight; `None` while one is.
-    fn idle_since(&self) -> Option<Instant> {
-        let last = *self.last.lock().expect("not poisoned");
-        (self.inflight.load(Ordering::SeqCst) == 0).then_some(last)
-    }
-
-    fn touch(&self) {
-        *self.last.lock().expect("not poisoned") = Instant::now();
-    }
-
-    /// Counts a request until dropped (also when the request is cancelled).
-    fn begin(&self) -> InFlight {
-        self.inflight.fetch_add(1, Ordering::SeqCst);
-        self.served_one.store(true, Ordering::SeqCst);
-        self.touch();
-        InFlight(self.clone())
-    }
-
-    /// Completes once the connection has had no request in flight for the timeout that
-    /// applies: `first` until a request arrives, `idle` after. Returns whether a request
-    /// was ever served.
-    async fn idle(&self, first: Duration, idle: Duration) -> bool {
-        loop {
-            let served = self.served_one.load(Ordering::SeqCst);
-            let limit = if served { idle } else { first };
-            let due = *self.last.lock().expect("not poisoned") + limit;
-            let busy = self.inflight.load(Ordering::SeqCst) > 0;
-            if !busy && Instant::now() >= due {
-                return served;
-            }
-            // Busy: look again one period later (a request ending touches `last`).
-            let wake = if busy { Instant::now() + limit } else { due };
-            tokio::time::sleep_until(wake).await;
-        }
-    }
-}
-
-struct InFlight(Activity);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    fn handshake(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> impl Future<Output = std::io::Result<Self::Io>> + Send {
+        tokio_rustls::TlsAcceptor::from(self.0.get_inner()).accept(tcp)
     }
 }
 
@@ -175,150 +97,14 @@ pub async fn serve(
         .max_concurrent_streams(Some(MAX_STREAMS))
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(STREAM_WINDOW * (MAX_STREAMS + 1)));
-    let http = Arc::new(http);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    // The activity of each connection not yet told to close.
-    let mut open: HashMap<tokio::task::Id, Activity> = HashMap::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            Some(done) = connections.join_next_with_id(), if !connections.is_empty() => {
-                let id = match done {
-                    Ok((id, ())) => id,
-                    Err(e) => e.id(),
-                };
-                open.remove(&id);
-            }
-            _ = tokio::time::sleep(EVICT_TICK), if connections.len() >= MAX_BUSY_CONNECTIONS => {
-                while open.len() > MAX_CONNECTIONS && evict_longest_idle(&mut open) {}
-            }
-            accepted = listener.accept(), if connections.len() < MAX_BUSY_CONNECTIONS => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors, typically: wait instead of spinning.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                if open.len() >= MAX_CONNECTIONS {
-                    evict_longest_idle(&mut open);
-                }
-                let activity = Activity::new();
-                let task = connections.spawn(connection(
-                    stream,
-                    activity.clone(),
-                    tls.clone(),
-                    http.clone(),
-                    router.clone(),
-                    limits.clone(),
-                    stop_rx.clone(),
-                ));
-                open.insert(task.id(), activity);
-            }
-        }
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(limits.shutdown_grace, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        connections.abort_all();
-    }
+    let bounds = Bounds {
+        max_connections: MAX_CONNECTIONS,
+        header_timeout: limits.header_timeout,
+        idle_timeout: limits.idle_timeout,
+        shutdown_grace: limits.shutdown_grace,
+        // A TLS handshake first: as long as a connection may be idle between reviews.
+        fresh_grace: listen::EVICT_IDLE,
+    };
+    listen::serve(listener, Tls(tls), http, &bounds, router, shutdown).await;
     Ok(())
-}
-
-/// Tell the connection that has gone longest without a request in flight to close, if
-/// that is at least [`EVICT_IDLE`]. Returns whether one was told.
-fn evict_longest_idle(open: &mut HashMap<tokio::task::Id, Activity>) -> bool {
-    let Some(idle_before) = Instant::now().checked_sub(EVICT_IDLE) else {
-        return false;
-    };
-    let longest = open
-        .iter()
-        .filter_map(|(id, a)| a.idle_since().map(|since| (since, *id)))
-        .filter(|(since, _)| *since <= idle_before)
-        .min();
-    let Some(activity) = longest.and_then(|(_, id)| open.remove(&id)) else {
-        return false;
-    };
-    // (A stored permit: it closes even if it was not waiting yet.)
-    activity.evict.notify_one();
-    true
-}
-
-async fn connection(
-    stream: tokio::net::TcpStream,
-    activity: Activity,
-    tls: RustlsConfig,
-    http: Arc<auto::Builder<TokioExecutor>>,
-    router: Router,
-    limits: Limits,
-    mut stop: watch::Receiver<bool>,
-) {
-    // The first-request timeout counts from the accept, handshake included.
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.get_inner());
-    // Not cut by shutdown: a client whose connection was accepted is answered (the
-    // handshake is bounded by the header timeout). Cut to make room for a new one.
-    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
-    let stream = tokio::select! {
-        done = handshake => match done {
-            Ok(Ok(stream)) => stream,
-            _ => return,
-        },
-        _ = activity.evict.notified() => return,
-    };
-    let tracker = activity.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let guard = tracker.begin();
-        let call = router.clone().oneshot(req.map(axum::body::Body::new));
-        async move {
-            let response = call.await;
-            drop(guard);
-            response
-        }
-    });
-    let conn = http.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    // (The select only decides: the watch's guard must not live across an await.)
-    let stopping = tokio::select! {
-        _ = &mut conn => return,
-        _ = stop.wait_for(|s| *s) => None,
-        served = activity.idle(limits.header_timeout, limits.idle_timeout) => Some(served),
-        _ = activity.evict.notified() => Some(activity.served_one.load(Ordering::SeqCst)),
-    };
-    let served = match stopping {
-        Some(served) => served,
-        None => {
-            // Accepted just before the listener closed, its first request still on
-            // the way: wait for it (bounded), so it is answered rather than cut.
-            if !activity.served_one.load(Ordering::SeqCst) {
-                let first_request = async {
-                    while !activity.served_one.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                };
-                let wait = limits.header_timeout.min(Duration::from_secs(2));
-                tokio::select! {
-                    _ = &mut conn => return,
-                    _ = tokio::time::timeout(wait, first_request) => {}
-                }
-            }
-            true
-        }
-    };
-    if !served {
-        // Nothing was ever asked on it: drop it.
-        return;
-    }
-    conn.as_mut().graceful_shutdown();
-    // The close may wait for a request in flight; shutdown's grace bounds that.
-    let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
 }

@@ -1,4 +1,5 @@
-//! The HTTPS webhook listener and the plain-HTTP admin listener.
+//! The HTTPS webhook listener and the plain-HTTP admin listener, both bounded by
+//! [`crate::listen`].
 //!
 //! Both take already-bound listeners and a shutdown future, so tests bind port 0.
 //! On shutdown: readiness turns false, the webhook stops accepting, in-flight requests
@@ -285,13 +286,18 @@ pub async fn run(
     let admin =
         tokio::net::TcpListener::from_std(admin).map_err(Error::io("use the admin listener"))?;
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(
-        axum::serve(admin, admin_router(state.clone()))
-            .with_graceful_shutdown(async {
+    // Anyone on the pod network may reach it: the plain listeners' bounds, and the
+    // webhook's header timeout.
+    let admin_bounds = crate::listen::Bounds::plain(limits.header_timeout);
+    let admin_task = tokio::spawn({
+        let router = admin_router(state.clone());
+        async move {
+            let stop = async {
                 let _ = admin_stop_rx.await;
-            })
-            .into_future(),
-    );
+            };
+            crate::listen::serve_plain(admin, router, &admin_bounds, stop).await;
+        }
+    });
 
     let grace = limits.shutdown_grace;
     let delay = limits.shutdown_delay;

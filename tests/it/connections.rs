@@ -5,7 +5,9 @@
 //! new client's review is answered within a second, and the peak RSS stays under the
 //! Deployment's limit.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -30,12 +32,17 @@ async fn fresh_review(w: &Webhook) -> Duration {
 }
 
 async fn tls(w: &Webhook, alpn: &[u8]) -> TlsStream<TcpStream> {
-    let mut cfg = util::rustls_client_config(&w.ca());
+    try_tls(w.port, &w.ca(), alpn).await.unwrap()
+}
+
+/// A TLS connection to the webhook on `port`, offering `alpn`.
+async fn try_tls(port: u16, ca: &Path, alpn: &[u8]) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut cfg = util::rustls_client_config(ca);
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(("127.0.0.1", w.port)).await.unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    connector.connect(name, tcp).await.unwrap()
+    connector.connect(name, tcp).await
 }
 
 // HTTP/2 frames (RFC 9113 section 4.1) and their types.
@@ -110,26 +117,28 @@ struct RawH2 {
 
 impl RawH2 {
     async fn open(w: &Webhook) -> RawH2 {
-        let mut s = tls(w, b"h2").await;
-        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-            .await
-            .unwrap();
-        s.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+        RawH2::try_open(w.port, &w.ca()).await.unwrap()
+    }
+
+    async fn try_open(port: u16, ca: &Path) -> std::io::Result<RawH2> {
+        let mut s = try_tls(port, ca, b"h2").await?;
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+        s.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
         // The server's SETTINGS comes first; acknowledge it.
         let mut head = [0u8; 9];
-        s.read_exact(&mut head).await.unwrap();
+        s.read_exact(&mut head).await?;
         assert_eq!(head[3], SETTINGS, "the server's preface");
         let mut payload = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
-        s.read_exact(&mut payload).await.unwrap();
-        s.write_all(&frame(SETTINGS, ACK, 0, &[])).await.unwrap();
+        s.read_exact(&mut payload).await?;
+        s.write_all(&frame(SETTINGS, ACK, 0, &[])).await?;
         let (read, write) = tokio::io::split(s);
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let reader = tokio::spawn(read_frames(read, seen.clone()));
-        RawH2 {
+        Ok(RawH2 {
             write,
             seen,
             reader,
-        }
+        })
     }
 
     fn count(&self, kind: u8, code: u32) -> usize {
@@ -260,6 +269,121 @@ fn http2_stream_floods_and_rapid_resets_are_refused() {
         assert!(
             took < Duration::from_secs(1),
             "a review after the resets took {took:?}"
+        );
+    });
+    assert_still_healthy(probe, &mut w);
+}
+
+/// Requests sent by the stalling clients below, and connections they opened.
+#[derive(Default)]
+struct Stalling {
+    stop: AtomicBool,
+    requests: std::sync::atomic::AtomicUsize,
+    connections: std::sync::atomic::AtomicUsize,
+}
+
+/// An HTTP/2 client that declares a 1,000-byte body and never sends it: again on a new
+/// stream after each answer (a 408), again on a new connection after each close.
+async fn stall_h2(port: u16, ca: PathBuf, s: Arc<Stalling>) {
+    let block = request_block(Some("1000"));
+    while !s.stop.load(Ordering::Relaxed) {
+        let opened = tokio::time::timeout(Duration::from_secs(5), RawH2::try_open(port, &ca));
+        let Ok(Ok(mut h2)) = opened.await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        s.connections.fetch_add(1, Ordering::Relaxed);
+        let (mut stream, mut answered) = (1u32, 0);
+        while !s.stop.load(Ordering::Relaxed) && !h2.reader.is_finished() {
+            if stream == 1 || h2.count(HEADERS, 0) > answered {
+                answered = h2.count(HEADERS, 0);
+                let headers = frame(HEADERS, END_HEADERS, stream, &block);
+                if h2.write.write_all(&headers).await.is_err() {
+                    break;
+                }
+                s.requests.fetch_add(1, Ordering::Relaxed);
+                stream += 2;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        h2.reader.abort();
+    }
+}
+
+/// The same over HTTP/1.1.
+async fn stall_h1(port: u16, ca: PathBuf, s: Arc<Stalling>) {
+    let head = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+    while !s.stop.load(Ordering::Relaxed) {
+        let opened = tokio::time::timeout(Duration::from_secs(5), try_tls(port, &ca, b"http/1.1"));
+        let Ok(Ok(mut tls)) = opened.await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        s.connections.fetch_add(1, Ordering::Relaxed);
+        let mut answer = [0u8; 4096];
+        let mut ask = true;
+        while !s.stop.load(Ordering::Relaxed) {
+            if ask {
+                if tls.write_all(head).await.is_err() {
+                    break;
+                }
+                s.requests.fetch_add(1, Ordering::Relaxed);
+            }
+            match tokio::time::timeout(Duration::from_millis(100), tls.read(&mut answer)).await {
+                Err(_) => ask = false,
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(_)) => ask = true,
+            }
+        }
+    }
+}
+
+/// The security review's defect 3: 300 connections (HTTP/2 and HTTP/1.1), each holding
+/// a POST that declares a body and never sends it, asked again after every 408 and
+/// reconnected after every close. Requests whose bodies do not come are not work in
+/// flight: those connections are the ones closed to make room, and the reviews of the
+/// API server (its kept connection) and of new clients keep being answered.
+#[test]
+fn requests_whose_bodies_never_come_cannot_lock_reviews_out() {
+    let mut w = Webhook::start_env(&[("TOKIO_WORKER_THREADS", "1")], &["--review-threads", "1"]);
+    let probe = HealthProbe::start(w.admin);
+    let review = || request_for(&normal_pod(), "team-a", "CREATE");
+    rt().block_on(async {
+        let api = w.client();
+        assert_eq!(post(&api, &w, review()).await.status, 200);
+        let stalling = Arc::new(Stalling::default());
+        let mut flood = tokio::task::JoinSet::new();
+        for i in 0..300 {
+            let (s, ca) = (stalling.clone(), w.ca());
+            if i % 4 == 0 {
+                flood.spawn(stall_h1(w.port, ca, s));
+            } else {
+                flood.spawn(stall_h2(w.port, ca, s));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut took = Vec::new();
+        for i in 0..8 {
+            let client = if i % 2 == 0 { api.clone() } else { w.client() };
+            let answer = tokio::time::timeout(Duration::from_secs(4), post(&client, &w, review()));
+            let a = answer
+                .await
+                .unwrap_or_else(|_| panic!("review {i} during the flood: no answer within 4 s"));
+            assert_eq!(a.status, 200, "review {i}: {}", a.review);
+            took.push(a.took);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        stalling.stop.store(true, Ordering::Relaxed);
+        while flood.join_next().await.is_some() {}
+        let slowest = took.iter().max().unwrap();
+        eprintln!(
+            "stalled bodies: {} requests on {} connections; reviews answered in {took:?}",
+            stalling.requests.load(Ordering::Relaxed),
+            stalling.connections.load(Ordering::Relaxed),
+        );
+        assert!(
+            *slowest < Duration::from_secs(2),
+            "a review during the flood took {slowest:?}"
         );
     });
     assert_still_healthy(probe, &mut w);
