@@ -45,7 +45,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # glibc 2.36 (Debian 12), which loads the packed relocations; libgcc_s for unwinding.
 FROM gcr.io/distroless/cc-debian12:nonroot
 LABEL org.opencontainers.image.title="secret-injector" \
-      org.opencontainers.image.description="Kubernetes mutating admission webhook that injects secrets from Vault/OpenBao and AWS Secrets Manager into pods via tmpfs" \
+      org.opencontainers.image.description="Kubernetes mutating admission webhook that injects secrets from Vault/OpenBao, AWS Secrets Manager and Parameter Store, Google Secret Manager and Azure Key Vault into pods via tmpfs" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/secret-injector/secret-injector"
 # The env-mode wrapper ships next to the main binary: init copies it into env-mode pods.

@@ -28,6 +28,17 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v in
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
 
+# jq: the README's commands pipe the webhook's answers through it.
+if ! command -v jq >/dev/null; then
+  echo "== installing jq (Debian)"
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "jq is missing: install it (Debian: apt-get install jq) and run this again" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
@@ -43,4 +54,6 @@ cargo build --locked --benches
 echo "== manifests, examples and injected workloads"
 cargo build --locked
 BIN="$PWD/target/debug/secret-injector" scripts/validate-manifests.sh
+echo "== the README's and docs/tour.md's commands, as written"
+PATH="$VENV/bin:$PATH" python3 scripts/readme-commands.py
 echo "== all tests passed"
