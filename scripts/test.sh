@@ -54,6 +54,8 @@ cargo build --locked --benches
 echo "== manifests, examples and injected workloads"
 cargo build --locked
 BIN="$PWD/target/debug/secret-injector" scripts/validate-manifests.sh
+echo "== links in README.md and docs/, and design.md's source tree"
+python3 scripts/check-links.py
 echo "== the README's and docs/tour.md's commands, as written"
 PATH="$VENV/bin:$PATH" python3 scripts/readme-commands.py
 echo "== all tests passed"
