@@ -23,10 +23,10 @@ pub struct Assembled {
     /// Whether the env-mode wrapper goes next to the env file (`env_delivery: exec`).
     pub wrapper: bool,
     /// Why the kubelet's env file (`env_delivery: file-key-ref`) could not be made, naming
-    /// the variable: [`init::write`](crate::agent::init::write) fails with it. Not an
-    /// error of the whole assembly, so a refresh sidecar, which wrote the env file once,
-    /// keeps rotating the files when a value later gains a character the format cannot
-    /// carry.
+    /// the variable: [`init::stage_env`](crate::agent::init::stage_env) fails with it,
+    /// before anything is written. Not an error of the whole assembly, so a refresh
+    /// sidecar, which wrote the env file once, keeps rotating the files when a value
+    /// later gains a character the format cannot carry.
     pub env_error: Option<String>,
 }
 

@@ -1,7 +1,8 @@
 //! `secret-injector init`: runs in the injected init container, as a pipeline of named
 //! steps that a refresh loop can run again: [`Stores::login`], [`Stores::fetch`] (keyed
-//! by `SecretRef`), [`assemble`] (pure), [`write`] (all files atomically, or none), and
-//! [`finish`] (revoke the Vault token, unless leases depend on it).
+//! by `SecretRef`), [`assemble`] (pure), [`write`] (the files, the env file and the
+//! wrapper: all in place, or none of them), and [`finish`] (revoke the Vault token,
+//! unless leases depend on it).
 //!
 //! Everything comes from args and env, so a person can run it by hand to debug.
 
@@ -14,7 +15,7 @@ use crate::agent::providers::AgentError;
 use crate::agent::providers::vault::{Lease, Vault};
 use crate::agent::stop;
 use crate::contract::plan::FetchPlan;
-use crate::files::{copy_atomic, write_all_or_nothing};
+use crate::files::{Committed, Staged};
 
 /// What `init` needs, resolved from its args and env.
 #[derive(Clone, Debug)]
@@ -41,6 +42,7 @@ pub async fn run(
     let start = Instant::now();
     let budget = Budget::starting_now(opts.deadline, opts.concurrency, opts.attempt_timeout);
     let plan = &opts.plan;
+    remove_leftovers(&opts);
     tokio::pin!(stop);
     let Some(stores) = stop::login(plan, &opts.stores, budget, stop.as_mut()).await? else {
         return Err(AgentError::permanent(stop::STOPPED));
@@ -91,46 +93,101 @@ pub async fn run(
     }
 }
 
-/// Write the files into `out_dir` (all or nothing) and, in env mode, the env file and
-/// then (unless the kubelet reads the variables) the wrapper into `env_dir`.
+/// Write the files into `out_dir` and, in env mode, the env file and (unless the
+/// kubelet reads the variables) the wrapper into `env_dir`: all of them, or none.
+/// Everything is staged first ([`stage`]), and only then renamed into place
+/// ([`commit`]); a failure at any step removes what this run wrote, so no value is left
+/// behind.
 pub fn write(
     assembled: &Assembled,
     out_dir: Option<&Path>,
     env_dir: Option<&Path>,
 ) -> Result<(), AgentError> {
-    // Nothing is written when the env file cannot be.
-    if let Some(e) = &assembled.env_error {
-        return Err(AgentError::permanent(e.clone()));
-    }
+    commit(stage(assembled, out_dir, env_dir)?).map(drop)
+}
+
+/// Stage everything [`write`] puts in place: env mode's part ([`stage_env`]), then the
+/// files. Nothing is in place until [`commit`]; dropped, every temp file is removed.
+pub fn stage(
+    assembled: &Assembled,
+    out_dir: Option<&Path>,
+    env_dir: Option<&Path>,
+) -> Result<Staged, AgentError> {
+    let mut staged = stage_env(assembled, env_dir)?;
     if !assembled.files.is_empty() {
         let dir =
             out_dir.ok_or_else(|| AgentError::permanent("the plan has files but no --out-dir"))?;
-        write_all_or_nothing(dir, &assembled.files).map_err(|e| {
+        staged.files(dir, &assembled.files).map_err(|e| {
             AgentError::permanent(format!(
                 "cannot write the secret files in {}: {e}",
                 dir.display()
             ))
         })?;
     }
-    if let Some(env_file) = &assembled.env_file {
-        let dir =
-            env_dir.ok_or_else(|| AgentError::permanent("env-mode references need --env-dir"))?;
-        write_all_or_nothing(dir, std::slice::from_ref(env_file)).map_err(|e| {
+    Ok(staged)
+}
+
+/// Stage env mode's part in `env_dir`: the env file and the wrapper. Fails first, with
+/// nothing written, when the env file cannot be made (`env_error`) or the wrapper is
+/// missing.
+pub fn stage_env(assembled: &Assembled, env_dir: Option<&Path>) -> Result<Staged, AgentError> {
+    if let Some(e) = &assembled.env_error {
+        return Err(AgentError::permanent(e.clone()));
+    }
+    let mut staged = Staged::new();
+    let Some(env_file) = &assembled.env_file else {
+        return Ok(staged);
+    };
+    let dir = env_dir.ok_or_else(|| AgentError::permanent("env-mode references need --env-dir"))?;
+    let wrapper_error = |e: crate::Error| {
+        AgentError::permanent(format!(
+            "cannot copy the env-mode wrapper into {}: {e}",
+            dir.display()
+        ))
+    };
+    // A missing wrapper fails before any value is written, even to a temp file.
+    let wrapper = if assembled.wrapper {
+        Some(find_wrapper().map_err(wrapper_error)?)
+    } else {
+        None
+    };
+    staged
+        .files(dir, std::slice::from_ref(env_file))
+        .map_err(|e| {
             AgentError::permanent(format!(
                 "cannot write the env file in {}: {e}",
                 dir.display()
             ))
         })?;
-        if assembled.wrapper {
-            install_wrapper(dir).map_err(|e| {
-                AgentError::permanent(format!(
-                    "cannot copy the env-mode wrapper into {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
+    if let Some(wrapper) = wrapper {
+        // It keeps the name the app's command was rewritten with
+        // ([`crate::contract::names::EXEC_BINARY`]).
+        staged
+            .copy(&wrapper, &dir.join("bin"), "secret-injector", 0o555)
+            .map_err(wrapper_error)?;
     }
-    Ok(())
+    Ok(staged)
+}
+
+/// Put what [`stage`] or [`stage_env`] staged in place; if that fails, none of it is.
+pub fn commit(staged: Staged) -> Result<Committed, AgentError> {
+    staged
+        .commit()
+        .map_err(|e| AgentError::permanent(format!("cannot put the secrets in place: {e}")))
+}
+
+/// Remove what a run killed while writing (an init container OOM-killed, say) left in
+/// the pod's directories: temp files, which may hold values, and generations never
+/// switched to ([`crate::files::remove_leftovers`]). Before anything else, so that
+/// even a run that fails removes them.
+pub fn remove_leftovers(opts: &Options) {
+    let bin = opts.env_dir.as_ref().map(|d| d.join("bin"));
+    for dir in [opts.out_dir.as_ref(), opts.env_dir.as_ref(), bin.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        crate::files::remove_leftovers(dir);
+    }
 }
 
 /// Revoke the token unless leases depend on it (revoking it would revoke them).
@@ -157,11 +214,10 @@ pub async fn finish(
 /// a small fraction of this binary's size.
 pub const WRAPPER_BINARY: &str = "secret-injector-exec";
 
-/// Copy the env-mode wrapper ([`WRAPPER_BINARY`], next to this binary) to
-/// `<dir>/bin/secret-injector` for env-mode containers: the app's image has neither it
-/// nor a shell to copy it with. It keeps the name the app's command was rewritten with
-/// ([`crate::contract::names::EXEC_BINARY`]).
-fn install_wrapper(dir: &Path) -> crate::Result<()> {
+/// The env-mode wrapper ([`WRAPPER_BINARY`], next to this binary), which `init` copies
+/// to `<env-dir>/bin/secret-injector` for env-mode containers: the app's image has
+/// neither it nor a shell to copy it with.
+fn find_wrapper() -> crate::Result<PathBuf> {
     let me = std::env::current_exe().map_err(crate::Error::io("find this binary"))?;
     let wrapper = me.with_file_name(WRAPPER_BINARY);
     if !wrapper.is_file() {
@@ -171,5 +227,5 @@ fn install_wrapper(dir: &Path) -> crate::Result<()> {
             me.display()
         ))(std::io::ErrorKind::NotFound.into()));
     }
-    copy_atomic(&wrapper, &dir.join("bin"), "secret-injector", 0o555)
+    Ok(wrapper)
 }

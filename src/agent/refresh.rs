@@ -33,7 +33,7 @@ use crate::agent::providers::AgentError;
 use crate::agent::providers::vault::{Lease, Vault};
 use crate::agent::stop;
 use crate::contract::reference::SecretRef;
-use crate::files::{FileOut, publish};
+use crate::files::{FileOut, stage_generation};
 
 mod reload;
 mod session;
@@ -162,6 +162,20 @@ impl Sidecar {
             self.written();
             return Ok(());
         }
+        // Everything that can fail comes before anything is in place, and a failure
+        // removes what this publication wrote, never the last good generation: the
+        // env file (first generation only) and the new generation are staged, then the
+        // env file is put in place and `..data` switched.
+        let env = match self.published {
+            // The env file is read once, when the app starts: written for the first
+            // generation only (see docs/design.md, refresh in env mode).
+            None => Some(init::stage_env(
+                &assembled,
+                self.opts.init.env_dir.as_deref(),
+            )?),
+            Some(_) => None,
+        };
+        let mut generation = None;
         if !assembled.files.is_empty() {
             let dir = self
                 .opts
@@ -169,23 +183,27 @@ impl Sidecar {
                 .out_dir
                 .as_ref()
                 .ok_or_else(|| AgentError::permanent("the plan has files but no --out-dir"))?;
-            self.generation += 1;
-            publish(dir, self.generation, &assembled.files).map_err(|e| {
+            let cannot = |e: crate::Error| {
                 AgentError::permanent(format!(
                     "cannot publish the secret files in {}: {e}",
                     dir.display()
                 ))
-            })?;
-        }
-        if self.published.is_none() {
-            // The env file is read once, when the app starts: written for the first
-            // generation only (see docs/design.md, refresh in env mode).
-            let env_only = Assembled {
-                files: Vec::new(),
-                ..assembled.clone()
             };
-            init::write(&env_only, None, self.opts.init.env_dir.as_deref())?;
-        } else if env_changed {
+            self.generation += 1;
+            let staged =
+                stage_generation(dir, self.generation, &assembled.files).map_err(cannot)?;
+            generation = Some((staged, cannot));
+        }
+        let env = env.map(init::commit).transpose()?;
+        if let Some((staged, cannot)) = generation
+            && let Err(e) = staged.switch()
+        {
+            if let Some(env) = env {
+                env.undo();
+            }
+            return Err(cannot(e));
+        }
+        if self.published.is_some() && env_changed {
             tracing::warn!(
                 "env-mode values changed; the app keeps the values it started with until it restarts"
             );
@@ -293,6 +311,9 @@ impl Sidecar {
         status: Arc<Status>,
         mut stop: Pin<&mut S>,
     ) -> Result<Option<Sidecar>, AgentError> {
+        // What a killed run left (temp files, a generation never switched to) goes
+        // first; the last good generation stays.
+        init::remove_leftovers(&opts.init);
         let init = &opts.init;
         let budget = Budget::starting_now(init.deadline, init.concurrency, init.attempt_timeout);
         let Some(stores) = stop::login(&init.plan, &init.stores, budget, stop.as_mut()).await?

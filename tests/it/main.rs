@@ -17,6 +17,7 @@ mod exec;
 mod file_mode;
 mod fixtures;
 mod hostile;
+mod leftovers;
 mod listeners;
 mod rbac;
 mod refresh;
