@@ -59,6 +59,9 @@ pub struct Stores {
     aws: BTreeMap<Option<String>, Aws>,
     gcp: Option<Gcp>,
     azure: Option<Azure>,
+    /// The plan's Vault references by location, as written (with `#key`): a refused
+    /// read's hint shows them corrected.
+    vault_written: std::collections::HashMap<SecretRef, Vec<SecretRef>>,
 }
 
 /// What one fetch returned: the values by location, and the leases they came with.
@@ -175,11 +178,19 @@ impl Stores {
                 slot.insert(Aws::new(chosen, budget.attempt_timeout).await);
             }
         }
+        let mut vault_written = std::collections::HashMap::<_, Vec<SecretRef>>::new();
+        for r in plan.refs().filter(|r| r.provider == Provider::Vault) {
+            vault_written
+                .entry(r.location())
+                .or_default()
+                .push(r.clone());
+        }
         Ok(Stores {
             vault,
             aws,
             gcp,
             azure,
+            vault_written,
         })
     }
 
@@ -274,7 +285,10 @@ impl Stores {
     async fn read(&self, r: &SecretRef) -> Result<(Fetched, Option<Lease>), AgentError> {
         match r.provider {
             Provider::Vault => match &self.vault {
-                Some(vault) => vault.read(r).await,
+                Some(vault) => {
+                    let written = self.vault_written.get(r).map_or(&[][..], Vec::as_slice);
+                    vault.read_written(r, written).await
+                }
                 None => Err(AgentError::permanent(format!(
                     "{r}: not logged in to Vault"
                 ))),

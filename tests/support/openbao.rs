@@ -180,6 +180,43 @@ impl OpenBao {
         }
     }
 
+    /// One more role on a `jwt` mount set up by [`OpenBao::setup_jwt`], for service
+    /// account `sa` in `ns`, with `policies` and, when `no_default_policy`, without
+    /// OpenBao's `default` policy.
+    pub async fn jwt_role(
+        &self,
+        mount: &str,
+        (role, ns, sa): (&str, &str, &str),
+        policies: &[&str],
+        no_default_policy: bool,
+    ) {
+        self.api(
+            "POST",
+            &format!("auth/{mount}/role/{role}"),
+            json!({
+                "role_type": "jwt",
+                "bound_audiences": ["vault"],
+                "bound_subject": format!("system:serviceaccount:{ns}:{sa}"),
+                "user_claim": "sub",
+                "policies": policies,
+                "token_no_default_policy": no_default_policy,
+                "token_ttl": "10m",
+            }),
+        )
+        .await;
+    }
+
+    /// The paths of the requests OpenBao received from callers other than root, in
+    /// order, from its raw audit log (`sys/internal/ui/mounts/secret/team-a/db`).
+    pub fn requested_paths(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|e| e["type"] == "request" && e["auth"]["client_token"] != self.root.as_str())
+            .filter_map(|e| e["request"]["path"].as_str().map(str::to_string))
+            .collect()
+    }
+
     pub async fn policy(&self, name: &str, hcl: &str) {
         self.api(
             "PUT",

@@ -1,6 +1,7 @@
 //! Vault / OpenBao over its HTTP API: log in with the pod's projected service-account
-//! token (`kubernetes` or `jwt` auth), logical reads that keep the lease, and revocation
-//! of the login token. Four endpoints, so plain reqwest rather than a client library.
+//! token (`kubernetes` or `jwt` auth), logical reads that keep the lease (and, after a
+//! refused one, the lookup of its mount, to explain KV v2's `data/`), and revocation of
+//! the login token. A few endpoints, so plain reqwest rather than a client library.
 
 use std::time::Duration;
 
@@ -206,6 +207,160 @@ fn status_error(code: u16, errors: &[String], what: &str, identity: &str) -> Age
     }
 }
 
+/// The mount points of KV engines as they are usually named: when the mount cannot be
+/// looked up, a path under one of these without `data/` gets a hint, hedged.
+const KV_MOUNT_NAMES: [&str; 6] = ["secret", "secrets", "kv", "kv2", "kv-v2", "kvv2"];
+
+/// The KV v2 API paths under a mount that are read as they are (`data/` holds the
+/// secrets, `metadata/` and `subkeys/` describe them).
+fn has_kv2_prefix(rest: &str) -> bool {
+    ["data/", "metadata/", "subkeys/"]
+        .iter()
+        .any(|p| rest.starts_with(p))
+}
+
+/// Whether a refused read of `path` is worth looking up its mount: not when its second
+/// segment already is KV v2's `data`, `metadata` or `subkeys` (the usual one-segment
+/// mount, written right: a plain refusal), and not for a path of one segment.
+fn may_lack_data(path: &str) -> bool {
+    let mut segments = path.split('/');
+    segments.next();
+    !matches!(
+        segments.next(),
+        None | Some("data" | "metadata" | "subkeys")
+    )
+}
+
+/// `sys/internal/ui/mounts/<path>`: the mount holding a path.
+#[derive(Deserialize)]
+struct MountAnswer {
+    data: MountInfo,
+}
+
+#[derive(Deserialize)]
+struct MountInfo {
+    /// The mount point, with a trailing `/` (`secret/`).
+    #[serde(default)]
+    path: String,
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+}
+
+impl MountInfo {
+    fn is_kv2(&self) -> bool {
+        self.kind == "kv"
+            && self
+                .options
+                .as_ref()
+                .and_then(|o| o.get("version"))
+                .is_some_and(|v| v.as_str() == Some("2") || v.as_u64() == Some(2))
+    }
+}
+
+/// A KV v2 path read without `data/`, and the references that fix it.
+#[derive(Debug)]
+struct Kv2Hint {
+    /// The mount point, with its trailing `/`.
+    mount: String,
+    /// Whether Vault said the mount is KV v2 (otherwise a guess by its name).
+    known: bool,
+    /// The references as written, with `data/` after the mount.
+    written: Vec<SecretRef>,
+}
+
+/// How many corrected references a message shows.
+const SHOWN_REFS: usize = 3;
+
+impl Kv2Hint {
+    /// "the reference as `vault:secret/data/a#k`", or "the references as `…` and `…`"
+    /// (the first [`SHOWN_REFS`], then how many more).
+    fn references(&self) -> String {
+        let mut refs: Vec<String> = self
+            .written
+            .iter()
+            .take(SHOWN_REFS)
+            .map(|r| format!("`{r}`"))
+            .collect();
+        if self.written.len() > SHOWN_REFS {
+            refs.push(format!("{} more", self.written.len() - SHOWN_REFS));
+        }
+        let refs = match refs.split_last() {
+            Some((last, init)) if !init.is_empty() => format!("{} and {last}", init.join(", ")),
+            _ => refs.concat(),
+        };
+        if self.written.len() == 1 {
+            format!("the reference as {refs}")
+        } else {
+            format!("the references as {refs}")
+        }
+    }
+}
+
+/// The references of the plan that name location `r` (sorted, once each), or `r` itself.
+fn written_as(r: &SecretRef, written: &[SecretRef]) -> Vec<SecretRef> {
+    let location = r.location();
+    let mut refs: Vec<SecretRef> = written
+        .iter()
+        .filter(|w| w.location() == location)
+        .cloned()
+        .collect();
+    refs.sort_by_cached_key(ToString::to_string);
+    refs.dedup();
+    if refs.is_empty() {
+        refs.push(location);
+    }
+    refs
+}
+
+/// `refs` with `data/` after `mount` (a prefix of their path), `#key` and `?version` kept.
+fn corrected(refs: &[SecretRef], mount: &str) -> Vec<SecretRef> {
+    refs.iter()
+        .map(|r| SecretRef {
+            path: format!("{mount}data/{}", &r.path[mount.len()..]),
+            ..r.clone()
+        })
+        .collect()
+}
+
+/// A read refused with 403 or 404 where the path looks like a KV v2 path without
+/// `data/`: the usual message, with the corrected references in place of (when the mount
+/// is known to be KV v2) or after (a guess) the advice to check the policies. The same
+/// kind as [`status_error`]'s: permanent.
+fn read_refused(
+    code: u16,
+    errors: &[String],
+    what: &str,
+    identity: &str,
+    hint: &Kv2Hint,
+) -> AgentError {
+    let detail = if errors.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", one_line(errors))
+    };
+    // The mount is a prefix of the path Vault was asked for, escaped all the same; the
+    // references are the plan's own, as the message's start names them.
+    let mount = Escaped(&hint.mount);
+    let refs = hint.references();
+    let at = hint.written.first().map_or("", |r| r.path.as_str());
+    AgentError::permanent(match (code, hint.known) {
+        (403, true) => format!(
+            "{what}: permission denied (HTTP 403) for {identity}{detail}; `{mount}` is a KV v2 mount: its secrets are read at `{at}`; write {refs}"
+        ),
+        (403, false) => format!(
+            "{what}: permission denied (HTTP 403) for {identity}{detail}; check the role's policies; if `{mount}` is a KV v2 mount, write {refs}"
+        ),
+        (_, true) => format!(
+            "{what}: not found (HTTP {code}){detail}; `{mount}` is a KV v2 mount: its secrets are read at `{at}`; write {refs}"
+        ),
+        (_, false) => format!(
+            "{what}: not found (HTTP {code}){detail}; if `{mount}` is a KV v2 mount, write {refs}"
+        ),
+    })
+}
+
 /// A refused login is about the identity, whatever the 4xx status.
 fn login_refused(code: u16, errors: &[String], settings: &Settings) -> AgentError {
     let what = format!("login to {}", settings.identity());
@@ -362,6 +517,17 @@ impl Vault {
 
     /// One logical read of a location (the reference without `#key`).
     pub async fn read(&self, r: &SecretRef) -> Result<(Fetched, Option<Lease>), AgentError> {
+        self.read_written(r, &[]).await
+    }
+
+    /// [`Vault::read`], where `written` are the references of the plan that name this
+    /// location (with their `#key`s): a KV v2 path written without `data/` is shown
+    /// corrected as they were written.
+    pub async fn read_written(
+        &self,
+        r: &SecretRef,
+        written: &[SecretRef],
+    ) -> Result<(Fetched, Option<Lease>), AgentError> {
         let what = r.location().to_string();
         let mut url = Self::url(&self.settings, &r.path);
         if let Some(Version::Number(n)) = &r.version {
@@ -370,12 +536,15 @@ impl Vault {
         let req = self.http.get(&url).header("X-Vault-Token", &self.token);
         let answer = Self::send(&self.settings, req, &what).await?;
         if !answer.ok() {
-            return Err(status_error(
-                answer.code,
-                &answer.errors(),
-                &what,
-                &self.identity(),
-            ));
+            let errors = answer.errors();
+            let hint = match answer.code {
+                403 | 404 if may_lack_data(&r.path) => self.kv2_hint(r, written).await,
+                _ => None,
+            };
+            return Err(match hint {
+                Some(hint) => read_refused(answer.code, &errors, &what, &self.identity(), &hint),
+                None => status_error(answer.code, &errors, &what, &self.identity()),
+            });
         }
         let parsed: ReadResponse = serde_json::from_slice(&answer.body).map_err(|_| {
             AgentError::permanent(format!(
@@ -397,6 +566,56 @@ impl Vault {
             renewable: parsed.renewable,
         });
         Ok((Fetched::Map(map), lease))
+    }
+
+    /// Why a read of `r` refused with 403 or 404 may be a KV v2 path without `data/`:
+    /// the mount holding it, from `sys/internal/ui/mounts/<path>` (answered to any token
+    /// with a capability under the mount), or, when that is refused or fails, a guess by
+    /// the path's shape. Only on that failure path; a failure of the lookup itself is
+    /// only logged, the read's own error stands.
+    async fn kv2_hint(&self, r: &SecretRef, written: &[SecretRef]) -> Option<Kv2Hint> {
+        let what = format!("look up the mount of {}", r.location());
+        let path = format!("sys/internal/ui/mounts/{}", r.path);
+        let found = match self.call(reqwest::Method::GET, &path, None, &what).await {
+            Ok(answer) => match serde_json::from_slice::<MountAnswer>(&answer.body) {
+                Ok(m) => Some(m.data),
+                Err(_) => {
+                    tracing::debug!(%what, "the answer is not a mount; guessing by the path's shape");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot look up the mount; guessing by the path's shape");
+                None
+            }
+        };
+        let written = written_as(r, written);
+        match found {
+            // The answer names the mount: a prefix of the path, up to a `/` (anything
+            // else is not an answer about this path, so it is not trusted).
+            Some(m) if m.path.len() > 1 && m.path.ends_with('/') && r.path.starts_with(&m.path) => {
+                let (mount, rest) = r.path.split_at(m.path.len());
+                (m.is_kv2() && !rest.is_empty() && !has_kv2_prefix(rest)).then(|| Kv2Hint {
+                    mount: mount.to_string(),
+                    known: true,
+                    written: corrected(&written, mount),
+                })
+            }
+            _ => {
+                let (first, rest) = r.path.split_once('/')?;
+                (KV_MOUNT_NAMES.contains(&first.to_ascii_lowercase().as_str())
+                    && !rest.is_empty()
+                    && !has_kv2_prefix(rest))
+                .then(|| {
+                    let mount = format!("{first}/");
+                    Kv2Hint {
+                        written: corrected(&written, &mount),
+                        mount,
+                        known: false,
+                    }
+                })
+            }
+        }
     }
 
     /// A call with the token whose answer is JSON `T` (or nothing, for `T = ()`).
@@ -626,6 +845,233 @@ mod tests {
             );
             assert!(!e.message.contains("canary"), "{e}");
         }
+    }
+
+    /// A Vault that logs in anyone (`auth/jwt/login`), refuses every read with
+    /// `read_status` and answers `sys/internal/ui/mounts/…` with `mounts`, counting those
+    /// lookups; and a session logged in to it.
+    async fn refusing_vault(
+        read_status: u16,
+        mounts: (u16, String),
+    ) -> (
+        Vault,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        tempfile::TempDir,
+    ) {
+        use axum::http::{StatusCode, Uri};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let counted = lookups.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri| {
+            let (counted, mounts) = (counted.clone(), mounts.clone());
+            async move {
+                let path = uri.path();
+                let (code, body) = if path == "/v1/auth/jwt/login" {
+                    (
+                        200,
+                        r#"{"auth": {"client_token": "t", "lease_duration": 60}}"#.into(),
+                    )
+                } else if path.starts_with("/v1/sys/internal/ui/mounts/") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    mounts
+                } else if read_status == 403 {
+                    (
+                        403,
+                        r#"{"errors": ["1 error occurred:\n\t* permission denied\n\n"]}"#.into(),
+                    )
+                } else {
+                    (read_status, r#"{"errors": []}"#.into())
+                };
+                (StatusCode::from_u16(code).unwrap(), body)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "a.b.c").unwrap();
+        let vault = Vault::login(Settings {
+            address: format!("http://127.0.0.1:{port}"),
+            role: "app".into(),
+            auth_path: "jwt".into(),
+            auth_method: AuthMethod::Jwt,
+            token_file,
+            namespace: None,
+            ca_pem: None,
+            timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        (vault, lookups, dir)
+    }
+
+    fn mount_answer(path: &str, kind: &str, version: Value) -> (u16, String) {
+        let answer = json!({"data": {"path": path, "type": kind, "options": {"version": version}}});
+        (200, answer.to_string())
+    }
+
+    async fn refused_read(
+        read_status: u16,
+        mounts: (u16, String),
+        reference: &str,
+        written: &[&str],
+    ) -> (AgentError, usize) {
+        use crate::contract::reference::parse;
+        let (vault, lookups, _dir) = refusing_vault(read_status, mounts).await;
+        let written: Vec<SecretRef> = written.iter().map(|w| parse(w).unwrap()).collect();
+        let r = parse(reference).unwrap();
+        let Err(e) = vault.read_written(&r, &written).await else {
+            panic!("{reference}: read")
+        };
+        (e, lookups.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// A KV v2 mount (as Vault says, version as a string or a number, nested or not):
+    /// the corrected references, keys and version kept, in place of the policy advice.
+    #[tokio::test]
+    async fn a_kv2_mount_without_data_gets_the_corrected_references() {
+        let kv2 = mount_answer("secret/", "kv", json!("2"));
+        let (e, lookups) = refused_read(
+            403,
+            kv2.clone(),
+            "vault:secret/team-a/db?version=3",
+            &["vault:secret/team-a/db?version=3#password"],
+        )
+        .await;
+        assert_eq!(lookups, 1);
+        assert_eq!(e.kind, super::super::Kind::Permanent);
+        assert!(
+            e.message.starts_with("vault:secret/team-a/db?version=3: permission denied (HTTP 403) for vault role `app` via auth/jwt (jwt) at http://127.0.0.1:")
+                && e.message.ends_with(": permission denied; `secret/` is a KV v2 mount: its secrets are read at `secret/data/team-a/db`; write the reference as `vault:secret/data/team-a/db?version=3#password`"),
+            "{e}"
+        );
+        // Without the plan's references: the location itself.
+        let (e, _) = refused_read(404, kv2.clone(), "vault:secret/a", &[]).await;
+        assert_eq!(
+            e.message,
+            "vault:secret/a: not found (HTTP 404); `secret/` is a KV v2 mount: its secrets are read at `secret/data/a`; write the reference as `vault:secret/data/a`"
+        );
+        // Several references, the first three shown.
+        let refs = ["#a", "#b", "#c", "#d", ""].map(|k| format!("vault:secret/x/y{k}"));
+        let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+        let (e, _) = refused_read(404, kv2, "vault:secret/x/y", &refs).await;
+        assert!(
+            e.message.ends_with("write the references as `vault:secret/data/x/y`, `vault:secret/data/x/y#a`, `vault:secret/data/x/y#b` and 2 more"),
+            "{e}"
+        );
+        // A nested mount, its version as a number.
+        let nested = mount_answer("team/kv/", "kv", json!(2));
+        let (e, _) = refused_read(403, nested, "vault:team/kv/db#k", &["vault:team/kv/db#k"]).await;
+        assert!(
+            e.message.ends_with("; `team/kv/` is a KV v2 mount: its secrets are read at `team/kv/data/db`; write the reference as `vault:team/kv/data/db#k`"),
+            "{e}"
+        );
+    }
+
+    /// No hint for KV v1, another engine, a path that has `data/` after a nested mount,
+    /// or an answer about another path; none looked up for a path with `data/` after its
+    /// first segment, nor for other statuses.
+    #[tokio::test]
+    async fn other_mounts_and_paths_get_no_hint() {
+        let plain_403 = "; check the role's policies";
+        for (mounts, reference) in [
+            (
+                mount_answer("secret/", "kv", json!("1")),
+                "vault:secret/a/b",
+            ),
+            (
+                mount_answer("secret/", "kv", Value::Null),
+                "vault:secret/a/b",
+            ),
+            (
+                mount_answer("database/", "database", Value::Null),
+                "vault:database/creds/app",
+            ),
+            (
+                mount_answer("team/kv/", "kv", json!("2")),
+                "vault:team/kv/data/db",
+            ),
+            (
+                mount_answer("team/kv/", "kv", json!("2")),
+                "vault:team/kv/metadata/db",
+            ),
+            (mount_answer("apps/", "kv", json!("2")), "vault:team/a/b"),
+        ] {
+            let (e, lookups) = refused_read(403, mounts, reference, &[]).await;
+            assert_eq!(lookups, 1, "{reference}");
+            assert!(e.message.ends_with(plain_403), "{reference}: {e}");
+            assert!(!e.message.contains("KV v2"), "{e}");
+        }
+        let kv2 = mount_answer("secret/", "kv", json!("2"));
+        for reference in [
+            "vault:secret/data/a",
+            "vault:secret/metadata/a",
+            "vault:secret",
+        ] {
+            let (e, lookups) = refused_read(403, kv2.clone(), reference, &[]).await;
+            assert_eq!(lookups, 0, "{reference}");
+            assert!(e.message.ends_with(plain_403), "{reference}: {e}");
+        }
+        for status in [400, 405, 503] {
+            let (e, lookups) = refused_read(status, kv2.clone(), "vault:secret/a/b", &[]).await;
+            assert_eq!(lookups, 0, "{status}");
+            assert!(!e.message.contains("KV v2"), "{e}");
+        }
+    }
+
+    /// When the lookup is refused, fails or answers something else, the read's own error
+    /// stands (permanent, whatever the lookup's failure) with a hedged hint when the
+    /// first segment is named like a KV mount, and none otherwise.
+    #[tokio::test]
+    async fn without_the_mount_the_hint_goes_by_the_shape() {
+        let refused = (
+            403,
+            r#"{"errors": ["preflight capability check returned 403"]}"#.to_string(),
+        );
+        let huge = (
+            200,
+            format!("{{\"data\": {{\"path\": \"{}\"}}}}", "x".repeat(MAX_ANSWER)),
+        );
+        for mounts in [
+            refused.clone(),
+            (503, String::new()),
+            (429, String::new()),
+            (200, "<html>not json</html>".to_string()),
+            (200, r#"{"data": null}"#.to_string()),
+            huge,
+            // about another path, or not up to a `/`: not trusted
+            mount_answer("other/", "kv", json!("2")),
+            mount_answer("secre", "kv", json!("2")),
+            mount_answer("secret/\u{1b}[31m", "kv", json!("2")),
+        ] {
+            let shown = mounts.1.chars().take(60).collect::<String>();
+            let (e, lookups) = refused_read(
+                403,
+                mounts.clone(),
+                "vault:secret/team-a/db",
+                &["vault:secret/team-a/db#password"],
+            )
+            .await;
+            assert_eq!(lookups, 1);
+            assert_eq!(e.kind, super::super::Kind::Permanent, "{shown}: {e}");
+            assert!(
+                e.message.ends_with(": permission denied; check the role's policies; if `secret/` is a KV v2 mount, write the reference as `vault:secret/data/team-a/db#password`"),
+                "{shown}: {e}"
+            );
+            assert!(!e.message.contains('\u{1b}'), "{e}");
+            let (e, _) = refused_read(404, mounts, "vault:kv/app", &[]).await;
+            assert_eq!(e.kind, super::super::Kind::Permanent, "{shown}: {e}");
+            assert_eq!(
+                e.message,
+                "vault:kv/app: not found (HTTP 404); if `kv/` is a KV v2 mount, write the reference as `vault:kv/data/app`"
+            );
+        }
+        let (e, _) = refused_read(403, refused, "vault:team-kv/app/db", &[]).await;
+        assert!(e.message.ends_with("; check the role's policies"), "{e}");
+        assert!(!e.message.contains("KV v2"), "{e}");
     }
 
     #[test]
