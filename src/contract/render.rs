@@ -177,91 +177,324 @@ pub fn check_bounds(src: &str) -> Result<(), String> {
 }
 
 /// Admission-time check of template `name`. `declared` holds every declared secret name.
-/// Returns a message fit for a denial.
+/// Returns every problem found, each a message fit for a denial (the caller names the
+/// annotation), in the order of the template's lines.
 ///
 /// Static: the template is parsed and compiled, never executed. Its size and nesting
 /// are bounded first ([`check_bounds`]); then every name it uses is checked (secrets,
 /// fields of its own secret, filters, tests and functions) on every branch, taken or
-/// not. What only values can decide (arithmetic, slicing, filters on values) is left
-/// to the render in the pod, which the pod's own memory limit and the fuel bound.
-pub fn check(name: &str, src: &str, declared: &BTreeSet<String>) -> Result<(), String> {
-    check_bounds(src)?;
+/// not, and all the problems are reported together. A template over the bounds, or one
+/// that does not parse, gets that one problem only: minijinja's parser stops at the
+/// first syntax error, so nothing after it can be checked until it is fixed.
+/// What only values can decide (arithmetic, slicing, filters on values) is left to the
+/// render in the pod, which the pod's own memory limit and the fuel bound.
+pub fn check(name: &str, src: &str, declared: &BTreeSet<String>) -> Result<(), Vec<String>> {
+    check_bounds(src).map_err(|m| vec![m])?;
     let env = environment();
     let normalized = normalize(src);
-    let tmpl = env
-        .template_from_named_str(name, &normalized)
-        .map_err(|e| format!("the template does not parse: {}", describe(&e)))?;
+    let tmpl = env.template_from_named_str(name, &normalized).map_err(|e| {
+        vec![format!(
+            "the template does not parse: {}; fix this first: its names, filters and tests are checked once it parses",
+            describe(&e)
+        )]
+    })?;
+    let found = Found::collect(&env, &tmpl, name, declared);
+    let multiline = normalized.trim_end().contains('\n');
+    let problems = found.messages(multiline, declared, MAX_TEMPLATE_PROBLEMS);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(problems)
+}
+
+/// Problems reported for one template at most; beyond, they are only counted.
+const MAX_TEMPLATE_PROBLEMS: usize = 20;
+
+/// The globals of [`environment`] that a template may call.
+const GLOBALS_HINT: &str = "debug, dict, namespace, range";
+
+/// minijinja's builtin filters (with the features this crate enables), for "did you
+/// mean"; a test checks that each is known to [`environment`]. Separated by spaces.
+const FILTERS: &str = "\
+    abs attr batch bool capitalize chain count d default dictsort e escape first float \
+    format groupby indent int items join last length lines list lower map max min pprint \
+    reject rejectattr replace reverse round safe select selectattr slice sort split string \
+    sum title tojson trim unique upper urlencode zip";
+
+/// minijinja's builtin tests, for "did you mean" (the operator aliases left out).
+const TESTS: &str = "\
+    boolean defined divisibleby endingwith eq escaped even false filter float ge gt in \
+    integer iterable le lower lt mapping ne none number odd safe sameas sequence \
+    startingwith string test true undefined upper";
+
+/// Where a problem is: the line of its first use, and the instruction's index (the
+/// order within a line). Sorted, places follow the template's text.
+type Place = (Option<usize>, usize);
+
+/// What is wrong with a name a template uses.
+#[derive(Clone, Copy)]
+enum Kind {
+    Filter,
+    Test,
+    Function,
+    /// A declared secret's name used bare (`db.password`, not `secrets.db.password`).
+    SecretUsedBare,
+    /// `secrets.<name>` or `secrets['<name>']` of a secret not declared.
+    Undeclared,
+}
+
+/// What [`check`] found in one template, with the place of each first use. The
+/// messages are written only for the problems shown (see [`MAX_TEMPLATE_PROBLEMS`]):
+/// a template full of unknown names costs no more than one suggestion per problem
+/// shown.
+#[derive(Default)]
+struct Found {
+    /// Bare names that are not variables of the template, in order of first use. Only
+    /// when there is no same-named secret whose fields they could be.
+    bare: Vec<(Place, String)>,
+    /// Every other problem: what kind, and the name it is about.
+    other: Vec<(Place, Kind, String)>,
+    /// The template's file name (and the secret whose fields are top-level names).
+    name: String,
+}
+
+/// The names `tmpl` leaves undeclared: top-level ones that are not globals, and the
+/// secrets named as `secrets.<name>` that are not declared.
+fn undeclared(
+    env: &Environment<'_>,
+    tmpl: &minijinja::Template<'_, '_>,
+    declared: &BTreeSet<String>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
     let globals: BTreeSet<&str> = env.globals().map(|(k, _)| k).collect();
-    let has_own = declared.contains(name);
-    let mut undeclared: Vec<String> = Vec::new();
+    let mut top = BTreeSet::new();
+    let mut secrets = BTreeSet::new();
     for var in tmpl.undeclared_variables(true) {
         let mut parts = var.splitn(3, '.');
-        let top = parts.next().unwrap_or_default();
-        if top == "secrets" {
+        let first = parts.next().unwrap_or_default();
+        if first == "secrets" {
             if let Some(secret) = parts.next()
                 && !declared.contains(secret)
             {
-                undeclared.push(secret.to_string());
+                secrets.insert(secret.to_string());
             }
-        } else if !has_own && !globals.contains(top) {
-            return Err(format!(
-                "`{top}` is not defined: there is no `secret-injector.io/secret-{name}` whose fields it could be; declare that secret, or write `secrets.<name>.{top}` for a declared secret"
-            ));
+        } else if !globals.contains(first) {
+            top.insert(first.to_string());
         }
     }
-    undeclared.sort();
-    if let Some(missing) = undeclared.first() {
-        return Err(undeclared_message(missing, declared));
-    }
-    check_names(&env, &tmpl, &globals, declared)
+    (top, secrets)
 }
 
-/// Filters, tests and functions that exist, and `secrets['<name>']` for declared
-/// names, read off the compiled instructions (a flat list: no recursion).
-fn check_names(
-    env: &Environment<'_>,
-    tmpl: &minijinja::Template<'_, '_>,
-    globals: &BTreeSet<&str>,
-    declared: &BTreeSet<String>,
-) -> Result<(), String> {
-    use minijinja::ErrorKind;
-    use minijinja::machinery::Instruction as I;
-    let state = env.empty_state();
-    let instructions = &minijinja::machinery::get_compiled_template(tmpl).instructions;
-    let at = |i: usize| instructions.get(i as u32);
-    for i in 0..instructions.len() {
-        match at(i) {
-            Some(I::ApplyFilter(filter, ..)) => {
-                let probe = state.apply_filter(filter, &[]);
-                if probe.is_err_and(|e| e.kind() == ErrorKind::UnknownFilter) {
-                    return Err(format!("the template uses an unknown filter `{filter}`"));
+impl Found {
+    /// One pass over the compiled instructions (a flat list: no recursion), checked
+    /// against the names the template leaves undeclared (which knows the scopes of
+    /// `set`, `for` and `loop`).
+    fn collect(
+        env: &Environment<'_>,
+        tmpl: &minijinja::Template<'_, '_>,
+        name: &str,
+        declared: &BTreeSet<String>,
+    ) -> Found {
+        use minijinja::ErrorKind;
+        use minijinja::machinery::Instruction as I;
+        let has_own = declared.contains(name);
+        let (top, secrets) = undeclared(env, tmpl, declared);
+        let state = env.empty_state();
+        let instructions = &minijinja::machinery::get_compiled_template(tmpl).instructions;
+        let at = |i: usize| instructions.get(i as u32);
+        let line = |i: usize| (instructions.get_line(i as u32), i);
+        let mut found = Found {
+            name: name.to_string(),
+            ..Found::default()
+        };
+        // Each name is reported once, at its first use.
+        let mut seen: BTreeSet<(&str, String)> = BTreeSet::new();
+        let mut called: BTreeSet<&str> = BTreeSet::new();
+        let mut first = |kind: &'static str, name: &str| seen.insert((kind, name.to_string()));
+        for i in 0..instructions.len() {
+            match at(i) {
+                Some(I::ApplyFilter(filter, ..)) => {
+                    let probe = state.apply_filter(filter, &[]);
+                    if probe.is_err_and(|e| e.kind() == ErrorKind::UnknownFilter)
+                        && first("filter", filter)
+                    {
+                        found
+                            .other
+                            .push((line(i), Kind::Filter, filter.to_string()));
+                    }
                 }
-            }
-            Some(I::PerformTest(test, ..)) => {
-                let probe = state.perform_test(test, &[]);
-                if probe.is_err_and(|e| e.kind() == ErrorKind::UnknownTest) {
-                    return Err(format!("the template uses an unknown test `{test}`"));
+                Some(I::PerformTest(test, ..)) => {
+                    let probe = state.perform_test(test, &[]);
+                    if probe.is_err_and(|e| e.kind() == ErrorKind::UnknownTest)
+                        && first("test", test)
+                    {
+                        found.other.push((line(i), Kind::Test, test.to_string()));
+                    }
                 }
-            }
-            Some(I::CallFunction(function, ..)) if !globals.contains(function) => {
-                return Err(format!(
-                    "the template calls an unknown function `{function}` (known: {})",
-                    globals.iter().copied().collect::<Vec<_>>().join(", ")
-                ));
-            }
-            Some(I::GetItem) if i >= 2 => {
-                if let (Some(I::Lookup("secrets")), Some(I::LoadConst(key))) =
-                    (at(i - 2), at(i - 1))
-                    && let Some(secret) = key.as_str()
-                    && !declared.contains(secret)
+                Some(I::CallFunction(function, ..))
+                    if top.contains(*function) && first("function", function) =>
                 {
-                    return Err(undeclared_message(secret, declared));
+                    called.insert(function);
+                    found
+                        .other
+                        .push((line(i), Kind::Function, function.to_string()));
                 }
+                Some(I::Lookup(var)) if top.contains(*var) && !has_own && first("name", var) => {
+                    found.push_bare(line(i), var, declared);
+                }
+                Some(I::GetAttr(secret)) if i >= 1 => {
+                    if let Some(I::Lookup("secrets")) = at(i - 1)
+                        && secrets.contains(*secret)
+                        && first("secret", secret)
+                    {
+                        found
+                            .other
+                            .push((line(i), Kind::Undeclared, secret.to_string()));
+                    }
+                }
+                Some(I::GetItem) if i >= 2 => {
+                    if let (Some(I::Lookup("secrets")), Some(I::LoadConst(key))) =
+                        (at(i - 2), at(i - 1))
+                        && let Some(secret) = key.as_str()
+                        && !declared.contains(secret)
+                        && first("secret", secret)
+                    {
+                        found
+                            .other
+                            .push((line(i), Kind::Undeclared, secret.to_string()));
+                    }
+                }
+                _ => {}
             }
-            _ => {}
+        }
+        // A name the walk did not place (none expected): reported without a line.
+        let unplaced = (None, usize::MAX);
+        for var in top
+            .iter()
+            .filter(|v| !has_own && !called.contains(v.as_str()))
+        {
+            if first("name", var) {
+                found.push_bare(unplaced, var, declared);
+            }
+        }
+        for secret in secrets.iter().filter(|s| first("secret", s)) {
+            found
+                .other
+                .push((unplaced, Kind::Undeclared, secret.clone()));
+        }
+        found
+    }
+
+    /// A bare name: a declared secret's used without `secrets.`, or an unknown one.
+    fn push_bare(&mut self, place: Place, var: &str, declared: &BTreeSet<String>) {
+        if declared.contains(var) {
+            self.other
+                .push((place, Kind::SecretUsedBare, var.to_string()));
+        } else {
+            self.bare.push((place, var.to_string()));
         }
     }
-    Ok(())
+
+    /// The messages, in the order of the template's lines, at most `limit` of them and
+    /// then how many more; with `multiline`, each says its line.
+    fn messages(self, multiline: bool, declared: &BTreeSet<String>, limit: usize) -> Vec<String> {
+        let at = |(line, _): Place| match line {
+            Some(n) if multiline => format!(" (line {n})"),
+            _ => String::new(),
+        };
+        // `None`: the bare names' one message, at the place of the first.
+        let mut order: Vec<(Place, Option<(Kind, String)>)> = self
+            .other
+            .into_iter()
+            .map(|(place, kind, name)| (place, Some((kind, name))))
+            .collect();
+        if let Some((place, _)) = self.bare.first() {
+            order.push((*place, None));
+        }
+        order.sort_by_key(|(place, _)| *place);
+        let more = order.len().saturating_sub(limit);
+        order.truncate(limit);
+        let mut out: Vec<String> = order
+            .into_iter()
+            .map(|(place, problem)| match problem {
+                Some((kind, name)) => {
+                    let message = match kind {
+                        Kind::Filter => unknown_filter(&name),
+                        Kind::Test => unknown_test(&name),
+                        Kind::Function => unknown_function(&name),
+                        Kind::SecretUsedBare => format!(
+                            "`{name}` is not defined: declared secrets are reached through `secrets`; write `secrets.{name}` (or `secrets['{name}']`)"
+                        ),
+                        Kind::Undeclared => undeclared_message(&name, declared),
+                    };
+                    format!("{message}{}", at(place))
+                }
+                None => bare_message(&self.name, &self.bare, at),
+            })
+            .collect();
+        if more > 0 {
+            out.push(format!(
+                "… and {more} more problems in this template; fix these and check it again"
+            ));
+        }
+        out
+    }
+}
+
+/// One message for the bare names of a template without a same-named secret: they
+/// share one fix.
+fn bare_message(file: &str, bare: &[(Place, String)], at: impl Fn(Place) -> String) -> String {
+    let names: Vec<String> = bare
+        .iter()
+        .map(|(p, n)| format!("`{n}`{}", at(*p)))
+        .collect();
+    let (names, verb, it) = match names.as_slice() {
+        [init @ .., last] if !init.is_empty() => {
+            (format!("{} and {last}", init.join(", ")), "are", "they")
+        }
+        _ => (names.concat(), "is", "it"),
+    };
+    let example = bare.first().map_or("password", |(_, n)| n.as_str());
+    format!(
+        "{names} {verb} not defined: there is no `secret-injector.io/secret-{file}` whose fields {it} could be; declare that secret, or write `secrets.<name>.{example}` for a declared secret"
+    )
+}
+
+fn unknown_filter(filter: &str) -> String {
+    let lower = filter.to_ascii_lowercase();
+    let fix = match closest(filter, FILTERS.split_whitespace()) {
+        Some(c) => format!("did you mean `{c}`?"),
+        None if lower.contains("b64") || lower.contains("base64") => format!(
+            "templates have no base64 filter: a file gets the value as the store holds it, so store the value in the form the file needs and remove `| {filter}`"
+        ),
+        None => "use a builtin filter (such as `upper`, `lower`, `default`, `replace`, `join`, `tojson`, `urlencode`); templates have no others".to_string(),
+    };
+    format!("the template uses an unknown filter `{filter}`; {fix}")
+}
+
+fn unknown_test(test: &str) -> String {
+    let fix = match closest(test, TESTS.split_whitespace()) {
+        Some(c) => format!("did you mean `{c}`?"),
+        None => "use a builtin test (such as `defined`, `none`, `string`, `number`, `mapping`)"
+            .to_string(),
+    };
+    format!("the template uses an unknown test `{test}`; {fix}")
+}
+
+fn unknown_function(function: &str) -> String {
+    let hint = closest(function, GLOBALS_HINT.split(", "))
+        .map(|c| format!("did you mean `{c}`? "))
+        .unwrap_or_default();
+    format!(
+        "the template calls an unknown function `{function}`; {hint}templates can call only {GLOBALS_HINT}, and cannot read the environment or files"
+    )
+}
+
+/// The closest candidate, for typos only: names here are short, and a looser match
+/// suggests another filter altogether (`b64encode` is three edits from `urlencode`).
+fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 4).clamp(1, 2);
+    crate::contract::reference::closest(word, candidates)
+        .filter(|c| strsim::damerau_levenshtein(word, c) <= limit)
 }
 
 fn undeclared_message(missing: &str, declared: &BTreeSet<String>) -> String {
@@ -273,9 +506,13 @@ fn undeclared_message(missing: &str, declared: &BTreeSet<String>) -> String {
             crate::contract::reference::short_list(declared.iter().map(String::as_str))
         )
     };
-    format!(
-        "the template names secret `{missing}`, which is not declared ({known}); add `secret-injector.io/secret-{missing}: <ref>`"
-    )
+    let fix = match closest(missing, declared.iter().map(String::as_str)) {
+        Some(c) => {
+            format!("did you mean `{c}`? Or add `secret-injector.io/secret-{missing}: <ref>`")
+        }
+        None => format!("add `secret-injector.io/secret-{missing}: <ref>`"),
+    };
+    format!("the template names secret `{missing}`, which is not declared ({known}); {fix}")
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -343,6 +580,11 @@ mod tests {
 
     fn declared(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// [`super::check`] with its problems on one line each.
+    fn check(name: &str, src: &str, declared: &BTreeSet<String>) -> Result<(), String> {
+        super::check(name, src, declared).map_err(|problems| problems.join("\n"))
     }
 
     /// The security review's reproductions: each is answered at once, none executes.
@@ -444,11 +686,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(m.contains("unknown test `nosuchtest`"), "{m}");
+        // A call is a call whether or not the template has a same-named secret.
         let m = check("config", "{% if false %}{{ env('HOME') }}{% endif %}", &d).unwrap_err();
-        assert!(m.contains("`env` is not defined"), "{m}");
+        assert!(m.contains("unknown function `env`"), "{m}");
+        assert!(!m.contains("not defined"), "{m}");
         let own = declared(&["config"]);
         let m = check("config", "{% if false %}{{ env('HOME') }}{% endif %}", &own).unwrap_err();
         assert!(m.contains("unknown function `env`"), "{m}");
+        let m = check("config", "{{ rnage(3) }}", &own).unwrap_err();
+        assert!(m.contains("did you mean `range`?"), "{m}");
+        // A recursive loop's `loop(…)` is the template's own function (macros are not
+        // compiled in: `{% macro %}` does not parse).
+        for names in [&d, &own] {
+            check(
+                "config",
+                "{% for k in [[1]] recursive %}{{ loop(k) if k is sequence }}{% endfor %}",
+                names,
+            )
+            .unwrap();
+        }
         let m = check(
             "config",
             "{% if false %}{{ secrets['db-x'].a }}{% endif %}",
@@ -537,6 +793,92 @@ mod tests {
     fn check_reports_syntax_errors_with_line() {
         let m = check("f", "ok\n{{ secrets.db.password ", &declared(&["db"])).unwrap_err();
         assert!(m.contains("does not parse"), "{m}");
+        // The parser stops at the first syntax error: that one alone, saying so.
+        let both = "{{ secrets.nope.x | b64encode }}\n{% if x %}";
+        let e = super::check("f", both, &declared(&["db"])).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("(line 2)") && e[0].contains("checked once it parses"),
+            "{e:?}"
+        );
+    }
+
+    /// Issue 26: an undeclared name, an unknown filter and an unknown test beside each
+    /// other are reported together, each with its fix, in the order of their lines.
+    #[test]
+    fn check_reports_every_problem_of_a_template() {
+        let d = declared(&["db"]);
+        let src = "user: {{ secrets.db.username }}\npassword: {{ secrets.api.password | b64encode }}\n{% if secrets.db.port is nmber %}port: {{ secrets.db.port }}{% endif %}\n";
+        let e = super::check("config.yaml", src, &d).unwrap_err();
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(
+            e[0].starts_with(
+                "the template names secret `api`, which is not declared (declared: db)"
+            ) && e[0].contains("add `secret-injector.io/secret-api: <ref>`")
+                && e[0].ends_with("(line 2)"),
+            "{e:#?}"
+        );
+        assert!(
+            e[1].starts_with(
+                "the template uses an unknown filter `b64encode`; templates have no base64 filter"
+            ) && e[1].ends_with("(line 2)"),
+            "{e:#?}"
+        );
+        assert_eq!(
+            e[2],
+            "the template uses an unknown test `nmber`; did you mean `number`? (line 3)"
+        );
+        // One line: no line numbers; each name once however often it is used; bare
+        // names of a template without a same-named secret share one message.
+        let src = "{{ user }}:{{ password | uper | uper }}@{{ host is strng }}{{ secrets.bd.x }}{{ secrets['bd'].y }}{{ db.x }}";
+        let e = super::check("dsn", src, &d).unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "`user`, `password` and `host` are not defined: there is no `secret-injector.io/secret-dsn` whose fields they could be; declare that secret, or write `secrets.<name>.user` for a declared secret",
+                "the template uses an unknown filter `uper`; did you mean `upper`?",
+                "the template uses an unknown test `strng`; did you mean `string`?",
+                "the template names secret `bd`, which is not declared (declared: db); did you mean `db`? Or add `secret-injector.io/secret-bd: <ref>`",
+                "`db` is not defined: declared secrets are reached through `secrets`; write `secrets.db` (or `secrets['db']`)",
+            ]
+        );
+        // Bounded however many problems: the first 20, then a count.
+        let many: String = (0..30)
+            .map(|i| format!("{{{{ x | nosuch{i} }}}}\n"))
+            .collect();
+        let e = super::check("x", &many, &declared(&["x"])).unwrap_err();
+        assert_eq!(e.len(), 21, "{e:#?}");
+        assert!(
+            e[0].contains("`nosuch0`") && e[0].ends_with("(line 1)"),
+            "{e:#?}"
+        );
+        assert_eq!(
+            e[20],
+            "… and 10 more problems in this template; fix these and check it again"
+        );
+    }
+
+    /// The suggestion lists name only filters and tests the environment has.
+    #[test]
+    fn suggested_filters_and_tests_exist() {
+        let env = environment();
+        let state = env.empty_state();
+        for f in FILTERS.split_whitespace() {
+            let probe = state.apply_filter(f, &[]);
+            assert!(
+                !probe.is_err_and(|e| e.kind() == minijinja::ErrorKind::UnknownFilter),
+                "{f}"
+            );
+        }
+        for t in TESTS.split_whitespace() {
+            let probe = state.perform_test(t, &[]);
+            assert!(
+                !probe.is_err_and(|e| e.kind() == minijinja::ErrorKind::UnknownTest),
+                "{t}"
+            );
+        }
+        let globals: Vec<&str> = env.globals().map(|(k, _)| k).collect();
+        assert_eq!(globals.join(", "), GLOBALS_HINT);
     }
 
     #[test]

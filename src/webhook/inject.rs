@@ -65,17 +65,83 @@ pub fn parse_documents(input: &str) -> Result<Vec<Value>, String> {
 }
 
 /// When a YAML error is on a line of ours (`secret-injector.io/secret-db: aws: prod/db`),
-/// the fix: quote the value.
+/// the fix: the line to write instead, with the value quoted. YAML needs the quotes
+/// because of the `: ` in the value, and a reference needs the space after its provider
+/// gone (`aws:prod/db`: inside quotes the space would be part of the secret's name), so
+/// the line shown is one that then passes.
 fn quote_hint(line: &str) -> Option<String> {
     let (key, value) = line.trim().split_once(": ")?;
+    let key = key.trim_matches(['"', '\'']);
     let value = value.trim();
-    if !key.starts_with(crate::mutation::spec::PREFIX) || value.starts_with(['"', '\'']) {
+    let suffix = key.strip_prefix(crate::mutation::spec::PREFIX)?;
+    // Quotes help only with what YAML reads as structure: `: ` inside, or an indicator
+    // in front.
+    // (Not `|` or `>`: a block scalar's error is in its block, not in want of quotes.)
+    let indicator = value.starts_with(['[', '{', '*', '%', '@', '`']);
+    if !(value.contains(": ") || indicator) || value.starts_with(['"', '\'']) {
         return None;
     }
-    let quoted = serde_json::to_string(value).ok()?;
+    let instead = |v: &str| format!("Write this line instead: {key}: {}", yaml_quoted(v));
+    if !is_reference_key(suffix) {
+        return Some(format!(
+            "; the value of {key} must be quoted. {}",
+            instead(value)
+        ));
+    }
+    let written: Vec<&str> = if suffix == "env-from" {
+        value.split(',').map(str::trim).collect()
+    } else {
+        vec![value]
+    };
+    let fixed: Vec<String> = written.iter().map(|r| unspaced(r)).collect();
+    let space = written
+        .iter()
+        .zip(&fixed)
+        .find(|(w, f)| w != f)
+        .and_then(|(_, f)| f.split_once(':'))
+        .map(|(provider, _)| {
+            format!(", without the space after `{provider}:` (inside the quotes it would be part of the name)")
+        })
+        .unwrap_or_default();
+    // Still wrong once quoted: say so, rather than promise that the line passes.
+    let then = fixed
+        .iter()
+        .find_map(|r| crate::contract::reference::parse(r).err())
+        .map(|e| format!("; then fix the reference: {e}"))
+        .unwrap_or_default();
     Some(format!(
-        "; the value of {key} must be quoted, for example {key}: {quoted}"
+        "; the value of {key} must be quoted{space}. {}{then}",
+        instead(&fixed.join(","))
     ))
+}
+
+/// Annotations whose value is a reference (`env-from`: a list of them).
+fn is_reference_key(suffix: &str) -> bool {
+    suffix.starts_with("secret-") || (suffix.starts_with("env-") && suffix != "env-from-allow")
+}
+
+/// `aws: prod/db` as `aws:prod/db`: a provider is a word, and nothing separates it from
+/// its path.
+fn unspaced(reference: &str) -> String {
+    match reference.split_once(':') {
+        Some((provider, rest))
+            if !provider.is_empty() && provider.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            format!("{provider}:{}", rest.trim_start())
+        }
+        _ => reference.to_string(),
+    }
+}
+
+/// `s` as a YAML scalar that reads back as the string `s`: single-quoted when that
+/// needs no escape and avoids escaping `"` (a JSON array for `command`), else
+/// double-quoted with JSON escapes, which YAML reads the same way.
+fn yaml_quoted(s: &str) -> String {
+    if s.contains('"') && !s.contains('\'') && !s.chars().any(char::is_control) {
+        format!("'{s}'")
+    } else {
+        Value::String(s.to_string()).to_string()
+    }
 }
 
 /// Why `inject` wrote nothing: every problem, and the warnings found on the way (a
@@ -181,13 +247,18 @@ fn inject_doc(
     if let Some(Value::Object(annotations)) = template.pointer("/metadata/annotations") {
         let mut bad = false;
         for (k, v) in annotations {
-            if !v.is_string() {
-                problems.push(format!(
-                    "{name}: annotation {k} is {v}, not a string; quote it, for example {k}: \"{}\"",
-                    v.to_string().trim_matches('"')
-                ));
-                bad = true;
+            match v {
+                Value::String(_) => continue,
+                // `key:` with nothing after it, `~` or `null`
+                Value::Null => problems.push(format!(
+                    "{name}: annotation {k} has no value (YAML reads it as null); write the value in quotes, or remove the annotation"
+                )),
+                _ => problems.push(format!(
+                    "{name}: annotation {k} is {v}, not a string; quote it, for example {k}: {}",
+                    yaml_quoted(&v.to_string())
+                )),
             }
+            bad = true;
         }
         if bad {
             return;
@@ -520,15 +591,25 @@ spec:
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     }
 
+    /// The line a YAML error's hint says to write instead.
+    fn hinted_line(error: &str) -> &str {
+        let (_, line) = error
+            .split_once("Write this line instead: ")
+            .unwrap_or_else(|| panic!("no line to write in: {error}"));
+        line.split("; then fix").next().unwrap()
+    }
+
     /// An unquoted value with `: ` in it breaks the YAML; on one of our annotations the
-    /// error says to quote it, and shows it quoted.
+    /// error gives the line to write instead, quoted and, for a reference, without the
+    /// space after the provider (issue 26: `"aws: prod/db"` made the space part of the
+    /// name). That line, put in place of the bad one, passes.
     #[test]
-    fn a_yaml_error_on_our_annotation_says_to_quote_the_value() {
+    fn a_yaml_error_on_our_annotation_gives_a_line_that_passes() {
         let input = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    secret-injector.io/secret-db: aws: prod/db\nspec:\n  containers: [{name: app, image: app}]\n";
         let e = parse_documents(input).unwrap_err();
         assert!(e.starts_with("document 1: "), "{e}");
         assert!(
-            e.ends_with("; the value of secret-injector.io/secret-db must be quoted, for example secret-injector.io/secret-db: \"aws: prod/db\""),
+            e.ends_with("; the value of secret-injector.io/secret-db must be quoted, without the space after `aws:` (inside the quotes it would be part of the name). Write this line instead: secret-injector.io/secret-db: \"aws:prod/db\""),
             "{e}"
         );
         // not ours: no hint
@@ -537,6 +618,82 @@ spec:
             !parse_documents(&other)
                 .unwrap_err()
                 .contains("must be quoted")
+        );
+        // Each written line, its hint put in its place, is injected.
+        for (bad, want) in [
+            (
+                "secret-injector.io/secret-db: aws: prod/db",
+                "secret-injector.io/secret-db: \"aws:prod/db\"",
+            ),
+            (
+                "\"secret-injector.io/secret-db\": vault:   kv/db#password",
+                "secret-injector.io/secret-db: \"vault:kv/db#password\"",
+            ),
+            (
+                "secret-injector.io/env-from: aws: prod/app, ssm: /prod/app/",
+                "secret-injector.io/env-from: \"aws:prod/app,ssm:/prod/app/\"",
+            ),
+            (
+                "secret-injector.io/template-config.yaml: 'user: {{ secrets.db.username }}'\n    secret-injector.io/secret-db: vault: kv/db",
+                "secret-injector.io/secret-db: \"vault:kv/db\"",
+            ),
+            (
+                "secret-injector.io/secret-db: vault:kv/db\n    secret-injector.io/template-config.yaml: user: {{ secrets.db.username }}",
+                "secret-injector.io/template-config.yaml: \"user: {{ secrets.db.username }}\"",
+            ),
+        ] {
+            let pod = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    {bad}\nspec:\n  containers: [{{name: app, image: app, command: [/app]}}]\n"
+            );
+            let e = parse_documents(&pod).unwrap_err();
+            let line = hinted_line(&e);
+            assert_eq!(line, want, "{e}");
+            let bad_line = bad.lines().find(|l| quote_hint(l).is_some()).unwrap();
+            let fixed = pod.replace(bad_line.trim(), line);
+            let report = inject(&fixed, &Config::default())
+                .unwrap_or_else(|d| panic!("{fixed}\n{:?}", d.problems));
+            assert_eq!(report.injected, 1, "{fixed}");
+        }
+        // A reference still wrong once quoted: the hint says what else to fix.
+        let e = parse_documents(&input.replace("prod/db", "prod db")).unwrap_err();
+        assert!(
+            e.contains("secret-injector.io/secret-db: \"aws:prod db\"; then fix the reference: the AWS secret name `prod db` contains ' '"),
+            "{e}"
+        );
+    }
+
+    /// A value YAML reads as something else than a string: the example to write is
+    /// valid YAML that reads back as a string.
+    #[test]
+    fn values_that_are_not_strings_get_a_quoted_example_that_passes() {
+        let pod = |value: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    secret-injector.io/secret-db: vault:kv/db\n    secret-injector.io/command: {value}\nspec:\n  containers: [{{name: app, image: app}}]\n"
+            )
+        };
+        let e = inject(&pod("[\"/app\", \"--port\", 8080]"), &Config::default())
+            .unwrap_err()
+            .problems;
+        let (_, example) = e[0].split_once("for example ").unwrap();
+        assert_eq!(
+            example, "secret-injector.io/command: '[\"/app\",\"--port\",8080]'",
+            "{e:?}"
+        );
+        // That is not yet a valid command (8080 is a number), but it is a string:
+        // the next run names the annotation's own problem.
+        let e = inject(
+            &pod(example.split_once(": ").unwrap().1),
+            &Config::default(),
+        )
+        .unwrap_err()
+        .problems;
+        assert!(e[0].contains("secret-injector.io/command: "), "{e:?}");
+        let r = inject(&pod("'[\"/app\"]'"), &Config::default()).unwrap();
+        assert_eq!(r.injected, 1);
+        let e = inject(&pod(""), &Config::default()).unwrap_err().problems;
+        assert!(
+            e[0].contains("secret-injector.io/command has no value"),
+            "{e:?}"
         );
     }
 

@@ -206,16 +206,18 @@ fn inject_output_matches_the_golden_files() {
     }
 }
 
-/// A YAML syntax error names the file, and on one of our annotations says to quote it.
+/// A YAML syntax error names the file, and on one of our annotations gives the line to
+/// write instead; written into the file, that line passes (issue 26: the hint used to
+/// keep the space of `aws: prod/db`, which then became part of the secret's name).
 #[test]
 fn a_yaml_syntax_error_names_the_file_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.yaml");
-    std::fs::write(
-        &path,
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    secret-injector.io/secret-db: aws: prod/db\nspec:\n  containers: [{name: app, image: app}]\n",
-    )
-    .unwrap();
+    let bad = "secret-injector.io/secret-db: aws: prod/db";
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    {bad}\nspec:\n  containers: [{{name: app, image: app}}]\n"
+    );
+    std::fs::write(&path, &manifest).unwrap();
     let out = run(&["inject", "-f", path.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -223,8 +225,76 @@ fn a_yaml_syntax_error_names_the_file_and_the_fix() {
         err.starts_with(&format!("{}: document 1: ", path.display())),
         "{err}"
     );
+    assert!(err.contains("without the space after `aws:`"), "{err}");
+    let (_, line) = err
+        .trim_end()
+        .split_once("Write this line instead: ")
+        .unwrap_or_else(|| panic!("no line to write in: {err}"));
+    assert_eq!(line, "secret-injector.io/secret-db: \"aws:prod/db\"");
+    std::fs::write(&path, manifest.replace(bad, line)).unwrap();
+    let out = run(&["inject", "-f", path.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let injected = String::from_utf8(out.stdout).unwrap();
     assert!(
-        err.contains("secret-injector.io/secret-db: \"aws: prod/db\""),
+        injected.contains("secret-injector.io/secret-db: \"aws:prod/db\"")
+            && injected.contains("secret-injector-init"),
+        "{injected}"
+    );
+}
+
+/// Issue 26: every problem of a template in one run (an undeclared secret, an unknown
+/// filter, an unknown test), each naming the annotation and its fix; and with the
+/// template fixed, the pod is injected.
+#[test]
+fn inject_reports_every_problem_of_a_template_at_once() {
+    let manifest = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata:
+      labels: {app: api}
+      annotations:
+        secret-injector.io/secret-db: "vault:secret/data/prod/db"
+        secret-injector.io/template-config.yaml: |
+          user: {{ secrets.db.username | tojson }}
+          api_key: {{ secrets.api.key | b64encode }}
+          {% if secrets.db.port is nmber %}port: {{ secrets.db.port }}{% endif %}
+    spec:
+      containers: [{name: api, image: api}]
+"#;
+    let out = run(&["inject", "-f", "-"], Some(manifest));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    let at = "- secret-injector.io/template-config.yaml: ";
+    assert_eq!(
+        lines,
+        [
+            "Deployment/api: 3 problems with the pod's annotations:".to_string(),
+            format!(
+                "{at}the template names secret `api`, which is not declared (declared: db); add `secret-injector.io/secret-api: <ref>` (line 2)"
+            ),
+            format!(
+                "{at}the template uses an unknown filter `b64encode`; templates have no base64 filter: a file gets the value as the store holds it, so store the value in the form the file needs and remove `| b64encode` (line 2)"
+            ),
+            format!(
+                "{at}the template uses an unknown test `nmber`; did you mean `number`? (line 3)"
+            ),
+        ],
         "{err}"
     );
+    // Each fix applied as the messages say: the pod passes.
+    let fixed = manifest
+        .replace(
+            "secret-injector.io/secret-db:",
+            "secret-injector.io/secret-api: \"vault:secret/data/prod/api\"\n        secret-injector.io/secret-db:",
+        )
+        .replace(" | b64encode", "")
+        .replace("is nmber", "is number");
+    let out = run(&["inject", "-f", "-"], Some(&fixed));
+    assert!(out.status.success(), "{}", stderr(&out));
 }

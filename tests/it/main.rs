@@ -10,6 +10,7 @@ mod client_auth;
 mod clouds;
 mod connections;
 mod contract;
+mod documented_messages;
 mod dynamic_credentials;
 mod env_mode;
 mod examples;

@@ -176,6 +176,12 @@ pub fn parse(input: &str) -> Result<SecretRef, RefError> {
             Provider::Vault.example()
         )));
     };
+    if rest.starts_with(char::is_whitespace) && !rest.trim_start().is_empty() {
+        return Err(RefError(format!(
+            "there is a space after `{provider}:`; remove it: write {provider}:{} (a reference has no space after its provider)",
+            crate::logging::Escaped(rest.trim_start())
+        )));
+    }
     let (rest, key) = match rest.split_once('#') {
         Some((rest, key)) => {
             if key.is_empty() {
@@ -337,6 +343,19 @@ mod tests {
             err("s3:bucket/x")
                 .contains("known providers are `vault`, `aws`, `ssm`, `gcp`, `azure`")
         );
+    }
+
+    /// `"aws: prod/db"` (a YAML value quoted with its space): the space is named, and the
+    /// reference it suggests parses.
+    #[test]
+    fn a_space_after_the_provider_is_named_with_the_fix() {
+        let m = err("aws: prod/db#password");
+        assert!(
+            m.contains("there is a space after `aws:`; remove it: write aws:prod/db#password"),
+            "{m}"
+        );
+        assert!(parse("aws:prod/db#password").is_ok());
+        assert!(err("vault:  secret/data/x").contains("write vault:secret/data/x"));
     }
 
     #[test]

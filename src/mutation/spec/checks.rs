@@ -5,19 +5,19 @@ use super::*;
 /// Most checked bytes the template cache keeps before it starts over.
 const TEMPLATE_CACHE_BYTES: usize = 4 << 20;
 
-/// [`render::check`], remembered by (template name, declared secret names, source): the
-/// check is pure, and the pods of one workload repeat the same templates, so each
-/// distinct one is parsed and checked once. Bounded to [`TEMPLATE_CACHE_BYTES`] of keys
-/// and messages; when full it is emptied, so a flood of distinct templates costs what
-/// it would cost without the cache.
+/// [`render::check`] (every problem of the template), remembered by (template name,
+/// declared secret names, source): the check is pure, and the pods of one workload
+/// repeat the same templates, so each distinct one is parsed and checked once. Bounded
+/// to [`TEMPLATE_CACHE_BYTES`] of keys and messages; when full it is emptied, so a
+/// flood of distinct templates costs what it would cost without the cache.
 pub(super) fn check_template(
     name: &str,
     src: &str,
     declared: &BTreeSet<String>,
-) -> Result<(), String> {
+) -> Result<(), Vec<String>> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    type Cache = (usize, HashMap<String, Result<(), String>>);
+    type Cache = (usize, HashMap<String, Result<(), Vec<String>>>);
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     // NUL cannot occur in a secret name or an annotation key: the parts cannot run
     // into each other.
@@ -40,7 +40,11 @@ pub(super) fn check_template(
         return known.clone();
     }
     let result = render::check(name, src, declared);
-    let cost = key.len() + result.as_ref().err().map_or(0, String::len);
+    let cost = key.len()
+        + result
+            .as_ref()
+            .err()
+            .map_or(0, |ms| ms.iter().map(String::len).sum());
     let mut guard = lock();
     let (bytes, map) = &mut *guard;
     if *bytes + cost > TEMPLATE_CACHE_BYTES {

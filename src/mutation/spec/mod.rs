@@ -353,11 +353,14 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
     }
     check_duplicates(&mut c, &plan);
     choose_env_delivery(&mut warnings, config, pod, &ours, &mut plan);
-    // Templates: syntax and names, against every declared secret.
+    // Templates: syntax and names, against every declared secret; every problem of
+    // each template, one line each.
     let declared: BTreeSet<String> = plan.secrets.keys().cloned().collect();
     for (name, src) in &plan.templates {
-        if let Err(m) = check_template(name, src, &declared) {
-            c.push(&format!("template-{name}"), m);
+        if let Err(problems) = check_template(name, src, &declared) {
+            for m in problems {
+                c.push(&format!("template-{name}"), m);
+            }
         }
     }
 
@@ -1158,6 +1161,40 @@ mod tests {
         );
         assert_eq!(p.annotation, "secret-injector.io/template-config.yaml");
         assert!(p.message.contains("secret `api`"));
+    }
+
+    /// Issue 26: every problem of one template, each on its own line of the denial and
+    /// naming the template's annotation, beside the other annotations' problems.
+    #[test]
+    fn every_problem_of_a_template_is_reported_at_once() {
+        let ps = problems(
+            json!({
+                "secret-injector.io/secret-db": "vault:kv/db",
+                "secret-injector.io/secret-bad": "vualt:kv/x",
+                "secret-injector.io/template-config.yaml": "user: {{ secrets.db.username }}\napi: {{ secrets.api.key | b64encode }}\n{% if secrets.db.port is nmber %}port: {{ secrets.db.port }}{% endif %}\n",
+            }),
+            one_app(),
+        );
+        let msg = Problems(ps.clone(), 0).to_string();
+        assert_eq!(ps.len(), 4, "{msg}");
+        assert_eq!(ps[0].annotation, "secret-injector.io/secret-bad", "{msg}");
+        let template: Vec<&str> = ps[1..]
+            .iter()
+            .map(|p| {
+                assert_eq!(p.annotation, "secret-injector.io/template-config.yaml");
+                p.message.as_str()
+            })
+            .collect();
+        assert!(
+            template[0].contains("secret `api`") && template[0].ends_with("(line 2)"),
+            "{msg}"
+        );
+        assert!(template[1].contains("unknown filter `b64encode`"), "{msg}");
+        assert!(template[2].contains("did you mean `number`?"), "{msg}");
+        assert!(
+            msg.starts_with("4 problems with the pod's annotations:"),
+            "{msg}"
+        );
     }
 
     #[test]
