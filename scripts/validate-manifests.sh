@@ -50,26 +50,66 @@ else
   failed=1
 fi
 
-# One setting for the image: a new image in the `images:` entry reaches both the
-# webhook's container and SECRET_INJECTOR_IMAGE (the injected containers' image).
+# One setting for the image. The webhook injects its own image, which it reads from
+# its pod, so the rendered manifests must hold the image exactly once, in the webhook's
+# container: no SECRET_INJECTOR_IMAGE and no `image:` in the config, which an overlay's
+# `images:` would leave at the old tag. Checked for the `images:` entry of manifests/
+# and of manifests/cert-manager, and for a user's own overlay that sets only `images:`.
+# (tests/it/manifests.rs runs the webhook from such an overlay and checks what it injects.)
 echo "== the image is set in one place"
+want="registry.example.com/si:9.9.9"
+check_image() {
+  local label="$1" rendered="$2"
+  local images stale env config
+  images="$(grep -c "image: ${want}\$" <<<"$rendered" || true)"
+  stale="$(grep -c 'ghcr.io/secret-injector' <<<"$rendered" || true)"
+  env="$(grep -c 'SECRET_INJECTOR_IMAGE' <<<"$rendered" || true)"
+  config="$(grep -cE '^    image:' <<<"$rendered" || true)"
+  if [[ "$images" == 1 && "$stale" == 0 && "$env" == 0 && "$config" == 0 ]]; then
+    echo "ok: $label: the image is in the webhook's container only"
+  else
+    echo "FAILED: $label: image ${images}x, old image ${stale}x, SECRET_INJECTOR_IMAGE ${env}x, config image: ${config}x" >&2
+    failed=1
+  fi
+}
 for base in manifests manifests/cert-manager; do
   copy="$tmp/image-$(basename "$base")"
   cp -r manifests "$copy"
   dir="$copy${base#manifests}"
   sed -i 's#    newTag: "0.1.0"#    newName: registry.example.com/si\n    newTag: "9.9.9"#' "$dir/kustomization.yaml"
-  rendered="$("$KUBECTL" kustomize "$dir")"
-  want="registry.example.com/si:9.9.9"
-  images="$(grep -c "image: ${want}\$" <<<"$rendered" || true)"
-  env="$(grep -A1 'name: SECRET_INJECTOR_IMAGE' <<<"$rendered" | grep -c "value: ${want}\$" || true)"
-  stale="$(grep -c 'ghcr.io/secret-injector' <<<"$rendered" || true)"
-  if [[ "$images" == 1 && "$env" == 1 && "$stale" == 0 ]]; then
-    echo "ok: $base: one images: entry sets the webhook's image and the injected image"
-  else
-    echo "FAILED: $base: image ${images}x, SECRET_INJECTOR_IMAGE ${env}x, old image ${stale}x" >&2
-    failed=1
-  fi
+  check_image "$base (its images: entry)" "$("$KUBECTL" kustomize "$dir")"
 done
+user="$tmp/user-overlay"
+mkdir -p "$user/overlay"
+cp -r manifests "$user/manifests"
+cat >"$user/overlay/kustomization.yaml" <<'YAML'
+resources: [../manifests]
+images:
+  - name: ghcr.io/secret-injector/secret-injector
+    newName: registry.example.com/si
+    newTag: "9.9.9"
+YAML
+check_image "a user's overlay with only images" "$("$KUBECTL" kustomize "$user/overlay")"
+
+# A config change rolls the Deployment: the ConfigMap is generated with a hash of its
+# content in its name, the Deployment's volume refers to that name, and a changed
+# config.yaml gives another name.
+echo "== a config change rolls the Deployment"
+config_names() {
+  "$KUBECTL" kustomize "$1" | grep -oE 'secret-injector-config-[a-z0-9]{10}' | sort | uniq -c | awk '{print $2 "x" $1}'
+}
+before="$(config_names manifests)"
+changed="$tmp/config-change"
+cp -r manifests "$changed"
+sed -i 's#region: us-east-1#region: eu-west-1#' "$changed/base/config.yaml"
+after="$(config_names "$changed")"
+# Each name twice: the ConfigMap's own and the Deployment's volume.
+if [[ "$before" =~ ^secret-injector-config-[a-z0-9]{10}x2$ && "$after" =~ ^secret-injector-config-[a-z0-9]{10}x2$ && "$before" != "$after" ]]; then
+  echo "ok: the Deployment mounts the hash-named ConfigMap (${before%x2} -> ${after%x2} on a change)"
+else
+  echo "FAILED: ConfigMap names: before '${before}', after a change '${after}'" >&2
+  failed=1
+fi
 
 # The install artefacts scanned by checkov: the rendered base, the cert-manager
 # overlay and the Dockerfile. Zero failed checks; each skip is justified inline

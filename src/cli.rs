@@ -69,12 +69,17 @@ pub struct RefreshArgs {
     pub probe_listen: SocketAddr,
 }
 
-/// Whether `serve` watches ServiceAccounts.
+/// Whether `serve` uses the Kubernetes API: the ServiceAccount cache (role ARNs and
+/// Azure client IDs) and, in a pod, the webhook's own image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum KubeMode {
-    /// When in a cluster or a kubeconfig is found.
+    /// `required` in a cluster (`KUBERNETES_SERVICE_HOST` set); elsewhere a kubeconfig
+    /// when there is one, or off with a warning.
     Auto,
-    /// Never: role ARNs come from pod annotations only.
+    /// Refuse to start without a Kubernetes config, and stay not ready until the
+    /// ServiceAccount cache has synced.
+    Required,
+    /// Never: role ARNs and client IDs come from pod annotations only.
     Off,
 }
 
@@ -230,8 +235,10 @@ pub struct ServeArgs {
     /// the async workers.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub review_threads: Option<u16>,
-    /// Watch ServiceAccounts (for `eks.amazonaws.com/role-arn`): `auto` when in a
-    /// cluster or a kubeconfig is found, `off` to use pod annotations only.
+    /// The Kubernetes API (ServiceAccounts for `eks.amazonaws.com/role-arn` and
+    /// `azure.workload.identity/client-id`; in a pod, its own image): `required` refuses
+    /// to start without it and is not ready until the cache has synced; `auto` is
+    /// `required` in a cluster and best effort elsewhere; `off` uses pod annotations only.
     #[arg(long, value_enum, default_value_t = KubeMode::Auto, env = "SECRET_INJECTOR_KUBE")]
     pub kube: KubeMode,
 }

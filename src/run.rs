@@ -5,16 +5,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow};
-use secret_injector::cli::{
-    CertsArgs, Cli, Command, InitArgs, InjectArgs, KubeMode, RefreshArgs, ServeArgs,
-};
+use secret_injector::cli::{CertsArgs, Cli, Command, InitArgs, InjectArgs, RefreshArgs, ServeArgs};
 use secret_injector::config::Config;
 use secret_injector::contract::{cloud, names};
 use secret_injector::files::{FileOut, write_all_or_nothing};
 use secret_injector::webhook::metrics::Metrics;
 use secret_injector::webhook::server::{self, AppState, Limits};
 use secret_injector::webhook::tls::CertFiles;
-use secret_injector::webhook::{accounts, certs};
+use secret_injector::webhook::{accounts, certs, cluster};
 
 /// A command that failed: what to print after the program's name, and the exit code.
 pub struct Failure {
@@ -76,6 +74,16 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
 
 fn serve(args: ServeArgs) -> Outcome {
     let config = load_config(args.config.as_deref())?;
+    // Read again only to tell whether it names `image` (Config::load has checked it).
+    let file_yaml = match &args.config {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?,
+        None => String::new(),
+    };
+    let image_configured = cluster::image_is_configured(
+        &file_yaml,
+        std::env::var(cluster::IMAGE_ENV).ok().as_deref(),
+    );
     let given = match (&args.tls_cert, &args.tls_key, args.self_signed) {
         (Some(cert), Some(key), _) => Some(CertFiles {
             cert: cert.clone(),
@@ -90,6 +98,17 @@ fn serve(args: ServeArgs) -> Outcome {
         .with_context(|| format!("bind the webhook listener {}", args.listen))?;
     let admin = std::net::TcpListener::bind(args.admin_listen)
         .with_context(|| format!("bind the admin listener {}", args.admin_listen))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    // Then the Kubernetes API: a required one that is missing refuses the start, also
+    // before anything is written.
+    let in_cluster = cluster::in_cluster(std::env::var(cluster::SERVICE_HOST_ENV).ok().as_deref());
+    let need = cluster::need(args.kube, in_cluster);
+    let client = runtime
+        .block_on(cluster::client(need, args.kube, in_cluster))
+        .map_err(|e| anyhow!(e))?;
     let mut files = match given {
         Some(files) => files,
         None => write_self_signed(&args)?,
@@ -103,7 +122,11 @@ fn serve(args: ServeArgs) -> Outcome {
         );
     }
     let (tls, loaded) = files.load()?;
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if client.is_some() {
+        metrics.export_cache_synced();
+    }
+    let metrics = Arc::new(metrics);
     let mut state = AppState::new(config, metrics.clone());
     if let Some(n) = args.review_threads {
         state.reviews = Arc::new(tokio::sync::Semaphore::new(usize::from(n)));
@@ -116,32 +139,121 @@ fn serve(args: ServeArgs) -> Outcome {
         shutdown_delay: args.shutdown_delay,
         idle_timeout: args.idle_timeout,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
     runtime.block_on(async move {
-        if args.kube != KubeMode::Off {
-            match kube::Config::infer().await.map(kube::Client::try_from) {
-                Ok(Ok(client)) => {
-                    let (accounts, watch) = accounts::watch(client);
-                    tokio::spawn(watch);
-                    state.cache_synced = accounts.synced_flag();
-                    let known = accounts.clone();
-                    state.known_namespace = Arc::new(move |ns: &str| known.namespace_known(ns));
-                    state.lookup = Arc::new(move |ns: &str, sa: &str| accounts.context(ns, sa));
-                    tracing::info!("watching ServiceAccounts for eks.amazonaws.com/role-arn");
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot build a Kubernetes client; role ARNs come from pod annotations only"),
-                Err(e) => tracing::info!(reason = %e, "no Kubernetes API configured; role ARNs come from pod annotations only"),
-            }
+        if let Some(client) = &client {
+            watch_accounts(client, need, &mut state, &metrics);
         }
+        let image = injected_image(&client, in_cluster, image_configured, &state.config.image, &metrics).await?;
+        state.config.image = image;
         tokio::spawn(files.watch(tls.clone(), loaded, args.tls_reload_interval, metrics));
         tracing::info!(listen = %args.listen, admin = %args.admin_listen, "serving admission reviews on /mutate");
         server::run(webhook, admin, tls, Arc::new(state), limits, terminated()).await?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The ServiceAccount cache: its watch, readiness (with `--kube required`, not ready
+/// until it has synced, however long), its metric, and the lookups admission makes.
+/// Call it inside the runtime.
+fn watch_accounts(
+    client: &kube::Client,
+    need: cluster::Need,
+    state: &mut AppState,
+    metrics: &Arc<Metrics>,
+) {
+    let (accounts, watch) = accounts::watch(client.clone());
+    tokio::spawn(watch);
+    state.cache_synced = accounts.synced_flag();
+    state.cache_error = accounts.last_error();
+    if need == cluster::Need::Required {
+        // Not ready until synced: no 30 s fallback to pod annotations.
+        state.cache_wait = None;
+    }
+    tokio::spawn({
+        let (accounts, metrics) = (accounts.clone(), metrics.clone());
+        async move {
+            accounts.wait_synced().await;
+            metrics.cache_synced.set(1);
+        }
+    });
+    let known = accounts.clone();
+    state.known_namespace = Arc::new(move |ns: &str| known.namespace_known(ns));
+    state.lookup = Arc::new(move |ns: &str, sa: &str| accounts.context(ns, sa));
+    tracing::info!(
+        required = need == cluster::Need::Required,
+        "watching ServiceAccounts for eks.amazonaws.com/role-arn and azure.workload.identity/client-id"
+    );
+}
+
+/// The image of the injected containers: the configured one, else the webhook's own,
+/// read from its pod (in a cluster, with the API; a failure refuses the start), else
+/// the built-in default. A configured image is checked against the own one in the
+/// background: a mismatch warns and sets `secret_injector_injected_image_mismatch`.
+async fn injected_image(
+    client: &Option<kube::Client>,
+    in_cluster: bool,
+    configured: bool,
+    config_image: &str,
+    metrics: &Arc<Metrics>,
+) -> Result<String> {
+    let builtin = Config::default().image;
+    let own_pod = match client {
+        Some(client) if in_cluster => {
+            cluster::SelfPod::from_env(|n| std::env::var(n).ok(), client.default_namespace())
+                .map(|pod| (client.clone(), pod))
+        }
+        _ => None,
+    };
+    let configured = configured.then_some(config_image);
+    let choice = match (configured, own_pod) {
+        (None, Some((client, pod))) => {
+            let own = cluster::own_image(client, &pod, cluster::OWN_IMAGE_DEADLINE)
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "{e}. The injected containers run the webhook's own image: grant `get` on pods in namespace {} (manifests/base/rbac.yaml), or set `image` in the config ({})",
+                        pod.namespace,
+                        cluster::IMAGE_ENV
+                    )
+                })?;
+            cluster::choose_image(None, &builtin, Some(&own))
+        }
+        (Some(image), Some((client, pod))) => {
+            let choice = cluster::choose_image(Some(image), &builtin, None);
+            let metrics = metrics.clone();
+            let image = image.to_string();
+            tokio::spawn(async move {
+                match cluster::own_image(client, &pod, std::time::Duration::from_secs(300)).await {
+                    Ok(own) => {
+                        let choice = cluster::choose_image(Some(&image), &builtin, Some(&own));
+                        if let Some(warning) = choice.mismatch_warning() {
+                            tracing::warn!(image = %choice.image, own = %own, "{warning}");
+                        }
+                        metrics.set_injected_image(choice.labels(), choice.mismatch());
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cannot check the configured image of the injected containers against this webhook's own"
+                    ),
+                }
+            });
+            choice
+        }
+        (configured, None) => {
+            let choice = cluster::choose_image(configured, &builtin, None);
+            if in_cluster && choice.source == cluster::ImageSource::Default {
+                tracing::warn!(
+                    image = %choice.image,
+                    "injecting the built-in default image: this webhook's own image is unknown here (no Kubernetes API, or no SECRET_INJECTOR_POD_NAME); set `image` in the config"
+                );
+            }
+            choice
+        }
+    };
+    metrics.set_injected_image(choice.labels(), choice.mismatch());
+    tracing::info!(image = %choice.image, source = choice.source.as_str(), "image of the injected containers");
+    Ok(choice.image)
 }
 
 /// `serve --self-signed`: a fresh CA and serving certificate in a private directory

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -136,12 +136,16 @@ where
         .applied_objects()
 }
 
+/// The last error of the watch, for `/readyz` while the cache has not synced.
+pub type LastError = Arc<Mutex<Option<String>>>;
+
 /// A read-only view of the cache.
 #[derive(Clone)]
 pub struct Accounts {
     store: Store<Meta>,
     synced: Arc<AtomicBool>,
     namespaces: Namespaces,
+    last_error: LastError,
 }
 
 impl Accounts {
@@ -153,7 +157,13 @@ impl Accounts {
             store,
             synced,
             namespaces: Namespaces::default(),
+            last_error: LastError::default(),
         }
+    }
+
+    /// The watch's last error (cleared when the cache syncs), shared with readiness.
+    pub fn last_error(&self) -> LastError {
+        self.last_error.clone()
     }
 
     /// True when the cache holds at least one ServiceAccount in `namespace`. Every
@@ -171,6 +181,13 @@ impl Accounts {
 
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the store has its first list (never, if the watch ends first).
+    pub async fn wait_synced(&self) {
+        if self.store.wait_until_ready().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The facts admission needs about `namespace/name`.
@@ -209,22 +226,30 @@ pub fn watch(
     let synced = Arc::new(AtomicBool::new(false));
     let accounts = Accounts::new(store.clone(), synced.clone());
     let namespaces = accounts.namespaces.clone();
+    let last_error = accounts.last_error.clone();
     // Api<PartialObjectMeta<_>> makes metadata-only list/watch requests.
     let api = kube::Api::<Meta>::all(client);
     let task = async move {
         let ready = {
             let store = store.clone();
+            let last_error = last_error.clone();
             async move {
                 if store.wait_until_ready().await.is_ok() {
                     synced.store(true, Ordering::Relaxed);
+                    *last_error.lock().unwrap_or_else(PoisonError::into_inner) = None;
                     tracing::info!("service-account cache synced");
                 }
             }
         };
         let events = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
-        let stream = cache_events(events, writer, namespaces).for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "service-account watch error; retrying");
+        let stream = cache_events(events, writer, namespaces).for_each(|r| {
+            let last_error = last_error.clone();
+            async move {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "service-account watch error; retrying");
+                    let text = crate::logging::chain_line(&e);
+                    *last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
+                }
             }
         });
         tokio::join!(ready, stream);

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -26,6 +27,18 @@ pub struct NamespaceLabels {
     pub namespace: String,
 }
 
+/// The labels of `secret_injector_injected_image_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageLabels {
+    /// The image of the injected containers.
+    pub image: String,
+    /// Where it comes from: `pod` (the webhook's own, read from its pod), `config`
+    /// (`image` in the config or `SECRET_INJECTOR_IMAGE`) or `default` (built in).
+    pub source: String,
+    /// The webhook's own image, when known; empty otherwise.
+    pub own: String,
+}
+
 /// The `namespace` label of injections in namespaces not known to exist. Not a valid
 /// namespace name, so it cannot collide with one.
 pub const UNKNOWN_NAMESPACE: &str = "_unknown";
@@ -36,6 +49,13 @@ pub struct Metrics {
     pub latency: Histogram,
     pub injections: Family<NamespaceLabels, Counter>,
     pub tls_reloads: Counter,
+    /// 1 once the ServiceAccount cache has synced. Exported only when there is a cache
+    /// ([`Metrics::export_cache_synced`]).
+    pub cache_synced: Gauge,
+    /// One series, value 1: the injected image, its source and the webhook's own.
+    pub injected_image: Family<ImageLabels, Gauge>,
+    /// 1 when the configured image of the injected containers is not the webhook's own.
+    pub image_mismatch: Gauge,
 }
 
 impl Default for Metrics {
@@ -75,13 +95,44 @@ impl Metrics {
             "Serving certificates loaded from changed files",
             tls_reloads.clone(),
         );
+        let injected_image = Family::<ImageLabels, Gauge>::default();
+        registry.register(
+            "injected_image_info",
+            "The image of the injected containers (label image), where it comes from (source: pod, config or default) and the webhook's own image (own, empty when unknown)",
+            injected_image.clone(),
+        );
+        let image_mismatch = Gauge::default();
+        registry.register(
+            "injected_image_mismatch",
+            "1 when the configured image of the injected containers differs from the webhook's own image",
+            image_mismatch.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             injections,
             tls_reloads,
+            cache_synced: Gauge::default(),
+            injected_image,
+            image_mismatch,
         }
+    }
+
+    /// Export `secret_injector_service_account_cache_synced` (there is a cache to watch).
+    pub fn export_cache_synced(&mut self) {
+        self.registry.register(
+            "service_account_cache_synced",
+            "1 once the ServiceAccount cache has synced, 0 before",
+            self.cache_synced.clone(),
+        );
+    }
+
+    /// Set the one series of `secret_injector_injected_image_info`, and the mismatch.
+    pub fn set_injected_image(&self, labels: ImageLabels, mismatch: bool) {
+        self.injected_image.clear();
+        self.injected_image.get_or_create(&labels).set(1);
+        self.image_mismatch.set(i64::from(mismatch));
     }
 
     /// Count one answered review. `namespace` labels the injections counter only when
@@ -144,6 +195,43 @@ mod tests {
         assert_eq!(text.matches("secret_injector_injections_total{").count(), 2);
         assert!(
             text.contains("secret_injector_admission_duration_seconds_count 1002"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_injected_image_is_one_series_and_the_cache_gauge_only_with_a_cache() {
+        let mut m = Metrics::new();
+        assert!(!m.encode().contains("service_account_cache_synced"));
+        m.export_cache_synced();
+        assert!(
+            m.encode()
+                .contains("secret_injector_service_account_cache_synced 0")
+        );
+        m.cache_synced.set(1);
+        assert!(
+            m.encode()
+                .contains("secret_injector_service_account_cache_synced 1")
+        );
+        let labels = |image: &str, source: &str, own: &str| ImageLabels {
+            image: image.into(),
+            source: source.into(),
+            own: own.into(),
+        };
+        m.set_injected_image(labels("r/si:1", "config", ""), false);
+        m.set_injected_image(labels("r/si:1", "config", "r/si:2"), true);
+        let text = m.encode();
+        assert_eq!(
+            text.matches("secret_injector_injected_image_info{").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("secret_injector_injected_image_info{image=\"r/si:1\",source=\"config\",own=\"r/si:2\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secret_injector_injected_image_mismatch 1"),
             "{text}"
         );
     }

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod admission;
 pub mod body;
 pub mod certs;
+pub mod cluster;
 pub mod https;
 pub mod inject;
 pub mod metrics;

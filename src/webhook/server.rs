@@ -53,8 +53,11 @@ pub struct AppState {
     /// Whether the ServiceAccount cache has synced (true when there is none).
     pub cache_synced: Arc<AtomicBool>,
     /// Readiness stops waiting for the cache after this long (the admission path then
-    /// falls back to pod annotations, and says so in its logs).
-    pub cache_wait: Duration,
+    /// falls back to pod annotations, and says so in its logs). `None` (`--kube
+    /// required`, the default in a cluster): not ready until the cache has synced.
+    pub cache_wait: Option<Duration>,
+    /// The last error of the ServiceAccount watch, shown by `/readyz` while it waits.
+    pub cache_error: Arc<std::sync::Mutex<Option<String>>>,
     pub started: Instant,
 }
 
@@ -72,16 +75,49 @@ impl AppState {
             )),
             bodies: Arc::new(Budget::default()),
             cache_synced: Arc::new(AtomicBool::new(true)),
-            cache_wait: Duration::from_secs(30),
+            cache_wait: Some(Duration::from_secs(30)),
+            cache_error: Arc::default(),
             started: Instant::now(),
         }
     }
 
-    /// Serving, and the ServiceAccount cache synced (or waited for long enough).
+    /// Serving, and the ServiceAccount cache synced (or, when it is best effort, waited
+    /// for long enough).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-            && (self.cache_synced.load(Ordering::Relaxed)
-                || self.started.elapsed() >= self.cache_wait)
+        self.readiness().is_ok()
+    }
+
+    /// [`AppState::is_ready`], with the reason when not: what `/readyz` says.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err(if self.stopping.load(Ordering::Relaxed) {
+                "shutting down".to_string()
+            } else {
+                "starting".to_string()
+            });
+        }
+        if self.cache_synced.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let waited = self.started.elapsed();
+        let why = match self.cache_wait {
+            Some(wait) if waited >= wait => return Ok(()),
+            Some(wait) => format!(
+                "the ServiceAccount cache has not synced yet (waiting at most {}s more)",
+                (wait - waited).as_secs()
+            ),
+            None => "the ServiceAccount cache has not synced yet (--kube required: not ready until it has)"
+                .to_string(),
+        };
+        let last = self
+            .cache_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Err(match last {
+            Some(e) => format!("{why}; last watch error: {e}"),
+            None => why,
+        })
     }
 }
 
@@ -249,10 +285,12 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route(
             "/readyz",
             get(|State(s): State<Arc<AppState>>| async move {
-                if s.is_ready() {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                match s.readiness() {
+                    Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                    Err(why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
                 }
             }),
         )
@@ -467,12 +505,69 @@ mod tests {
     #[test]
     fn readiness_waits_for_the_service_account_cache_for_a_while() {
         let mut state = AppState::new(Config::default(), Arc::new(Metrics::new()));
-        assert!(!state.is_ready(), "not serving yet");
+        assert_eq!(state.readiness(), Err("starting".to_string()));
         state.ready.store(true, Ordering::Relaxed);
         assert!(state.is_ready(), "no cache to wait for");
         state.cache_synced = Arc::new(AtomicBool::new(false));
         assert!(!state.is_ready(), "cache not synced");
-        state.cache_wait = Duration::ZERO;
+        state.cache_wait = Some(Duration::ZERO);
         assert!(state.is_ready(), "waited long enough: annotations fallback");
+    }
+
+    /// `--kube required`: not ready until the cache has synced, however long that
+    /// takes, and `/readyz` says why, with the watch's last error.
+    #[tokio::test]
+    async fn a_required_cache_keeps_readyz_503_with_the_reason_until_synced() {
+        use tower::ServiceExt;
+        let mut state = AppState::new(Config::default(), Arc::new(Metrics::new()));
+        let synced = Arc::new(AtomicBool::new(false));
+        state.cache_synced = synced.clone();
+        state.cache_wait = None;
+        state.started = Instant::now() - Duration::from_secs(3600);
+        state.ready.store(true, Ordering::Relaxed);
+        *state.cache_error.lock().unwrap() = Some("connection refused".to_string());
+        let state = Arc::new(state);
+        let readyz = || async {
+            let response = admin_router(state.clone())
+                .oneshot(
+                    axum::http::Request::get("/readyz")
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        };
+        let (status, body) = readyz().await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "an hour later: {body}"
+        );
+        assert!(
+            body.starts_with(
+                "not ready: the ServiceAccount cache has not synced yet (--kube required"
+            ),
+            "{body}"
+        );
+        assert!(
+            body.ends_with("; last watch error: connection refused\n"),
+            "{body}"
+        );
+        synced.store(true, Ordering::Relaxed);
+        assert_eq!(readyz().await, (StatusCode::OK, "ready\n".to_string()));
+        state.ready.store(false, Ordering::Relaxed);
+        state.stopping.store(true, Ordering::Relaxed);
+        assert_eq!(
+            readyz().await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: shutting down\n".to_string()
+            )
+        );
     }
 }

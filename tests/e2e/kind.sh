@@ -99,13 +99,14 @@ k -n "$NS" create secret tls secret-injector-tls \
 
 # --- install ----------------------------------------------------------------
 log "installing manifests with image ${IMAGE}"
-# One images: entry sets the webhook's image and, through the replacement, the
-# injected containers' image (SECRET_INJECTOR_IMAGE), as the README says.
+# One images: entry sets the webhook's image; the webhook injects its own image (read
+# from its pod), so the rendered manifests hold it once and no other copy.
 cp -r manifests "$WORKDIR/manifests"
 (cd "$WORKDIR/manifests" && kubectl kustomize . >/dev/null &&
   sed -i "s#^    newTag: \"0.1.0\"#    newName: ${IMAGE%:*}\n    newTag: \"${IMAGE##*:}\"#" kustomization.yaml)
 kubectl kustomize "$WORKDIR/manifests" >"$WORKDIR/install.yaml"
-grep -q "value: ${IMAGE}\$" "$WORKDIR/install.yaml" || { echo "the image did not reach SECRET_INJECTOR_IMAGE" >&2; exit 1; }
+[[ "$(grep -c "image: ${IMAGE}\$" "$WORKDIR/install.yaml")" == 1 ]] && ! grep -q 'SECRET_INJECTOR_IMAGE\|ghcr.io/secret-injector' "$WORKDIR/install.yaml" \
+  || { echo "the image is not set in exactly one place" >&2; exit 1; }
 k apply -f "$WORKDIR/install.yaml"
 ca_bundle="$(tr -d '\n' <"$WORKDIR/certs/ca-bundle.b64")"
 k patch mutatingwebhookconfiguration secret-injector --type=json \

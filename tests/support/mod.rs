@@ -1,7 +1,7 @@
 //! Real servers for tests and benches, one file each: OpenBao (`bao server -dev`) and
 //! moto, both from the test venv that scripts/test.sh installs, and PostgreSQL from
 //! Debian's packages, on free loopback ports; the Kubernetes side (a service-account
-//! token signer and a TokenReview stand-in); Google Cloud's and Azure's token and
+//! token signer, a TokenReview stand-in and a stand-in API server); Google Cloud's and Azure's token and
 //! secret APIs, which nothing real serves here (`cloud.rs`); two small proxies (one that delays or
 //! starts late, one that throttles like AWS); TLS for the tests' clients. This file
 //! holds the small helpers they share.
@@ -25,7 +25,9 @@ mod tls;
 #[allow(unused_imports)]
 pub use self::{
     cloud::{AzureServer, AzureWorld, Federated, GcpServer, GcpWorld},
-    kubernetes::{TokenReviewServer, TokenSigner},
+    kubernetes::{
+        Access, ApiServer, Seen, TokenReviewServer, TokenSigner, rbac_grants, write_kubeconfig,
+    },
     moto::Moto,
     openbao::OpenBao,
     postgres::Postgres,
