@@ -105,6 +105,9 @@ struct Sidecar {
     reload_pending: bool,
     /// The "credentials are going" line was logged, and not yet its all-clear.
     warned_doomed: bool,
+    /// The token could not be renewed (or nears its max TTL) and no new login has
+    /// replaced it yet: it takes its leases with it when it ends.
+    token_failing: bool,
 }
 
 impl Sidecar {
@@ -249,8 +252,12 @@ impl Sidecar {
     }
 
     /// Leases whose credentials, still in the files, are going: their token was
-    /// replaced, or they could not be renewed, and no replacement is written yet.
+    /// replaced, or could not be renewed (all its leases end with it), or they could not
+    /// be renewed themselves, and no replacement is written yet.
     fn doomed(&self) -> usize {
+        if self.token_failing {
+            return self.leases.len();
+        }
         self.leases.values().filter(|h| h.doomed()).count()
     }
 
@@ -298,6 +305,7 @@ impl Sidecar {
             failures_in_a_row: 0,
             reload_pending: false,
             warned_doomed: false,
+            token_failing: false,
             opts,
         };
         sidecar.logged_in();
@@ -436,11 +444,10 @@ impl Sidecar {
                 self.failures_in_a_row += 1;
                 status.failures.fetch_add(1, Ordering::Relaxed);
                 status.stale.store(true, Ordering::Relaxed);
-                let token_overdue = self.token_renew_at.is_some_and(|t| t <= Instant::now());
                 let backoff = backoff(
                     self.failures_in_a_row,
                     self.opts.interval,
-                    doomed > 0 || token_overdue,
+                    doomed > 0 || self.token_failing,
                 );
                 tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "refresh failed; keeping the last good files");
                 let retry = Instant::now() + jittered(backoff, &self.keys);
@@ -484,11 +491,24 @@ pub async fn run(
             _ = &mut shutdown => break,
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        // SIGTERM also ends a slow turn (a store that does not answer): the files are
-        // published in one step without awaiting, so nothing is left half done.
-        tokio::select! {
-            _ = &mut shutdown => break,
-            next = sidecar.turn(next_refresh) => next_refresh = next,
+        // SIGTERM also ends a slow turn (a store that does not answer), after at most
+        // LOGIN_GRACE: a new login in flight then finishes, so its token is revoked
+        // below rather than left to its TTL. The files are published in one step
+        // without awaiting, so nothing is left half done.
+        let next = {
+            let turn = sidecar.turn(next_refresh);
+            tokio::pin!(turn);
+            tokio::select! {
+                _ = &mut shutdown => {
+                    let _ = tokio::time::timeout(stop::LOGIN_GRACE, turn).await;
+                    None
+                }
+                next = &mut turn => Some(next),
+            }
+        };
+        match next {
+            Some(next) => next_refresh = next,
+            None => break,
         }
     }
     if sidecar.stores.vault.is_some() {

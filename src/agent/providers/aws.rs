@@ -30,10 +30,10 @@ use crate::logging::{causes, chain_line, escape_invisible, root_cause_line};
 /// 1.25 MiB, 1.7 MiB as base64, and 8 MiB even if every character were a control
 /// character that JSON writes as `\u00XX`. Parameters are at most 8 KiB, 10 per answer.
 ///
-/// The SDK reads the body itself; this crate can see the answer only from an
-/// interceptor, which runs before the read and cannot wrap the body without naming the
-/// SDK's body type (a crate this one does not depend on). So only a declared length is
-/// checked: AWS declares it on every answer, a chunked answer is read unbounded.
+/// The SDK reads the body itself; [`BoundedAnswers`] refuses a declared length over the
+/// bound before that read, and wraps a body without one in a length limit. The SDK's own
+/// credential calls (STS, IMDS, Pod Identity) go through aws-config's internal clients,
+/// which take no interceptor: they are not bounded here.
 pub const MAX_ANSWER: u64 = 8 << 20;
 
 /// Refuses an answer whose declared length is over [`MAX_ANSWER`] before the SDK reads

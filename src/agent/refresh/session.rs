@@ -18,6 +18,7 @@ impl Sidecar {
         self.token_renew_at = lease.map(|l| two_thirds(l.ttl));
         self.token_issued_ttl = lease.map_or(0, |l| l.ttl);
         self.token_expires_at = lease.and_then(|l| expiry(l.ttl));
+        self.token_failing = false;
     }
 
     /// Renew the token when due; log in again when it cannot be renewed or nears its
@@ -39,6 +40,7 @@ impl Sidecar {
                 tracing::debug!(ttl_seconds = lease.ttl, "renewed the Vault token");
                 self.token_renew_at = Some(two_thirds(lease.ttl));
                 self.token_expires_at = expiry(lease.ttl);
+                self.token_failing = false;
                 return Ok(());
             }
             Ok(lease) => {
@@ -50,6 +52,7 @@ impl Sidecar {
             }
             Err(e) => tracing::warn!(error = %e, "cannot renew the Vault token; logging in again"),
         }
+        self.token_failing = true;
         self.relogin().await
     }
 
