@@ -12,7 +12,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
-use crate::listen::{self, Bounds, Handshake};
+use crate::listen::{self, Bounds, Handshake, Watched};
 
 /// What one connection and one request may cost, and how shutdown drains.
 #[derive(Clone, Debug)]
@@ -65,12 +65,9 @@ const H1_BUFFER: usize = 64 * 1024;
 struct Tls(RustlsConfig);
 
 impl Handshake for Tls {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Io = tokio_rustls::server::TlsStream<Watched>;
 
-    fn handshake(
-        &self,
-        tcp: tokio::net::TcpStream,
-    ) -> impl Future<Output = std::io::Result<Self::Io>> + Send {
+    fn handshake(&self, tcp: Watched) -> impl Future<Output = std::io::Result<Self::Io>> + Send {
         tokio_rustls::TlsAcceptor::from(self.0.get_inner()).accept(tcp)
     }
 }
@@ -102,8 +99,9 @@ pub async fn serve(
         header_timeout: limits.header_timeout,
         idle_timeout: limits.idle_timeout,
         shutdown_grace: limits.shutdown_grace,
-        // A TLS handshake first: as long as a connection may be idle between reviews.
-        fresh_grace: listen::EVICT_IDLE,
+        // As long as a body may keep the server waiting: the client's handshake and
+        // first request take a few round trips.
+        fresh_grace: listen::BODY_DEADLINE,
     };
     listen::serve(listener, Tls(tls), http, &bounds, router, shutdown).await;
     Ok(())
