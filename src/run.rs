@@ -217,10 +217,15 @@ async fn injected_image(
                         cluster::IMAGE_ENV
                     )
                 })?;
-            cluster::choose_image(None, &builtin, Some(&own))
+            let choice = cluster::choose_image(None, &builtin, Some(&own));
+            metrics.set_injected_image(choice.labels(), choice.mismatch());
+            choice
         }
         (Some(image), Some((client, pod))) => {
             let choice = cluster::choose_image(Some(image), &builtin, None);
+            // Set before the check below, which replaces it with the own image known:
+            // never after it.
+            metrics.set_injected_image(choice.labels(), choice.mismatch());
             let metrics = metrics.clone();
             let image = image.to_string();
             tokio::spawn(async move {
@@ -248,10 +253,10 @@ async fn injected_image(
                     "injecting the built-in default image: this webhook's own image is unknown here (no Kubernetes API, or no SECRET_INJECTOR_POD_NAME); set `image` in the config"
                 );
             }
+            metrics.set_injected_image(choice.labels(), choice.mismatch());
             choice
         }
     };
-    metrics.set_injected_image(choice.labels(), choice.mismatch());
     tracing::info!(image = %choice.image, source = choice.source.as_str(), "image of the injected containers");
     Ok(choice.image)
 }
