@@ -511,6 +511,27 @@ impl Drop for App {
     }
 }
 
+/// A refreshing pod that reads `team-a/rot#password` and has `reload-url: url`.
+pub fn reload_pod(
+    bao: &crate::support::OpenBao,
+    signer: &crate::support::TokenSigner,
+    url: &str,
+) -> Prepared {
+    let manifest = deployment(
+        &[
+            ("secret-pass", "vault:secret/data/team-a/rot#password"),
+            ("refresh-interval", "10s"),
+            ("reload-url", url),
+        ],
+        "app",
+    );
+    prepare_injected(
+        &manifest,
+        &vault_only_config(&bao.addr),
+        &[vault_token(signer, "app")],
+    )
+}
+
 /// `reload-url`: after the files changed, and only then, the sidecar POSTs the app's
 /// reload endpoint once; the app (a real process) then reads the new value. The first
 /// files, written before the app starts, cause no reload.
@@ -525,19 +546,7 @@ fn the_app_is_asked_to_reload_after_the_files_changed() {
     // The app's port is chosen before the manifest, which names it.
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/-/reload");
-    let manifest = deployment(
-        &[
-            ("secret-pass", "vault:secret/data/team-a/rot#password"),
-            ("refresh-interval", "10s"),
-            ("reload-url", &url),
-        ],
-        "app",
-    );
-    let prepared = prepare_injected(
-        &manifest,
-        &vault_only_config(&bao.addr),
-        &[vault_token(&signer, "app")],
-    );
+    let prepared = reload_pod(&bao, &signer, &url);
     let files = prepared.mounts["/secret-injector/files"].clone();
     let record = prepared.root.path().join("reloads");
     let mut sidecar = Sidecar::start(prepared);

@@ -331,19 +331,7 @@ fn the_reload_call_never_follows_a_redirect() {
     write(1);
     let (app_port, elsewhere_port) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{app_port}/-/reload");
-    let manifest = deployment(
-        &[
-            ("secret-pass", "vault:secret/data/team-a/rot#password"),
-            ("refresh-interval", "10s"),
-            ("reload-url", &url),
-        ],
-        "app",
-    );
-    let prepared = prepare_injected(
-        &manifest,
-        &vault_only_config(&bao.addr),
-        &[vault_token(&signer, "app")],
-    );
+    let prepared = crate::refresh::reload_pod(&bao, &signer, &url);
     // Not in the pod's directory, which goes with the sidecar.
     let records = tempfile::tempdir().unwrap();
     let (app_record, elsewhere_record) =
@@ -379,11 +367,7 @@ fn the_reload_call_never_follows_a_redirect() {
     );
 
     // Not on loopback: refused before anything is fetched.
-    let mut prepared = prepare_injected(
-        &manifest,
-        &vault_only_config(&bao.addr),
-        &[vault_token(&signer, "app")],
-    );
+    let mut prepared = crate::refresh::reload_pod(&bao, &signer, &url);
     let out = prepared
         .cmd
         .env(
