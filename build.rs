@@ -8,19 +8,12 @@
 //! - `x86_64-unknown-linux-musl` (the image): a static PIE whose start code, from Rust's
 //!   bundled musl, applies DT_RELR itself; LLD replaces the system linker, for `--icf`.
 //!
-//! On the glibc host build, `secret-injector` is also laid out by `link-order.txt`
-//! (`--symbol-ordering-file`): the functions its roles execute sit together, so a
-//! process maps about 2 MiB of code rather than 8 (scripts/link-order.sh writes it).
-//!
 //! Anything else (another target, a linker of one's own, a toolchain without LLD)
-//! links as before. See docs/performance.md, "Binary size" and "Code layout".
+//! links as before. See docs/performance.md, "Binary size". Each binary of this package
+//! (the webhook, the agent, the exec wrapper) is linked so.
 
 use std::path::PathBuf;
 use std::process::Command;
-
-#[path = "benches/common/lock_digest.rs"]
-mod lock_digest;
-use lock_digest::lock_digest;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -36,7 +29,7 @@ fn main() {
         return;
     };
     match target.as_str() {
-        "x86_64-unknown-linux-gnu" if target == host && glibc_loads_relr() => link_order(),
+        "x86_64-unknown-linux-gnu" if target == host && glibc_loads_relr() => {}
         "x86_64-unknown-linux-musl" => {
             println!("cargo:rustc-link-arg-bins=-B{}", gcc_ld.display());
             println!("cargo:rustc-link-arg-bins=-fuse-ld=lld");
@@ -45,57 +38,6 @@ fn main() {
     }
     println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     println!("cargo:rustc-link-arg-bins=-Wl,--icf=all");
-}
-
-/// The file LLD lays the functions of `secret-injector` out by.
-const ORDER_FILE: &str = "link-order.txt";
-
-/// Pass [`ORDER_FILE`] to LLD for `secret-injector`. Names it lists that the binary no
-/// longer has are skipped silently: a stale file costs memory, never a build. A file
-/// made by another rustc or for another Cargo.lock names other symbols (the crates'
-/// hashes differ): say so, with the command that makes it again.
-fn link_order() {
-    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let Ok(text) = std::fs::read_to_string(dir.join(ORDER_FILE)) else {
-        return;
-    };
-    println!("cargo:rerun-if-changed={ORDER_FILE}");
-    println!("cargo:rerun-if-changed=Cargo.lock");
-    // `-Xlinker`, not `-Wl,`: the driver would split a path holding a comma.
-    let arg = |a: String| println!("cargo:rustc-link-arg-bin=secret-injector={a}");
-    arg("-Xlinker".into());
-    arg(format!(
-        "--symbol-ordering-file={}",
-        dir.join(ORDER_FILE).display()
-    ));
-    arg("-Xlinker".into());
-    arg("--no-warn-symbol-ordering".into());
-    let recorded = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or("unknown")
-            .to_string()
-    };
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let this_rustc = Command::new(rustc)
-        .arg("-V")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let this_lock = std::fs::read(dir.join("Cargo.lock"))
-        .map(|l| lock_digest(&l))
-        .unwrap_or_default();
-    let stale = if recorded("# rustc: ") != this_rustc {
-        format!("was made with {}, not {this_rustc}", recorded("# rustc: "))
-    } else if recorded("# Cargo.lock: ") != this_lock {
-        "was made for another Cargo.lock".to_string()
-    } else {
-        return;
-    };
-    println!(
-        "cargo:warning={ORDER_FILE} {stale}: the binary's code is not laid out for its \
-         roles (more memory per process); run scripts/link-order.sh"
-    );
 }
 
 /// The directory holding the toolchain's `ld.lld` for the C compiler driver (`-B`), if

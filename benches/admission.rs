@@ -18,9 +18,9 @@ use serde_json::Value;
 mod workload;
 use workload::pod;
 
-use secret_injector::config::Config;
-use secret_injector::mutation::spec::Context;
-use secret_injector::webhook::admission::{request_for, review};
+use webhook::admission::{request_for, review};
+use webhook::config::Config;
+use webhook::mutation::spec::Context;
 
 fn bench(c: &mut Criterion) {
     let config = Config::default();
@@ -76,8 +76,7 @@ fn bench(c: &mut Criterion) {
     let typical = serde_json::to_vec(&cases[1].1).unwrap();
     group.bench_function("podview", |b| {
         b.iter(|| {
-            serde_json::from_slice::<secret_injector::mutation::pod::PodView>(black_box(&typical))
-                .unwrap()
+            serde_json::from_slice::<webhook::mutation::pod::PodView>(black_box(&typical)).unwrap()
         })
     });
     group.bench_function("k8s_openapi_pod", |b| {

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::header;
 
-use secret_injector::webhook::admission::request_for;
-use secret_injector::webhook::certs;
 use support::{free_port, rustls_client_config, wait_http};
+use webhook::admission::request_for;
+use webhook::certs;
 
 const CONNECTIONS: usize = 256;
 
@@ -174,7 +174,7 @@ async fn blast(
                         Err(e) => {
                             s.lost += 1;
                             if s.causes.len() < 3 {
-                                s.causes.push(secret_injector::logging::chain_line(&e));
+                                s.causes.push(contract::text::chain_line(&e));
                             }
                         }
                     }

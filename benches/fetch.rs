@@ -33,7 +33,7 @@ struct Timing {
 fn run_init(plan: &str, env: &[(&str, String)], concurrency: usize) -> Timing {
     let out_dir = tempfile::tempdir().unwrap();
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_secret-injector"))
+    let out = Command::new(env!("CARGO_BIN_EXE_secret-injector-agent"))
         .args(["init", "--out-dir", out_dir.path().to_str().unwrap()])
         .arg(format!("--concurrency={concurrency}"))
         .env_clear()

@@ -43,9 +43,9 @@ use axum::body::Bytes;
 use axum::http::header;
 use serde_json::Value;
 
-use secret_injector::webhook::admission::request_for;
-use secret_injector::webhook::server::{self, Limits};
 use support::{free_port, rustls_client_config, wait_http};
+use webhook::admission::request_for;
+use webhook::server::{self, Limits};
 
 /// When set, this binary is the baseline server, with arguments
 /// `PORT CERT KEY RESPONSE_LEN MODE`: MODE `parse` parses each body into a
@@ -78,11 +78,9 @@ fn baseline_server() {
     let (port, cert, key, len): (u16, &str, &str, usize) =
         (a[0].parse().unwrap(), &a[1], &a[2], a[3].parse().unwrap());
     let parse = a[4] == "parse";
-    let config = secret_injector::webhook::tls::server_config(
-        &std::fs::read(cert).unwrap(),
-        &std::fs::read(key).unwrap(),
-    )
-    .unwrap();
+    let config =
+        webhook::tls::server_config(&std::fs::read(cert).unwrap(), &std::fs::read(key).unwrap())
+            .unwrap();
     let canned = Bytes::from(vec![b' '; len]);
     let limits = Limits::default();
     let app = server::with_limits(
@@ -104,7 +102,7 @@ fn baseline_server() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
-        secret_injector::webhook::https::serve(listener, tls, &limits, app, std::future::pending())
+        webhook::https::serve(listener, tls, &limits, app, std::future::pending())
             .await
             .unwrap();
     });
@@ -430,8 +428,8 @@ fn us(d: Duration) -> String {
 async fn run(duration: Duration) {
     let dir = tempfile::tempdir().unwrap();
     let names = ["localhost".to_string(), "127.0.0.1".to_string()];
-    let bundle = secret_injector::webhook::certs::generate(&names, None, 1).unwrap();
-    secret_injector::webhook::certs::write(&bundle, dir.path()).unwrap();
+    let bundle = webhook::certs::generate(&names, None, 1).unwrap();
+    webhook::certs::write(&bundle, dir.path()).unwrap();
     let (cert, key, ca) = (
         dir.path().join("tls.crt"),
         dir.path().join("tls.key"),

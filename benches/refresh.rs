@@ -89,7 +89,7 @@ fn init_once(plan: &str, env: &[(&str, String)]) -> (u64, f64) {
     let out = tempfile::tempdir().unwrap();
     // `INIT_WRAPPER=heaptrack` runs init under a tool (its figures then include the
     // tool's), with this PATH for it.
-    let bin = env!("CARGO_BIN_EXE_secret-injector");
+    let bin = env!("CARGO_BIN_EXE_secret-injector-agent");
     let wrapper = std::env::var("INIT_WRAPPER").ok();
     let path = wrapper.as_ref().and(std::env::var("PATH").ok());
     let output = Command::new(std::env::current_exe().unwrap())
@@ -146,7 +146,7 @@ struct Sidecar {
 fn sidecar(plan: &str, env: &[(&str, String)]) -> Sidecar {
     let out = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-injector"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-injector-agent"))
         .args([
             "refresh",
             "--interval=1s",

@@ -2,7 +2,8 @@
 """Every relative link in the project's Markdown resolves: the file exists and, for
 `#anchor`, the target has a heading with that anchor (GitHub's rule: lower case,
 punctuation dropped except `-` and `_`, spaces to `-`, repeats numbered `-1`, `-2`).
-And docs/design.md's source tree names every file under src/ (so it cannot go stale).
+And docs/design.md's source tree names every file under src/ and crates/*/src/ (so it
+cannot go stale).
 
 Usage: scripts/check-links.py [FILE...]   (default: README.md, CHANGELOG.md, docs/*.md)
 """
@@ -67,15 +68,17 @@ def check(path):
 
 
 def tree_problems():
-    """Files under src/ that docs/design.md's tree does not name (by file name, or by
+    """Files under src/ and crates/*/src/ that docs/design.md's tree does not name (by file name, or by
     the directory it shows them in)."""
     text = open("docs/design.md", encoding="utf-8").read()
     start = text.index("**The file tree**")
     tree = text[start : text.index("```", text.index("```", start) + 3)]
     missing = []
-    for path in sorted(glob.glob("src/**/*.rs", recursive=True)):
+    paths = glob.glob("src/**/*.rs", recursive=True)
+    paths += glob.glob("crates/*/src/**/*.rs", recursive=True)
+    for path in sorted(paths):
         name = os.path.basename(path)
-        rel = os.path.relpath(path, "src")
+        rel = os.path.relpath(path, path.split("src/")[0] + "src")
         if rel not in tree and not re.search(rf"(^|[\s,/]){re.escape(name)}\b", tree):
             missing.append(f"docs/design.md: the source tree does not name {path}")
     return missing

@@ -40,13 +40,13 @@ if ! command -v jq >/dev/null; then
 fi
 
 echo "== cargo fmt --check"
-cargo fmt --check
+cargo fmt --all --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
-echo "== benches build the release binary's dependency features"
-scripts/same-features.sh
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== no crate depends on another role's crate"
+python3 scripts/crate-roles.py
 echo "== cargo test"
-cargo test --locked
+cargo test --workspace --locked
 echo "== benches compile"
 # The dev profile proves they build, in seconds; `cargo bench` builds them optimized
 # (about 4 minutes of release build that a correctness run does not need).

@@ -1,14 +1,4 @@
-use std::process::ExitCode;
-
-use clap::Parser;
-use secret_injector::cli::Cli;
-
-mod run;
-
-fn main() -> ExitCode {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = Cli::parse();
-    let serving = matches!(cli.command, secret_injector::cli::Command::Serve(_));
-    secret_injector::logging::init(cli.log_format, serving);
-    run::run(cli)
+//! `secret-injector`: the webhook (`serve`, `inject`, `certs`), crates/webhook.
+fn main() -> std::process::ExitCode {
+    webhook::main()
 }

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use crate::util::{self, Webhook};
-use secret_injector::webhook::admission::request_for;
+use webhook::admission::request_for;
 
 use crate::util::rt;
 

@@ -75,7 +75,7 @@ fn inject_is_idempotent_on_examples_and_passes_other_kinds() {
         );
         // Every non-workload document passes through unchanged.
         let before = util::fixture_docs(path.strip_prefix(util::repo()).unwrap().to_str().unwrap());
-        let after = secret_injector::webhook::inject::parse_documents(&first).unwrap();
+        let after = webhook::inject::parse_documents(&first).unwrap();
         assert_eq!(before.len(), after.len());
         for (b, a) in before.iter().zip(&after) {
             if matches!(
@@ -149,7 +149,7 @@ fn certs_writes_a_usable_pair_and_the_ca_bundle() {
     assert_eq!(mode & 0o777, 0o600);
     let cert = std::fs::read(dir.path().join("tls.crt")).unwrap();
     let key = std::fs::read(dir.path().join("tls.key")).unwrap();
-    secret_injector::webhook::tls::server_config(&cert, &key).unwrap();
+    webhook::tls::server_config(&cert, &key).unwrap();
 }
 
 #[test]

@@ -8,7 +8,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::util::{self, Webhook, rt};
-use secret_injector::webhook::admission::request_for;
+use webhook::admission::request_for;
 
 fn certs(out: &Path, extra: &[&str]) {
     let mut args = vec!["certs", "--out-dir", out.to_str().unwrap()];

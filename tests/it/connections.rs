@@ -16,7 +16,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::hostile::{HealthProbe, assert_still_healthy, normal_pod, post};
 use crate::util::{self, Webhook, rt};
-use secret_injector::webhook::admission::request_for;
+use webhook::admission::request_for;
 
 /// A new client's review: a fresh connection (no pool), answered with a patch.
 async fn fresh_review(w: &Webhook) -> Duration {

@@ -7,17 +7,17 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use serde_json::{Value, json};
 
-use secret_injector::cli::{Cli, Command, InitArgs};
-use secret_injector::config::Config;
-use secret_injector::contract::names;
-use secret_injector::contract::plan::FetchPlan;
-use secret_injector::contract::reference::Provider;
-use secret_injector::mutation::pod::PodView;
-use secret_injector::mutation::spec::Context;
-use secret_injector::{Outcome, mutate};
+use contract::args::{AgentCli as Cli, AgentCommand as Command, InitArgs};
+use contract::names;
+use contract::plan::FetchPlan;
+use contract::reference::Provider;
+use webhook::config::Config;
+use webhook::mutation::pod::PodView;
+use webhook::mutation::spec::Context;
+use webhook::{Outcome, mutate};
 
 /// Variables the patch sets for readers other than `init`'s options.
 const READ_ELSEWHERE: &[&str] = &[
@@ -83,7 +83,7 @@ pub(crate) fn token_audience(pod: &Value, init: &Value, file: &str) -> String {
 /// with the audiences the clouds expect, and SSM's endpoint reaches the SDK.
 #[test]
 fn a_pod_with_all_five_stores_reaches_init() {
-    use secret_injector::contract::cloud::{AzureSettings, GcpSettings};
+    use contract::cloud::{AzureSettings, GcpSettings};
     let config = full_config();
     let (pod, init) = injected_with(
         &config,
@@ -169,7 +169,7 @@ fn parse_agent(container: &Value, subcommand: &str) -> Command {
         sub.mut_args(|a| a.env(None::<&'static str>))
     });
     let by_env = env_to_option(subcommand);
-    let mut argv = vec!["secret-injector".to_string()];
+    let mut argv = vec!["secret-injector-agent".to_string()];
     argv.extend(
         container["args"]
             .as_array()
@@ -269,10 +269,7 @@ fn a_vault_pod_reaches_init_with_its_role_token_and_plan() {
         Some(config.vault.address.as_str())
     );
     assert_eq!(args.vault_role, "app-sa");
-    assert_eq!(
-        args.vault_auth_method,
-        secret_injector::contract::auth::AuthMethod::Jwt
-    );
+    assert_eq!(args.vault_auth_method, contract::auth::AuthMethod::Jwt);
     assert_eq!(args.vault_auth_path, "jwt-prod");
     assert_eq!(
         args.vault_token_file,
@@ -362,21 +359,16 @@ fn an_env_mode_pod_with_both_stores_reaches_init_and_exec() {
     assert!(plan.env_mode() && plan.uses(Provider::Vault) && plan.uses(Provider::Aws));
     // The app starts through `exec`, whose own parser takes the patched command.
     let app = &pod["spec"]["containers"][0];
-    let mut argv: Vec<String> = app["command"]
+    let argv: Vec<String> = app["command"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
     assert_eq!(argv[0], names::EXEC_BINARY);
-    argv[0] = "secret-injector".into();
-    match Cli::try_parse_from(&argv).unwrap().command {
-        Command::Exec(exec) => {
-            assert_eq!(exec.env_file, PathBuf::from(names::ENV_FILE));
-            assert_eq!(exec.argv, vec!["/app".to_string()]);
-        }
-        other => panic!("not exec: {other:?}"),
-    }
+    let (env_file, program) = contract::args::parse_exec(&argv[1..]).unwrap();
+    assert_eq!(env_file, names::ENV_FILE);
+    assert_eq!(program, vec!["/app".to_string()]);
     assert!(
         app["volumeMounts"]
             .to_string()

@@ -1,6 +1,6 @@
 //! The messages that docs/troubleshooting.md and the Troubleshooting section of README.md
 //! quote are the program's, as it prints them now. A failure names the document's line
-//! and the nearest line a run printed or the nearest literal of `src/`.
+//! and the nearest line a run printed or the nearest literal of `crates/`.
 //!
 //! - Shape: every table row has its header's number of cells (GitHub splits a row at
 //!   every unescaped `|`, also inside backticks), and no quoted message is cut into
@@ -17,7 +17,7 @@
 //! - The source, for every other quote (the other tables' first column, the rows of
 //!   [`NOT_RUN`], and any text in backticks of [`MIN_PROSE_WORDS`] words or more, less
 //!   [`NOT_MESSAGES`]): it shares [`MIN_SHARED`] characters, in one consistent alignment,
-//!   with a string literal or `format!` template of `src/` outside its unit tests, each
+//!   with a string literal or `format!` template of `crates/` outside its unit tests, each
 //!   `{…}` hole standing for any text. A log line (`INFO target: message key=value`) is a
 //!   message its target's own file logs, with fields that file names. This catches a
 //!   reworded message, not every stale detail; hence the runs.
@@ -458,9 +458,9 @@ fn nearest<'a>(text: &str, candidates: impl IntoIterator<Item = &'a str>) -> Opt
 }
 
 // ---------------------------------------------------------------------------------------
-// The program's text: the string literals of src/, each as a pattern.
+// The program's text: the string literals of src/ and crates/, each as a pattern.
 
-/// A string literal of `src/` and the file it is in.
+/// A string literal of `src/` or `crates/` and the file it is in.
 struct Literal {
     file: String,
     text: String,
@@ -653,7 +653,7 @@ fn rs_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// The string literals of `src/` outside the unit tests (`#[cfg(test)] mod tests`),
+/// The string literals of `src/` and `crates/` outside the unit tests (`#[cfg(test)] mod tests`),
 /// each as a format template and, when it has braces, also as plain text; indexed by
 /// their runs of [`WINDOW`] literal characters.
 struct Program {
@@ -691,6 +691,7 @@ impl Program {
         let root = util::repo();
         let mut files = Vec::new();
         rs_files(&root.join("src"), &mut files);
+        rs_files(&root.join("crates"), &mut files);
         files.sort();
         let mut literals = Vec::new();
         for path in files {
@@ -810,7 +811,7 @@ fn fields(text: &str) -> (&str, Fields<'_>) {
     (&text[..message_end], out)
 }
 
-/// `INFO secret_injector::agent::refresh: message key=value …`: the target, the message
+/// `INFO secret_injector_agent::refresh: message key=value …`: the target, the message
 /// and the fields.
 fn log_line(text: &str) -> Option<(&str, &str, Fields<'_>)> {
     let (level, rest) = text.split_once(' ')?;
@@ -939,7 +940,7 @@ fn check_message(program: &Program, text: &str) -> Result<(), String> {
         };
     }
     Err(format!(
-        "matches no literal of src/; the nearest {}",
+        "matches no literal of crates/; the nearest {}",
         program.nearest(text, None)
     ))
 }
@@ -950,14 +951,20 @@ fn check_log_line(
     message: &str,
     fields: &[(&str, &str)],
 ) -> Result<(), String> {
-    let rel = target
-        .trim_start_matches("secret_injector")
-        .replace("::", "/");
+    // `secret_injector_agent::refresh::session` is crates/agent/src/refresh/session.rs.
+    let (krate, module) = target
+        .trim_start_matches("secret_injector_")
+        .split_once("::")
+        .unwrap_or((target, ""));
+    let rel = module.replace("::", "/");
     let root = util::repo();
-    let file = [format!("src{rel}.rs"), format!("src{rel}/mod.rs")]
-        .into_iter()
-        .find(|f| root.join(f).exists())
-        .ok_or_else(|| format!("no module {target} in src/"))?;
+    let file = [
+        format!("crates/{krate}/src/{rel}.rs"),
+        format!("crates/{krate}/src/{rel}/mod.rs"),
+    ]
+    .into_iter()
+    .find(|f| root.join(f).exists())
+    .ok_or_else(|| format!("no module {target} in crates/"))?;
     let message = message.trim_end();
     if program
         .source_of(message, !message.ends_with('…'), Some(&file))
@@ -1007,12 +1014,14 @@ fn the_parsers_of_this_test() {
         Some(2)
     );
     assert!(overlap(&quote_pattern("abc…"), &format_pattern("abd{}")).is_none());
-    let (target, message, fields) =
-        log_line("WARN secret_injector::agent::refresh: refresh failed; keeping x error=a: b (HTTP 404) retry_in_s=10").unwrap();
+    let (target, message, fields) = log_line(
+        "WARN secret_injector_agent::refresh: refresh failed; keeping x error=a: b (HTTP 404) retry_in_s=10",
+    )
+    .unwrap();
     assert_eq!(
         (target, message),
         (
-            "secret_injector::agent::refresh",
+            "secret_injector_agent::refresh",
             "refresh failed; keeping x"
         )
     );
@@ -1391,7 +1400,7 @@ fn admission_messages_are_what_inject_prints() {
 // --- The init container and exec.
 
 /// Rows of the init container's tables that no run here can print, each by a part of its
-/// quote, with the reason. They are still matched against the literals of src/.
+/// quote, with the reason. They are still matched against the literals of crates/.
 const NOT_RUN: &[(&str, &str)] = &[
     (
         "AccessDeniedException for AWS role",
@@ -1788,7 +1797,7 @@ fn init_lines() -> Vec<String> {
     // Run by hand: no VAULT_ADDR, no --out-dir, a plan cut short.
     let prepared = prepare_injected(&dep(&[db]), &jwt, &[token()]);
     let by_hand = |args: &[String], env: &[(&str, Option<String>)]| {
-        let mut cmd = util::bin();
+        let mut cmd = util::agent();
         cmd.env_clear();
         for (k, v) in prepared.cmd.get_envs() {
             if let Some(v) = v {

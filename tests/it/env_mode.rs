@@ -72,7 +72,7 @@ fn env_mode_loads_variables_into_the_app_process_only() {
         "the copy is not {}",
         wrapper.display()
     );
-    let agent = std::fs::metadata(util::BIN).unwrap().len();
+    let agent = std::fs::metadata(util::AGENT).unwrap().len();
     assert!(
         (copied.len() as u64) < agent,
         "the wrapper ({} bytes) is not smaller than the agent ({agent} bytes)",
@@ -156,10 +156,7 @@ fn file_key_ref_writes_the_kubelet_env_file_and_no_wrapper() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.is_empty(), "{stderr}");
-    let docs = secret_injector::webhook::inject::parse_documents(
-        std::str::from_utf8(&out.stdout).unwrap(),
-    )
-    .unwrap();
+    let docs = webhook::inject::parse_documents(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
     let injected = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let app = &injected["spec"]["template"]["spec"]["containers"][0];
     assert!(app.get("command").is_none(), "{app}");

@@ -36,8 +36,7 @@ fn render(name: &str, src: &str, secrets: Value) -> String {
         unreachable!()
     };
     let secrets: BTreeMap<String, Value> = map.into_iter().collect();
-    secret_injector::contract::render::render(name, src, &secrets)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    contract::render::render(name, src, &secrets).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn an_injected_path_does_not_choose_the_program() {
     )
     .unwrap();
     let run = |container_path: &str| {
-        util::bin()
+        util::agent()
             .args(["exec", "--env-file", env_file.to_str().unwrap(), "--"])
             .arg("the-app")
             .env_clear()
@@ -69,7 +69,7 @@ fn a_loader_variable_the_env_file_does_not_allow_stops_exec() {
         r#"{"vars": {"A": "1", "LD_PRELOAD": "/nonexistent/value-canary.so"}}"#,
     )
     .unwrap();
-    let out = util::bin()
+    let out = util::agent()
         .args(["exec", "--env-file", env_file.to_str().unwrap(), "--"])
         .args(["/bin/sh", "-c", "echo started"])
         .output()

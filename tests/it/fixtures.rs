@@ -309,7 +309,7 @@ pub fn prepare_injected(manifest: &str, config: &str, tokens: &[(&str, String)])
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let docs = secret_injector::webhook::inject::parse_documents(&injected).unwrap();
+    let docs = webhook::inject::parse_documents(&injected).unwrap();
     let workload = docs
         .iter()
         .find(|d| d["kind"] != "ServiceAccount")
@@ -348,7 +348,7 @@ pub fn prepare_injected(manifest: &str, config: &str, tokens: &[(&str, String)])
         }
         s
     };
-    let mut cmd = util::bin();
+    let mut cmd = util::agent();
     cmd.env_clear();
     for e in init["env"].as_array().unwrap() {
         let name = e["name"].as_str().unwrap();

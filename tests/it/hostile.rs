@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::util::{self, Webhook, rt};
-use secret_injector::webhook::admission::request_for;
+use webhook::admission::request_for;
 
 /// The Deployment's memory limit (manifests/base/deployment.yaml).
 pub(crate) const MEMORY_LIMIT_KB: u64 = 128 * 1024;
@@ -451,7 +451,7 @@ fn reserved_mounts_are_denied_and_names_cannot_forge_log_lines() {
             assert!(message(&a).contains(&format!("mounts volume `{volume}`")), "{}", message(&a));
         }
         let mut p = normal_pod();
-        p["metadata"]["name"] = json!("web\n2026-11-30T00:00:00Z  INFO secret_injector::webhook::server: injected namespace=kube-system pod=forged\u{1b}[2K");
+        p["metadata"]["name"] = json!("web\n2026-11-30T00:00:00Z  INFO webhook::server: injected namespace=kube-system pod=forged\u{1b}[2K");
         let a = post(&client, &w, request_for(&p, "team-a", "CREATE")).await;
         assert_eq!(a.review["response"]["allowed"], true);
     });

@@ -162,7 +162,7 @@ impl Serve {
 
     /// The JSON patch the webhook answers for `pod` (created in `namespace`).
     pub fn patch(&self, pod: &Value, namespace: &str) -> Vec<Value> {
-        let review = secret_injector::webhook::admission::request_for(pod, namespace, "CREATE");
+        let review = webhook::admission::request_for(pod, namespace, "CREATE");
         let client = util::https_client(&self.dir.path().join("ca.crt"));
         let url = format!("https://127.0.0.1:{}/mutate", self.port);
         let answer: Value = rt().block_on(async {

@@ -175,9 +175,9 @@ fn with_program(cmd: &Command, program: &Path) -> Command {
 /// it) and the binary's path.
 fn agent_without_wrapper() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let bin = dir.path().join("secret-injector");
-    if std::fs::hard_link(crate::util::BIN, &bin).is_err() {
-        std::fs::copy(crate::util::BIN, &bin).unwrap();
+    let bin = dir.path().join("secret-injector-agent");
+    if std::fs::hard_link(crate::util::AGENT, &bin).is_err() {
+        std::fs::copy(crate::util::AGENT, &bin).unwrap();
     }
     assert!(!dir.path().join("secret-injector-exec").exists());
     (dir, bin)

@@ -38,7 +38,7 @@ impl Sidecar {
     fn start() -> Sidecar {
         let out = tempfile::tempdir().unwrap();
         let port = util::free_port();
-        let child = util::bin()
+        let child = util::agent()
             .args(["refresh", "--plan", "{}", "--interval", "1h"])
             .arg(format!("--out-dir={}", out.path().display()))
             .arg(format!("--probe-listen=127.0.0.1:{port}"))
@@ -198,7 +198,7 @@ fn the_admin_port_bounds_what_its_clients_hold() {
 #[test]
 fn the_sidecar_probe_port_bounds_what_its_clients_hold() {
     let mut s = Sidecar::start();
-    let header_timeout = secret_injector::agent::probes::HEADER_TIMEOUT;
+    let header_timeout = agent::probes::HEADER_TIMEOUT;
     flood("probe port", s.port, s.child.id(), header_timeout);
     assert!(s.child.try_wait().unwrap().is_none(), "the sidecar exited");
 }

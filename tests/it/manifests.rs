@@ -29,7 +29,7 @@ pub fn render_text(dir: &Path) -> String {
 
 /// `kubectl kustomize DIR` as documents.
 pub fn render(dir: &Path) -> Vec<Value> {
-    secret_injector::webhook::inject::parse_documents(&render_text(dir)).unwrap()
+    webhook::inject::parse_documents(&render_text(dir)).unwrap()
 }
 
 pub fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
@@ -117,8 +117,7 @@ fn a_config_change_renames_the_configmap_and_so_rolls_the_deployment() {
         "secret-injector"
     );
     let yaml = cm["data"]["config.yaml"].as_str().unwrap();
-    secret_injector::config::Config::from_yaml_and_env(yaml, std::iter::empty())
-        .expect("a valid config");
+    webhook::config::Config::from_yaml_and_env(yaml, std::iter::empty()).expect("a valid config");
     let cert_manager = render(&util::repo().join("manifests/cert-manager"));
     assert_eq!(config_names(&cert_manager), (name.clone(), name.clone()));
 
@@ -157,8 +156,7 @@ fn a_config_change_renames_the_configmap_and_so_rolls_the_deployment() {
     let yaml = one(&docs, "ConfigMap")["data"]["config.yaml"]
         .as_str()
         .unwrap();
-    let config =
-        secret_injector::config::Config::from_yaml_and_env(yaml, std::iter::empty()).unwrap();
+    let config = webhook::config::Config::from_yaml_and_env(yaml, std::iter::empty()).unwrap();
     assert_eq!(config.vault.address, "https://vault.example:8200");
 }
 
@@ -246,7 +244,7 @@ fn an_overlay_that_sets_only_images_gets_its_image_injected() {
         "{text}"
     );
     assert!(!text.contains("SECRET_INJECTOR_IMAGE"), "{text}");
-    let docs = secret_injector::webhook::inject::parse_documents(&text).unwrap();
+    let docs = webhook::inject::parse_documents(&text).unwrap();
     let deployment = one(&docs, "Deployment");
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
@@ -255,9 +253,7 @@ fn an_overlay_that_sets_only_images_gets_its_image_injected() {
     let config = one(&docs, "ConfigMap")["data"]["config.yaml"]
         .as_str()
         .unwrap();
-    assert!(!secret_injector::webhook::cluster::image_is_configured(
-        config, None
-    ));
+    assert!(!webhook::cluster::image_is_configured(config, None));
 
     let rt = rt();
     let api = rt.block_on(ApiServer::start());
@@ -273,4 +269,56 @@ fn an_overlay_that_sets_only_images_gets_its_image_injected() {
         "{}",
         serve.metrics()
     );
+}
+
+/// The image runs the agent unless told otherwise: the injected containers set only
+/// `args` (`init …`, `refresh …`), so the Dockerfile's ENTRYPOINT must be the agent,
+/// which parses them; the webhook's Deployment names the webhook's binary, whose
+/// `serve` its args start with. The Dockerfile builds and ships every binary this
+/// package makes, each where the Deployment and the entrypoint look for it.
+#[test]
+fn the_image_s_entrypoint_is_the_agent_and_the_deployment_runs_the_webhook() {
+    let dockerfile = std::fs::read_to_string(util::repo().join("Dockerfile")).unwrap();
+    let entrypoint = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("ENTRYPOINT "))
+        .collect::<Vec<_>>();
+    assert_eq!(entrypoint, [r#"["/usr/local/bin/secret-injector-agent"]"#]);
+    let copied = dockerfile
+        .lines()
+        .find(|l| l.starts_with("COPY --from=build"))
+        .unwrap();
+    for bin in [
+        util::BIN,
+        util::AGENT,
+        env!("CARGO_BIN_EXE_secret-injector-exec"),
+    ] {
+        let name = Path::new(bin).file_name().unwrap().to_str().unwrap();
+        assert!(
+            dockerfile.contains(&format!("--bin {name}")),
+            "not built: {name}"
+        );
+        assert!(
+            copied.contains(&format!("/out/{name} ")),
+            "not shipped: {name}"
+        );
+    }
+    assert!(copied.ends_with(" /usr/local/bin/"), "{copied}");
+
+    let docs = render(&util::repo().join("manifests"));
+    let deployment = one(&docs, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["command"],
+        serde_json::json!(["/usr/local/bin/secret-injector"])
+    );
+    assert_eq!(container["args"][0], "serve");
+    // What the injected init container runs with the image's entrypoint parses as the
+    // agent's command line.
+    let out = util::bin().arg("serve").arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let out = util::agent().arg("init").arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let out = util::bin().arg("init").arg("--help").output().unwrap();
+    assert!(!out.status.success(), "the webhook's binary has no `init`");
 }

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The webhook's binary: `serve`, `inject`, `certs`.
 pub const BIN: &str = env!("CARGO_BIN_EXE_secret-injector");
+/// The agent's binary, which the injected containers run: `init`, `refresh`, `exec`.
+pub const AGENT: &str = env!("CARGO_BIN_EXE_secret-injector-agent");
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -16,6 +19,12 @@ pub fn repo() -> PathBuf {
 
 pub fn bin() -> Command {
     let mut c = Command::new(BIN);
+    c.env_remove("RUST_LOG");
+    c
+}
+
+pub fn agent() -> Command {
+    let mut c = Command::new(AGENT);
     c.env_remove("RUST_LOG");
     c
 }
@@ -251,7 +260,7 @@ pub fn pem_der(path: &Path) -> Vec<u8> {
 /// Load a YAML fixture (all documents).
 pub fn fixture_docs(rel: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(repo().join(rel)).unwrap();
-    secret_injector::webhook::inject::parse_documents(&text).unwrap()
+    webhook::inject::parse_documents(&text).unwrap()
 }
 
 /// The pod template of a workload, as the API server sends it in a review of a pod a

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use crate::contract::{parse_init, token_audience};
 use crate::util::{self, Webhook};
-use secret_injector::webhook::admission::{decode_patch, request_for};
-use secret_injector::webhook::inject::parse_documents;
+use webhook::admission::{decode_patch, request_for};
+use webhook::inject::parse_documents;
 
 const CONFIG: &str = "vault:
   address: https://vault.vault.svc:8200

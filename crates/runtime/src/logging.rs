@@ -1,0 +1,365 @@
+//! Logs: plain or JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
+//! Nothing we log carries a secret value: references and names only.
+
+use std::io::Write;
+use std::sync::{Mutex, PoisonError};
+
+use tracing::{Level, Metadata};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+pub use contract::args::LogFormat;
+
+/// Libraries that see request and response bodies: whatever RUST_LOG says, they log at
+/// info at most, so no body (and no secret value in it) reaches the log. Every crate of
+/// the AWS SDK in Cargo.lock is here, and the HTTP and TLS stacks under it and reqwest
+/// (a test checks the list against Cargo.lock).
+const CLAMPED: &[&str] = &[
+    "hyper",
+    "hyper_util",
+    "hyper_rustls",
+    "h2",
+    "reqwest",
+    "rustls",
+    "aws_config",
+    "aws_credential_types",
+    "aws_runtime",
+    "aws_sdk_secretsmanager",
+    "aws_sdk_ssm",
+    "aws_sdk_sts",
+    "aws_sigv4",
+    "aws_smithy_async",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_json",
+    "aws_smithy_observability",
+    "aws_smithy_query",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_schema",
+    "aws_smithy_types",
+    "aws_smithy_xml",
+    "aws_types",
+];
+
+/// `RUST_LOG` without the directives that name a clamped library (or a module of
+/// one): those could otherwise lift it past the clamp.
+fn without_clamped(spec: &str) -> String {
+    spec.split(',')
+        .filter(|d| {
+            let target = d.split(['=', '[']).next().unwrap_or_default().trim();
+            !CLAMPED
+                .iter()
+                .any(|c| target == *c || target.starts_with(&format!("{c}::")))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The level of the clamped libraries: info, or less when RUST_LOG's default is less
+/// (a ceiling, never a floor).
+fn clamp_level(spec: &str) -> &'static str {
+    let global = spec
+        .split(',')
+        .map(str::trim)
+        .rfind(|d| !d.is_empty() && !d.contains('='))
+        .unwrap_or("info")
+        .to_ascii_lowercase();
+    match global.as_str() {
+        "off" => "off",
+        "error" => "error",
+        "warn" => "warn",
+        _ => "info",
+    }
+}
+
+/// Per-review lines held before one write: a write to stderr per review costs about as
+/// much as the rest of the log line. A busy webhook writes them in batches of this size
+/// (about 60 lines), and at least every [`BATCH_INTERVAL`].
+const BATCH_BYTES: usize = 8 * 1024;
+pub const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Lines waiting for one write to `sink`, in the order they were logged.
+pub struct Batch<W> {
+    state: Mutex<(Vec<u8>, W)>,
+}
+
+impl<W: Write> Batch<W> {
+    pub const fn new(sink: W) -> Self {
+        Batch {
+            state: Mutex::new((Vec::new(), sink)),
+        }
+    }
+
+    /// Add `line`; write everything held when `now` or when the batch is full. Held
+    /// lines go first, so the order stays.
+    pub fn add(&self, line: &[u8], now: bool) -> std::io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (held, sink) = &mut *state;
+        if held.is_empty() && now {
+            return sink.write_all(line);
+        }
+        held.extend_from_slice(line);
+        if now || held.len() >= BATCH_BYTES {
+            let written = sink.write_all(held);
+            held.clear();
+            written?;
+        }
+        Ok(())
+    }
+
+    /// Write what is held, unless another thread is writing right now.
+    pub fn try_flush(&self) {
+        if let Ok(mut state) = self.state.try_lock() {
+            Self::write_held(&mut state);
+        }
+    }
+
+    /// Write what is held.
+    pub fn flush(&self) {
+        Self::write_held(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn write_held((held, sink): &mut (Vec<u8>, W)) {
+        if !held.is_empty() {
+            let _ = sink.write_all(held);
+            held.clear();
+        }
+    }
+}
+
+/// The process's stderr, as a value a `static` can hold.
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().write(bytes)
+    }
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        std::io::stderr().write_all(bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+static STDERR: Batch<Stderr> = Batch::new(Stderr);
+
+/// Write any held log lines (at exit; `serve` also does it every [`BATCH_INTERVAL`]).
+pub fn flush() {
+    STDERR.flush();
+}
+
+/// Where `serve` logs: the lines of one target (the per-review lines) at info and below
+/// are batched; every other line, and every warning or error, is written at once, after
+/// the held ones.
+#[derive(Clone, Copy)]
+struct Batched(&'static str);
+
+struct BatchedLine {
+    now: bool,
+}
+
+impl Write for BatchedLine {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        STDERR.add(line, self.now)?;
+        Ok(line.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Batched {
+    type Writer = BatchedLine;
+    fn make_writer(&'a self) -> BatchedLine {
+        BatchedLine { now: true }
+    }
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> BatchedLine {
+        let review = meta.target() == self.0;
+        BatchedLine {
+            now: !review || *meta.level() <= Level::WARN,
+        }
+    }
+}
+
+/// Set up logging. `batched` (for `serve`): the info and debug lines of that target (the
+/// per-review lines) are written in batches, flushed every [`BATCH_INTERVAL`] by a
+/// thread of their own, and by [`flush`].
+pub fn init(format: LogFormat, batched: Option<&'static str>) {
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let mut filter =
+        EnvFilter::try_new(without_clamped(&spec)).unwrap_or_else(|_| EnvFilter::new("info"));
+    let level = clamp_level(&spec);
+    for target in CLAMPED {
+        filter = filter.add_directive(
+            format!("{target}={level}")
+                .parse()
+                .expect("valid directive"),
+        );
+    }
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match (format, batched) {
+        (LogFormat::Plain, None) => builder.with_writer(std::io::stderr).try_init(),
+        (LogFormat::Json, None) => builder
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .try_init(),
+        (LogFormat::Plain, Some(target)) => builder.with_writer(Batched(target)).try_init(),
+        (LogFormat::Json, Some(target)) => builder
+            .with_writer(Batched(target))
+            .json()
+            .flatten_event(true)
+            .try_init(),
+    };
+    if batched.is_some() {
+        // A panic's message goes straight to stderr: write the held lines first, so the
+        // order stays (`try_flush`: the panic may come from inside the writer).
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            STDERR.try_flush();
+            report(info);
+        }));
+        let _ = std::thread::Builder::new()
+            .name("log-flush".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(BATCH_INTERVAL);
+                    flush();
+                }
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Held lines wait for a full batch, an urgent line or a flush, and always come out
+    /// in the order they were logged.
+    #[test]
+    fn batched_lines_keep_their_order() {
+        let batch = Batch::new(Vec::new());
+        let written =
+            |b: &Batch<Vec<u8>>| String::from_utf8(b.state.lock().unwrap().1.clone()).unwrap();
+        batch.add(b"urgent 1\n", true).unwrap();
+        batch.add(b"review 1\n", false).unwrap();
+        batch.add(b"review 2\n", false).unwrap();
+        assert_eq!(written(&batch), "urgent 1\n");
+        batch.add(b"warning\n", true).unwrap();
+        assert_eq!(written(&batch), "urgent 1\nreview 1\nreview 2\nwarning\n");
+        batch.add(b"review 3\n", false).unwrap();
+        batch.flush();
+        assert!(written(&batch).ends_with("warning\nreview 3\n"));
+        batch.add(b"review 4\n", false).unwrap();
+        batch.try_flush();
+        assert!(written(&batch).ends_with("review 3\nreview 4\n"));
+        let line = [b'x'; 100];
+        let before = written(&batch).len();
+        let mut lines = 0;
+        while written(&batch).len() == before {
+            batch.add(&line, false).unwrap();
+            lines += 1;
+        }
+        assert_eq!(
+            lines,
+            BATCH_BYTES.div_ceil(line.len()),
+            "written once the batch is full"
+        );
+        assert_eq!(written(&batch).len(), before + lines * line.len());
+    }
+
+    /// Only the per-review lines at info and below wait; the rest is written at once.
+    #[test]
+    fn only_review_lines_below_warn_are_batched() {
+        use tracing::callsite::Identifier;
+        use tracing::field::FieldSet;
+        struct Site;
+        impl tracing::Callsite for Site {
+            fn set_interest(&self, _: tracing::subscriber::Interest) {}
+            fn metadata(&self) -> &Metadata<'_> {
+                unreachable!()
+            }
+        }
+        static SITE: Site = Site;
+        let meta = |target: &'static str, level| {
+            Metadata::new(
+                "e",
+                target,
+                level,
+                None,
+                None,
+                None,
+                FieldSet::new(&[], Identifier(&SITE)),
+                tracing::metadata::Kind::EVENT,
+            )
+        };
+        let review = "reviews";
+        for (target, level, now) in [
+            (review, Level::INFO, false),
+            (review, Level::DEBUG, false),
+            (review, Level::WARN, true),
+            (review, Level::ERROR, true),
+            ("secret_injector_webhook::server", Level::INFO, true),
+            ("secret_injector_webhook::run", Level::INFO, true),
+        ] {
+            assert_eq!(
+                Batched(review).make_writer_for(&meta(target, level)).now,
+                now,
+                "{target} {level}"
+            );
+        }
+    }
+
+    #[test]
+    fn directives_for_clamped_libraries_are_dropped() {
+        assert_eq!(
+            without_clamped(
+                "trace,aws_smithy_runtime::client::orchestrator::http=trace,hyper=debug,secret_injector=debug"
+            ),
+            "trace,secret_injector=debug"
+        );
+        assert_eq!(without_clamped("reqwest=trace,rustls::client=debug"), "");
+    }
+
+    #[test]
+    fn the_clamp_is_a_ceiling() {
+        assert_eq!(clamp_level("trace"), "info");
+        assert_eq!(clamp_level("error"), "error");
+        assert_eq!(clamp_level("warn,secret_injector=debug"), "warn");
+        assert_eq!(clamp_level("secret_injector=debug"), "info");
+    }
+
+    /// Every crate of the AWS SDK that the build links (Cargo.lock) is clamped: a new
+    /// SDK crate (a new store, a new credential source) cannot log bodies unnoticed.
+    #[test]
+    fn every_sdk_and_http_crate_in_the_lock_file_is_clamped() {
+        let lock = include_str!("../../../Cargo.lock");
+        let names = lock
+            .lines()
+            .filter_map(|l| l.strip_prefix("name = \""))
+            .map(|n| n.trim_end_matches('"').replace('-', "_"));
+        let mut checked = 0;
+        for name in names {
+            let sdk = name.starts_with("aws_") && !name.starts_with("aws_lc");
+            let http = [
+                "hyper",
+                "hyper_util",
+                "hyper_rustls",
+                "h2",
+                "reqwest",
+                "rustls",
+            ]
+            .contains(&name.as_str());
+            if (sdk || http) && !name.ends_with("_macros") {
+                assert!(CLAMPED.contains(&name.as_str()), "{name} is not clamped");
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "only {checked} crates found in Cargo.lock");
+    }
+}
