@@ -22,7 +22,8 @@ fn main() {
     let (target, host) = (var("TARGET"), var("HOST"));
     let own_linker =
         !var("RUSTC_LINKER").is_empty() || var("CARGO_ENCODED_RUSTFLAGS").contains("link");
-    if var("PROFILE") != "release" || own_linker {
+    // An optimized build: `release`, and the `agent` profile, which inherits `dev`.
+    if var("OPT_LEVEL") == "0" || own_linker {
         return;
     }
     let Some(gcc_ld) = bundled_lld(&host) else {

@@ -5,6 +5,8 @@
 //! the same 20 secrets once and exits, in the same run.
 //!
 //! Needs the test venv (scripts/test.sh installs it). Run: `cargo bench --bench refresh`.
+//! `AGENT_BIN=PATH` measures another build of the agent (the image's static musl one,
+//! say) instead of the one cargo built for the bench.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -84,17 +86,23 @@ fn launch() {
     std::process::exit(if status == 0 { 0 } else { 1 });
 }
 
+/// The agent measured: `AGENT_BIN`, or the bench's own build.
+fn agent_bin() -> String {
+    std::env::var("AGENT_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_secret-injector-agent").to_string())
+}
+
 /// `init` of `plan` once, through [`launch`]: (peak RSS KiB, CPU seconds).
 fn init_once(plan: &str, env: &[(&str, String)]) -> (u64, f64) {
     let out = tempfile::tempdir().unwrap();
     // `INIT_WRAPPER=heaptrack` runs init under a tool (its figures then include the
     // tool's), with this PATH for it.
-    let bin = env!("CARGO_BIN_EXE_secret-injector-agent");
+    let bin = agent_bin();
     let wrapper = std::env::var("INIT_WRAPPER").ok();
     let path = wrapper.as_ref().and(std::env::var("PATH").ok());
     let output = Command::new(std::env::current_exe().unwrap())
         .args(wrapper)
-        .args([bin, "init", "--out-dir", out.path().to_str().unwrap()])
+        .args([&bin, "init", "--out-dir", out.path().to_str().unwrap()])
         .env_clear()
         .env(LAUNCHER_ENV, "1")
         .envs(path.map(|p| ("PATH", p)))
@@ -146,7 +154,7 @@ struct Sidecar {
 fn sidecar(plan: &str, env: &[(&str, String)]) -> Sidecar {
     let out = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_secret-injector-agent"))
+    let mut child = Command::new(agent_bin())
         .args([
             "refresh",
             "--interval=1s",

@@ -3,10 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secret_injector::config::Config;
-use secret_injector::mutation::pod::PodView;
-use secret_injector::mutation::spec::Context;
-use secret_injector::{Outcome, mutate};
+use webhook::config::Config;
+use webhook::mutation::pod::PodView;
+use webhook::mutation::spec::Context;
+use webhook::{Outcome, mutate};
 use serde_json::{Map, Value, json};
 
 fuzz_target!(|data: &[u8]| {

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secret_injector::agent::exec::parse;
-use secret_injector::contract::envfile::{kubelet_env_file, valid_env_name};
+use agent::exec::parse;
+use contract::envfile::{kubelet_env_file, valid_env_name};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(vars) = parse(data, "env.json") {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use libfuzzer_sys::fuzz_target;
-use secret_injector::contract::render::{check, render};
+use contract::render::{check, render};
 use serde_json::json;
 
 fuzz_target!(|data: &[u8]| {

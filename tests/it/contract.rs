@@ -248,8 +248,19 @@ fn a_refresh_pod_reaches_the_sidecar_with_its_interval_and_the_init_options() {
     );
 }
 
+/// The plan, through the agent's own decoding of its args and env
+/// (`InitArgs::options`, what `init` and `refresh` run with). The webhook hands Vault's
+/// CA over inline, so no file is read.
 fn plan_of(args: &InitArgs) -> FetchPlan {
-    serde_json::from_str(&args.plan).expect("the plan parses")
+    let options = args
+        .clone()
+        .options(|path| Err(std::io::Error::other(format!("reads {}", path.display()))))
+        .expect("the agent decodes what the patch writes");
+    if let Some(vault) = &options.stores.vault {
+        assert_eq!(Some(&vault.address), args.vault_addr.as_ref());
+        assert_eq!(vault.ca_pem, args.vault_ca_pem);
+    }
+    options.plan
 }
 
 #[test]

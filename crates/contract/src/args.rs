@@ -147,7 +147,7 @@ pub struct RefreshArgs {
     pub probe_listen: SocketAddr,
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct InitArgs {
     /// The fetch plan (JSON), as the webhook writes it.
     #[arg(long, env = names::PLAN_ENV, hide_env_values = true)]

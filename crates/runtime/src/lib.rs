@@ -10,8 +10,7 @@ pub mod signal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    Config(String),
+    /// A certificate or key that cannot be used (the webhook's TLS).
     #[error("{0}")]
     Tls(String),
     #[error("{context}: {source}")]

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Mutex, PoisonError};
 
 use tracing::{Level, Metadata};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 
 pub use contract::args::LogFormat;
@@ -183,37 +183,64 @@ impl<'a> MakeWriter<'a> for Batched {
     }
 }
 
+/// What `RUST_LOG` (`spec`) selects: `level` and `target=level` directives (a span or
+/// field filter is not supported; an invalid spec means `info`), with the clamped
+/// libraries at [`clamp_level`] at most.
+fn filter(spec: &str) -> Targets {
+    let directives = without_clamped(spec);
+    // `Targets` takes any text as a target name; a spec with anything else than target
+    // paths, levels and `=` (a span filter, a typo with a space) means the default.
+    let plain = |d: &str| {
+        d.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '=' | '-'))
+    };
+    let mut filter: Targets = Some(directives)
+        .filter(|d| d.split(',').all(|d| plain(d.trim())))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    let level: LevelFilter = clamp_level(spec).parse().expect("a level");
+    for target in CLAMPED {
+        filter = filter.with_target(*target, level);
+    }
+    filter
+}
+
 /// Set up logging. `batched` (for `serve`): the info and debug lines of that target (the
 /// per-review lines) are written in batches, flushed every [`BATCH_INTERVAL`] by a
 /// thread of their own, and by [`flush`].
 pub fn init(format: LogFormat, batched: Option<&'static str>) {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
-    let mut filter =
-        EnvFilter::try_new(without_clamped(&spec)).unwrap_or_else(|_| EnvFilter::new("info"));
-    let level = clamp_level(&spec);
-    for target in CLAMPED {
-        filter = filter.add_directive(
-            format!("{target}={level}")
-                .parse()
-                .expect("valid directive"),
-        );
-    }
+    let filter = filter(&spec);
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(LevelFilter::TRACE)
         .with_ansi(std::io::stderr().is_terminal());
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let _ = match (format, batched) {
-        (LogFormat::Plain, None) => builder.with_writer(std::io::stderr).try_init(),
+        (LogFormat::Plain, None) => builder
+            .with_writer(std::io::stderr)
+            .finish()
+            .with(filter)
+            .try_init(),
         (LogFormat::Json, None) => builder
             .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
+            .finish()
+            .with(filter)
             .try_init(),
-        (LogFormat::Plain, Some(target)) => builder.with_writer(Batched(target)).try_init(),
+        (LogFormat::Plain, Some(target)) => builder
+            .with_writer(Batched(target))
+            .finish()
+            .with(filter)
+            .try_init(),
         (LogFormat::Json, Some(target)) => builder
             .with_writer(Batched(target))
             .json()
             .flatten_event(true)
+            .finish()
+            .with(filter)
             .try_init(),
     };
     if batched.is_some() {
@@ -361,5 +388,49 @@ mod tests {
             }
         }
         assert!(checked > 20, "only {checked} crates found in Cargo.lock");
+    }
+
+    /// RUST_LOG's directives as `EnvFilter` reads them (without its span and field
+    /// filters), the clamp on top.
+    #[test]
+    fn rust_log_selects_by_target_prefix_and_level() {
+        use tracing::Level;
+        let f = filter("secret_injector=debug");
+        assert!(f.would_enable("secret_injector_agent::refresh::session", &Level::DEBUG));
+        assert!(f.would_enable("secret_injector::webhook::review", &Level::DEBUG));
+        assert!(!f.would_enable("secret_injector_webhook::run", &Level::TRACE));
+        assert!(
+            !f.would_enable("kube_client", &Level::ERROR),
+            "no default: off"
+        );
+        let f = filter("trace");
+        assert!(f.would_enable("kube_client", &Level::TRACE));
+        assert!(f.would_enable("hyper::proto", &Level::INFO));
+        assert!(!f.would_enable("hyper::proto", &Level::DEBUG), "clamped");
+        assert!(
+            !f.would_enable("aws_sdk_ssm::client", &Level::DEBUG),
+            "clamped"
+        );
+        let f = filter("warn,hyper=trace");
+        assert!(
+            !f.would_enable("hyper", &Level::INFO),
+            "the clamp follows the default"
+        );
+        assert!(f.would_enable("hyper", &Level::WARN));
+        for invalid in [
+            "not a valid spec",
+            "secret_injector[init]=debug",
+            "info,x=loud",
+        ] {
+            let f = filter(invalid);
+            assert!(
+                f.would_enable("secret_injector_agent::init", &Level::INFO),
+                "{invalid}"
+            );
+            assert!(
+                !f.would_enable("secret_injector_agent::init", &Level::DEBUG),
+                "{invalid}"
+            );
+        }
     }
 }

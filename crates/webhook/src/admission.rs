@@ -122,6 +122,8 @@ pub struct Summary {
     pub pod: String,
     /// Skip reason, or the annotations with problems.
     pub detail: String,
+    /// Why a pod was left as it is, when it was.
+    pub skip: Option<crate::mutation::spec::Skip>,
 }
 
 /// Answer one review. Pure apart from what `lookup` does (a cache read).
@@ -153,6 +155,7 @@ pub fn review(
         namespace: namespace.clone(),
         pod: String::new(),
         detail: String::new(),
+        skip: None,
     };
     let is_pod = req
         .kind
@@ -182,7 +185,8 @@ pub fn review(
     match mutate(&pod, config, &ctx) {
         Outcome::Skipped(reason) => {
             summary.outcome = ReviewOutcome::Skipped;
-            summary.detail = reason.to_string();
+            summary.detail = reason.reason().to_string();
+            summary.skip = Some(reason);
             Ok((allow(&req.uid, None, Vec::new()), summary))
         }
         Outcome::Injected { patch, warnings } => {

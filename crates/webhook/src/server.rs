@@ -234,7 +234,7 @@ async fn answer(
                     tracing::info!(target: REVIEW_LOG_TARGET, %namespace, %pod, "injected")
                 }
                 // A static pod that asked for secrets it will not get: worth a line.
-                ReviewOutcome::Skipped if s.detail == crate::mutation::spec::MIRROR_SKIP => {
+                ReviewOutcome::Skipped if s.skip.is_some_and(|skip| skip.is_notable()) => {
                     tracing::info!(target: REVIEW_LOG_TARGET, %namespace, %pod, reason = %detail, "not injected")
                 }
                 _ => {

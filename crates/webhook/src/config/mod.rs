@@ -2,7 +2,7 @@
 //! as `SECRET_INJECTOR_<SECTION>_<KEY>` in the environment (env wins over the file).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,10 +13,40 @@ mod clouds;
 mod vault;
 pub use clouds::{AzureConfig, GcpConfig};
 pub use contract::plan::EnvDelivery;
-use runtime::{Error, Result};
 pub use vault::{AllowedAddress, VaultConfig};
 
 pub const ENV_PREFIX: &str = "SECRET_INJECTOR_";
+
+/// Everything wrong with a config, reported together, and the file it is in.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file every problem is in; `None` for the env alone, or when a problem names
+    /// its own file.
+    pub file: Option<PathBuf>,
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(problem: String) -> ConfigError {
+        ConfigError {
+            file: None,
+            problems: vec![problem],
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        f.write_str(&self.problems.join("; "))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type Result<T> = std::result::Result<T, ConfigError>;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -127,24 +157,24 @@ impl Config {
     ) -> Result<Config> {
         let text = match file {
             Some(path) => std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!("cannot read config file {}: {e}", path.display()))
+                ConfigError::one(format!("cannot read config file {}: {e}", path.display()))
             })?,
             None => String::new(),
         };
         // Every problem of a file names the file.
-        let mut config = Self::from_yaml_and_env(&text, env).map_err(|e| match (file, e) {
-            (Some(path), Error::Config(m)) => Error::Config(format!("{}: {m}", path.display())),
-            (_, e) => e,
+        let mut config = Self::from_yaml_and_env(&text, env).map_err(|e| ConfigError {
+            file: file.map(Path::to_path_buf),
+            ..e
         })?;
         if !config.vault.ca_cert.is_empty() {
             let pem = std::fs::read_to_string(&config.vault.ca_cert).map_err(|e| {
-                Error::Config(format!(
+                ConfigError::one(format!(
                     "cannot read vault.ca_cert {}: {e}",
                     config.vault.ca_cert
                 ))
             })?;
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(Error::Config(format!(
+                return Err(ConfigError::one(format!(
                     "vault.ca_cert {} holds no PEM certificate",
                     config.vault.ca_cert
                 )));
@@ -163,7 +193,7 @@ impl Config {
         let mut unknown = Vec::new();
         if !yaml.trim().is_empty() {
             let mut file: Value = serde_yaml_ng::from_str(yaml)
-                .map_err(|e| Error::Config(format!("config file is not valid YAML: {e}")))?;
+                .map_err(|e| ConfigError::one(format!("config file is not valid YAML: {e}")))?;
             if !file.is_null() {
                 // Reported with every other problem; dropped so the rest is still read.
                 unknown_keys(&mut file, &value, "", &mut unknown);
@@ -190,7 +220,7 @@ impl Config {
                 continue;
             };
             let slot = value.pointer_mut(path).expect("leaf path exists");
-            *slot = env_value(slot, &raw).map_err(|e| Error::Config(format!("{name}: {e}")))?;
+            *slot = env_value(slot, &raw).map_err(|e| ConfigError::one(format!("{name}: {e}")))?;
         }
         // The enums are checked here, so a bad value is one problem among all the others
         // rather than the only error serde reports.
@@ -208,7 +238,7 @@ impl Config {
             allowed_addresses: vault::check_allowed_shapes(&mut value),
         };
         let config: Config = serde_json::from_value(value)
-            .map_err(|e| Error::Config(format!("invalid config: {e}")))?;
+            .map_err(|e| ConfigError::one(format!("invalid config: {e}")))?;
         config.validate(choices)?;
         Ok(config)
     }
@@ -242,51 +272,17 @@ impl Config {
         }
         problems.extend(choices.pull_policy);
         problems.extend(choices.env_delivery);
-        let urls = std::iter::once(("vault.address", &self.vault.address))
-            .chain(
-                self.vault
-                    .allowed_addresses
-                    .iter()
-                    .map(|a| ("vault.allowed_addresses", &a.address)),
-            )
-            .chain([
-                ("aws.endpoint_url", &self.aws.endpoint_url),
-                (
-                    "aws.secretsmanager_endpoint_url",
-                    &self.aws.secretsmanager_endpoint_url,
-                ),
-                ("aws.ssm_endpoint_url", &self.aws.ssm_endpoint_url),
-                (
-                    "gcp.secret_manager_endpoint",
-                    &self.gcp.secret_manager_endpoint,
-                ),
-                ("gcp.sts_endpoint", &self.gcp.sts_endpoint),
-                (
-                    "gcp.iam_credentials_endpoint",
-                    &self.gcp.iam_credentials_endpoint,
-                ),
-                ("gcp.metadata_endpoint", &self.gcp.metadata_endpoint),
-                ("azure.authority_host", &self.azure.authority_host),
-                ("azure.key_vault_endpoint", &self.azure.key_vault_endpoint),
-            ]);
-        for (what, url) in urls {
-            // The optional endpoints; the rest have defaults.
-            if url.is_empty() && (what.starts_with("aws.") || what == "azure.key_vault_endpoint") {
+        for e in self.endpoints() {
+            if e.url.is_empty() && e.optional {
                 continue;
             }
-            let checked = if what == "azure.key_vault_endpoint" {
-                check_url(&url.replace("{vault}", "vault"))
-            } else {
-                check_url(url)
+            let checked = match e.placeholder {
+                Some(p) => check_url(&e.url.replace(p, "vault")),
+                None => check_url(e.url),
             };
-            if let Err(e) = checked {
-                let example = match what.split('.').next() {
-                    Some("aws") => "https://secretsmanager.eu-central-1.amazonaws.com",
-                    Some("gcp") => contract::cloud::GCP_SECRET_MANAGER,
-                    Some("azure") => contract::cloud::AZURE_AUTHORITY,
-                    _ => "https://vault.vault.svc:8200",
-                };
-                problems.push(format!("{what} `{url}` {e}; for example {example}"));
+            if let Err(problem) = checked {
+                let (key, url, example) = (e.key, e.url, e.example);
+                problems.push(format!("{key} `{url}` {problem}; for example {example}"));
             }
         }
         problems.extend(choices.allowed_addresses);
@@ -296,8 +292,95 @@ impl Config {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(Error::Config(problems.join("; ")))
+            Err(ConfigError {
+                file: None,
+                problems,
+            })
         }
+    }
+
+    /// Every URL of the config, with how it is checked.
+    fn endpoints<'a>(&'a self) -> Vec<Endpoint<'a>> {
+        const VAULT: &str = "https://vault.vault.svc:8200";
+        const AWS: &str = "https://secretsmanager.eu-central-1.amazonaws.com";
+        const GCP: &str = contract::cloud::GCP_SECRET_MANAGER;
+        const AZURE: &str = contract::cloud::AZURE_AUTHORITY;
+        let required = |key, url: &'a str, example| Endpoint {
+            key,
+            url,
+            optional: false,
+            placeholder: None,
+            example,
+        };
+        let optional = |key, url: &'a str, example| Endpoint {
+            optional: true,
+            ..required(key, url, example)
+        };
+        let (vault, aws, gcp, azure) = (&self.vault, &self.aws, &self.gcp, &self.azure);
+        let mut all = vec![required("vault.address", &vault.address, VAULT)];
+        all.extend(
+            (vault.allowed_addresses.iter())
+                .map(|a| required("vault.allowed_addresses", &a.address, VAULT)),
+        );
+        all.extend([
+            optional("aws.endpoint_url", &aws.endpoint_url, AWS),
+            optional(
+                "aws.secretsmanager_endpoint_url",
+                &aws.secretsmanager_endpoint_url,
+                AWS,
+            ),
+            optional("aws.ssm_endpoint_url", &aws.ssm_endpoint_url, AWS),
+            required(
+                "gcp.secret_manager_endpoint",
+                &gcp.secret_manager_endpoint,
+                GCP,
+            ),
+            required("gcp.sts_endpoint", &gcp.sts_endpoint, GCP),
+            required(
+                "gcp.iam_credentials_endpoint",
+                &gcp.iam_credentials_endpoint,
+                GCP,
+            ),
+            required("gcp.metadata_endpoint", &gcp.metadata_endpoint, GCP),
+            required("azure.authority_host", &azure.authority_host, AZURE),
+            Endpoint {
+                placeholder: Some("{vault}"),
+                ..optional("azure.key_vault_endpoint", &azure.key_vault_endpoint, AZURE)
+            },
+        ]);
+        all
+    }
+}
+
+/// A URL of the config and how it is checked.
+struct Endpoint<'a> {
+    key: &'static str,
+    url: &'a str,
+    /// Empty means "not set" (the rest have defaults, so empty is a mistake).
+    optional: bool,
+    /// A placeholder the URL may hold, checked as if it were a name.
+    placeholder: Option<&'static str>,
+    example: &'static str,
+}
+
+impl AwsConfig {
+    /// The endpoint overrides that are set, each with the SDK variable that carries it
+    /// into the pod.
+    pub fn endpoint_env(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        use contract::names::{
+            AWS_ENDPOINT_URL_ENV, AWS_ENDPOINT_URL_SECRETS_MANAGER_ENV, AWS_ENDPOINT_URL_SSM_ENV,
+        };
+        [
+            (AWS_ENDPOINT_URL_ENV, &self.endpoint_url),
+            (
+                AWS_ENDPOINT_URL_SECRETS_MANAGER_ENV,
+                &self.secretsmanager_endpoint_url,
+            ),
+            (AWS_ENDPOINT_URL_SSM_ENV, &self.ssm_endpoint_url),
+        ]
+        .into_iter()
+        .filter(|(_, url)| !url.is_empty())
+        .map(|(env, url)| (env, url.as_str()))
     }
 }
 
@@ -788,8 +871,9 @@ mod tests {
     #[test]
     fn unknown_keys_come_with_the_other_problems_and_the_file_name() {
         let e = Config::from_yaml_and_env("vault:\n  adress: x\nmount_path: rel\n", env(&[]))
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        assert_eq!((e.file.as_deref(), e.problems.len()), (None, 2), "{e}");
+        let e = e.to_string();
         assert!(
             e.contains("`vault.adress` is not a config key") && e.contains("mount_path `rel`"),
             "{e}"
@@ -797,7 +881,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, "vault: [unclosed\n").unwrap();
-        let e = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert_eq!(e.file.as_deref(), Some(path.as_path()));
+        let e = e.to_string();
         assert!(
             e.starts_with(&format!(
                 "{}: config file is not valid YAML",

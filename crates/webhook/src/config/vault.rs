@@ -246,7 +246,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn load(yaml: &str, env: &[(&str, &str)]) -> runtime::Result<Config> {
+    fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, super::super::ConfigError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Config::from_yaml_and_env(yaml, env)
     }

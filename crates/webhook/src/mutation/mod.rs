@@ -13,7 +13,7 @@ use spec::{Context, Decision, Problems};
 /// What the webhook does with one pod.
 #[derive(Debug)]
 pub enum Outcome {
-    Skipped(&'static str),
+    Skipped(spec::Skip),
     Injected {
         patch: patch::Patch,
         warnings: Vec<String>,

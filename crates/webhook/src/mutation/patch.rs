@@ -531,21 +531,7 @@ fn aws_env<'a>(
         _ => spec.aws.region.as_str(),
     };
     let mut envs = vec![env(AWS_REGION_ENV, region)];
-    if !config.aws.endpoint_url.is_empty() {
-        envs.push(env(AWS_ENDPOINT_URL_ENV, config.aws.endpoint_url.as_str()));
-    }
-    if !config.aws.secretsmanager_endpoint_url.is_empty() {
-        envs.push(env(
-            AWS_ENDPOINT_URL_SECRETS_MANAGER_ENV,
-            config.aws.secretsmanager_endpoint_url.as_str(),
-        ));
-    }
-    if !config.aws.ssm_endpoint_url.is_empty() {
-        envs.push(env(
-            AWS_ENDPOINT_URL_SSM_ENV,
-            config.aws.ssm_endpoint_url.as_str(),
-        ));
-    }
+    envs.extend((config.aws.endpoint_env()).map(|(name, url)| env(name, url)));
     if let Some(copied) = copied_aws {
         envs.extend(copied.env.iter().map(EnvVar::Copied));
     } else if let Some(arn) = &spec.aws.role_arn {

@@ -34,9 +34,43 @@ pub const STATUS: &str = "secret-injector.io/status";
 pub const STATUS_INJECTED: &str = "injected";
 /// Set by the kubelet on the API object of a static pod.
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
-/// Why a mirror pod is skipped (logged at info: a pod that asked for secrets).
-pub const MIRROR_SKIP: &str =
-    "a mirror pod of a static pod: the kubelet runs the manifest on its disk, not this object";
+/// Why the webhook leaves a pod as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// No annotation of ours.
+    NoAnnotations,
+    /// A static pod's mirror, which asked for secrets it cannot get.
+    Mirror,
+    AlreadyInjected,
+    AlreadyHasOurContainer,
+    OptedOut,
+    /// Annotations of ours, but none that declares a secret.
+    NothingToInject,
+}
+
+impl Skip {
+    /// The reason, for the review's log line.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Skip::NoAnnotations => "no secret-injector.io/ annotations",
+            Skip::Mirror => {
+                "a mirror pod of a static pod: the kubelet runs the manifest on its disk, not this object"
+            }
+            Skip::AlreadyInjected => "already injected",
+            Skip::AlreadyHasOurContainer => {
+                "already has the secret-injector-init or -refresh container"
+            }
+            Skip::OptedOut => "secret-injector.io/inject is false",
+            Skip::NothingToInject => "no secret-, template- or env- annotation: nothing to inject",
+        }
+    }
+
+    /// Worth a line at info: the pod asked for secrets it will not get. The others are
+    /// logged at debug.
+    pub fn is_notable(self) -> bool {
+        self == Skip::Mirror
+    }
+}
 
 /// Containers of well-known meshes that never get secrets unless named explicitly.
 const MESH_SIDECARS: &[&str] = &["istio-proxy", "linkerd-proxy", "linkerd-init", "istio-init"];
@@ -128,7 +162,7 @@ impl fmt::Display for Problems {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
     /// Leave the pod as it is; the reason is logged.
-    Skip(&'static str),
+    Skip(Skip),
     Inject(Box<InjectionSpec>),
 }
 
@@ -332,7 +366,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|s| (s, v.as_str())))
         .collect();
     if ours.is_empty() {
-        return Ok(Decision::Skip("no secret-injector.io/ annotations"));
+        return Ok(Decision::Skip(Skip::NoAnnotations));
     }
     let mut c = Collector {
         problems: Vec::new(),
@@ -394,9 +428,7 @@ pub fn parse(pod: &PodView, config: &Config, ctx: &Context) -> Result<Decision, 
         return Err(c.into_problems());
     }
     if !has_files && !plan.env_mode() {
-        return Ok(Decision::Skip(
-            "no secret-, template- or env- annotation: nothing to inject",
-        ));
+        return Ok(Decision::Skip(Skip::NothingToInject));
     }
     Ok(Decision::Inject(Box::new(InjectionSpec {
         plan,
@@ -469,14 +501,14 @@ fn comma_list(list: &str) -> Vec<&str> {
 
 /// `status`, an existing init container and `inject: "false"`: the reasons to leave a
 /// pod alone (a bad value of `status` or `inject` is a problem instead).
-fn opt_out(c: &mut Collector, pod: &PodView, ours: &BTreeMap<&str, &str>) -> Option<&'static str> {
+fn opt_out(c: &mut Collector, pod: &PodView, ours: &BTreeMap<&str, &str>) -> Option<Skip> {
     // The kubelet runs a static pod from the manifest on its disk; the API server only
     // gets a mirror of it. A patched mirror would claim secrets the pod never gets.
     if pod.annotations().contains_key(MIRROR_ANNOTATION) {
-        return Some(MIRROR_SKIP);
+        return Some(Skip::Mirror);
     }
     match ours.get("status").copied() {
-        Some(STATUS_INJECTED) => return Some("already injected"),
+        Some(STATUS_INJECTED) => return Some(Skip::AlreadyInjected),
         Some(other) => c.push(
             "status",
             format!(
@@ -488,10 +520,10 @@ fn opt_out(c: &mut Collector, pod: &PodView, ours: &BTreeMap<&str, &str>) -> Opt
     if pod.init_containers().iter().any(|ic| {
         ic.name == contract::names::INIT_CONTAINER || ic.name == contract::names::REFRESH_CONTAINER
     }) {
-        return Some("already has the secret-injector-init or -refresh container");
+        return Some(Skip::AlreadyHasOurContainer);
     }
     match ours.get("inject").copied() {
-        Some("false") => return Some("secret-injector.io/inject is false"),
+        Some("false") => return Some(Skip::OptedOut),
         Some("true") | None => {}
         Some(other) => c.push(
             "inject",
@@ -755,7 +787,7 @@ mod tests {
         let plain = pod(json!({"other.io/x": "1"}), one_app());
         assert_eq!(
             parse(&plain, &cfg, &ctx),
-            Ok(Decision::Skip("no secret-injector.io/ annotations"))
+            Ok(Decision::Skip(Skip::NoAnnotations))
         );
         let off = pod(
             json!({"secret-injector.io/inject": "false", "secret-injector.io/secret-a": "vault:x/y"}),
@@ -768,7 +800,7 @@ mod tests {
         );
         assert_eq!(
             parse(&done, &cfg, &ctx),
-            Ok(Decision::Skip("already injected"))
+            Ok(Decision::Skip(Skip::AlreadyInjected))
         );
         let nothing = pod(json!({"secret-injector.io/vault-role": "app"}), one_app());
         assert!(matches!(parse(&nothing, &cfg, &ctx), Ok(Decision::Skip(_))));
@@ -1320,7 +1352,7 @@ mod tests {
             one_app(),
         );
         match parse(&p, &Config::default(), &Context::default()) {
-            Ok(Decision::Skip(reason)) => assert!(reason.contains("mirror pod"), "{reason}"),
+            Ok(Decision::Skip(reason)) => assert_eq!(reason, Skip::Mirror),
             other => panic!("a mirror pod must be skipped: {other:?}"),
         }
     }
