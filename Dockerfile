@@ -19,7 +19,7 @@
 
 # Any Rust from Cargo.toml's rust-version on.
 FROM rust:1-bookworm AS build
-# musl-tools: musl-gcc compiles the C code (aws-lc-sys via cc-rs) for the musl wrapper;
+# musl-tools: musl-gcc compiles the C code (aws-lc-sys via cc-rs) for the musl agent;
 # cmake/clang: aws-lc-sys falls back to CMake for some configurations.
 # musl-gcc only searches musl's include dir, and aws-lc needs the kernel
 # headers (linux/random.h, asm/...), which are libc-independent: link them in.

@@ -1,4 +1,4 @@
-//! Release binaries are linked with packed relative relocations (DT_RELR: 0.9 MB of
+//! Optimized binaries (`release`, `agent`) are linked with packed relative relocations (DT_RELR: 0.9 MB of
 //! `.rela.dyn` becomes 12 KB, and a process no longer reads it all at start) and
 //! identical code folding, by Rust's bundled LLD. Only where that was tried and works:
 //!

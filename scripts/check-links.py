@@ -68,19 +68,29 @@ def check(path):
 
 
 def tree_problems():
-    """Files under src/ and crates/*/src/ that docs/design.md's tree does not name (by file name, or by
-    the directory it shows them in)."""
+    """Files under src/ and crates/*/src/ that docs/design.md's tree does not name (by
+    file name, or by the directory it shows them in), each looked for in its own
+    part of the tree: the lines from `src/` or `crates/<name>/src/` to the next line
+    that starts at the margin."""
     text = open("docs/design.md", encoding="utf-8").read()
     start = text.index("**The file tree**")
     tree = text[start : text.index("```", text.index("```", start) + 3)]
+    parts, current = {}, None
+    for line in tree.splitlines():
+        if line and not line[0].isspace():
+            current = line.split()[0]
+        if current:
+            parts.setdefault(current, []).append(line)
     missing = []
     paths = glob.glob("src/**/*.rs", recursive=True)
     paths += glob.glob("crates/*/src/**/*.rs", recursive=True)
     for path in sorted(paths):
         name = os.path.basename(path)
-        rel = os.path.relpath(path, path.split("src/")[0] + "src")
-        if rel not in tree and not re.search(rf"(^|[\s,/]){re.escape(name)}\b", tree):
-            missing.append(f"docs/design.md: the source tree does not name {path}")
+        root = path.split("src/")[0] + "src/"
+        rel = os.path.relpath(path, root)
+        part = "\n".join(parts.get(root, []))
+        if rel not in part and not re.search(rf"(^|[\s,/]){re.escape(name)}\b", part):
+            missing.append(f"docs/design.md: the source tree does not name {path} under {root}")
     return missing
 
 

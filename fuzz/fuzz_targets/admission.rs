@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use webhook::admission::review;
 use webhook::config::Config;
 use webhook::mutation::spec::Context;
-use webhook::admission::review;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((bytes, _)) = review(data, &Config::default(), |_, _| Context::default()) {

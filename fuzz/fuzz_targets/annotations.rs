@@ -3,11 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use serde_json::{Map, Value, json};
 use webhook::config::Config;
 use webhook::mutation::pod::PodView;
 use webhook::mutation::spec::Context;
 use webhook::{Outcome, mutate};
-use serde_json::{Map, Value, json};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

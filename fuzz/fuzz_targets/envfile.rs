@@ -4,9 +4,9 @@
 //! own closing quote (one line per name, in order).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use agent::exec::parse;
 use contract::envfile::{kubelet_env_file, valid_env_name};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(vars) = parse(data, "env.json") {

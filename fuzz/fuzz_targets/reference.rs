@@ -2,8 +2,8 @@
 //! the same reference (the plan hands references to the pod as text).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use contract::reference::parse;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

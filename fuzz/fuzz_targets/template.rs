@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use libfuzzer_sys::fuzz_target;
 use contract::render::{check, render};
+use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
 fuzz_target!(|data: &[u8]| {

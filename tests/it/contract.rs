@@ -1,6 +1,6 @@
 //! The contract between the webhook and the pod, round-tripped: the init container that
-//! the patch builds is parsed by the real command line (`secret-injector init`) into the
-//! real init options. Every env variable the patch sets must be one that `init` reads
+//! the patch builds is parsed by the agent's real command line (`secret-injector-agent
+//! init`, `contract::args`) into the real init options. Every env variable the patch sets must be one that `init` reads
 //! (or one the AWS SDK or the logger reads), so renaming one side fails here, not in a
 //! pod.
 
@@ -44,15 +44,15 @@ fn full_config() -> Config {
     let mut config = Config::default();
     config.vault.ca_pem = Some(CA_PEM.to_string());
     config.vault.namespace = "team-a/".to_string();
-    config.aws.endpoint_url = "http://aws.local:4566".to_string();
-    config.aws.secretsmanager_endpoint_url = "http://sm.local:4566".to_string();
-    config.aws.ssm_endpoint_url = "http://ssm.local:4566".to_string();
+    config.aws.endpoint_url = Some("http://aws.local:4566".to_string());
+    config.aws.secretsmanager_endpoint_url = Some("http://sm.local:4566".to_string());
+    config.aws.ssm_endpoint_url = Some("http://ssm.local:4566".to_string());
     config.gcp.project = "my-project".to_string();
     config.gcp.workload_identity_provider = GCP_PROVIDER.to_string();
     config.gcp.service_account = "app@my-project.iam.gserviceaccount.com".to_string();
     config.gcp.sts_endpoint = "http://sts.local".to_string();
     config.azure.tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47".to_string();
-    config.azure.key_vault_endpoint = "http://kv.local/{vault}".to_string();
+    config.azure.key_vault_endpoint = Some("http://kv.local/{vault}".to_string());
     config
 }
 

@@ -294,9 +294,17 @@ fn the_image_s_entrypoint_is_the_agent_and_the_deployment_runs_the_webhook() {
         env!("CARGO_BIN_EXE_secret-injector-exec"),
     ] {
         let name = Path::new(bin).file_name().unwrap().to_str().unwrap();
+        // `--bin secret-injector` is a prefix of `--bin secret-injector-agent`: the
+        // name must end where the argument does.
         assert!(
-            dockerfile.contains(&format!("--bin {name}")),
+            dockerfile.contains(&format!("--bin {name} ")),
             "not built: {name}"
+        );
+        let cp = &dockerfile[dockerfile.find(" cp ").expect("a cp of the binaries")..];
+        let cp = &cp[..cp.find("/out/").unwrap()];
+        assert!(
+            cp.contains(&format!("/{name} ")),
+            "not copied to /out: {name}"
         );
         assert!(
             copied.contains(&format!("/out/{name} ")),

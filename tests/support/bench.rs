@@ -1,4 +1,4 @@
-//! What the `fetch`, `refresh` and `link_order` benches share: real OpenBao (over plain
+//! What the `fetch` and `refresh` benches share: real OpenBao (over plain
 //! HTTP, and a second one over TLS, as in a cluster) and moto holding `n` secrets each
 //! (`bench/s<i>`, field `v`), the pod's token for Vault, the plan that reads them as
 //! files, and the env of the injected container.

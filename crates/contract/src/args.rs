@@ -155,7 +155,7 @@ pub struct InitArgs {
     /// Directory of the secrets volume to write the files into.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// Directory of the env-mode volume (env file and this binary).
+    /// Directory of the env-mode volume (the env file and the copied `exec` wrapper).
     #[arg(long)]
     pub env_dir: Option<PathBuf>,
     /// Give up on transient failures (store unreachable, throttled) after this long.

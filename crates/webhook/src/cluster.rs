@@ -2,8 +2,9 @@
 //! webhook's own image, read from its own pod, which is the image the webhook injects
 //! unless the config names one.
 //!
-//! Why the own image: the injected containers run this same binary, so they must run
-//! the webhook's image. Kustomize's `images:` rewrites the image of the webhook's
+//! Why the own image: the injected containers run the agent that ships beside this
+//! binary, a version that reads what this webhook writes, so they must run the
+//! webhook's image. Kustomize's `images:` rewrites the image of the webhook's
 //! container, and nothing else; an env var or a ConfigMap key holding a second copy
 //! stays at the old tag in an overlay that sets only `images:`. Read from the pod, the
 //! image is whatever the user's overlay made it (tag or digest).

@@ -15,7 +15,7 @@ use runtime::files::{FileOut, write_all_or_nothing};
 
 /// A command that failed: what to print after the program's name, and the exit code.
 pub struct Failure {
-    /// `secret-injector init`, `secret-injector exec`, or `secret-injector`.
+    /// `secret-injector`.
     program: &'static str,
     code: u8,
     error: anyhow::Error,

@@ -37,7 +37,8 @@ pub struct AzureConfig {
     pub audience: String,
     /// Where to send Key Vault requests instead of `https://<vault>.vault.azure.net`
     /// (emulators and tests); `{vault}` is replaced by the vault's name.
-    pub key_vault_endpoint: String,
+    #[serde(deserialize_with = "super::optional")]
+    pub key_vault_endpoint: Option<String>,
 }
 
 impl Default for GcpConfig {
@@ -62,7 +63,7 @@ impl Default for AzureConfig {
             tenant_id: String::new(),
             authority_host: AZURE_AUTHORITY.to_string(),
             audience: AZURE_AUDIENCE.to_string(),
-            key_vault_endpoint: String::new(),
+            key_vault_endpoint: None,
         }
     }
 }

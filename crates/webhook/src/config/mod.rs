@@ -51,7 +51,7 @@ type Result<T> = std::result::Result<T, ConfigError>;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Image of the injected containers (it holds this same binary).
+    /// Image of the injected containers (the webhook's own image holds their agent).
     pub image: String,
     pub image_pull_policy: PullPolicy,
     /// Default mount path of the secrets volume in app containers.
@@ -85,12 +85,15 @@ pub struct AwsConfig {
     pub audience: String,
     /// Optional endpoint override for every AWS service, STS included
     /// (`AWS_ENDPOINT_URL`), for emulators and tests.
-    pub endpoint_url: String,
+    #[serde(deserialize_with = "optional")]
+    pub endpoint_url: Option<String>,
     /// Optional endpoint of Secrets Manager only (`AWS_ENDPOINT_URL_SECRETS_MANAGER`),
     /// for a VPC interface endpoint.
-    pub secretsmanager_endpoint_url: String,
+    #[serde(deserialize_with = "optional")]
+    pub secretsmanager_endpoint_url: Option<String>,
     /// Optional endpoint of Parameter Store only (`AWS_ENDPOINT_URL_SSM`).
-    pub ssm_endpoint_url: String,
+    #[serde(deserialize_with = "optional")]
+    pub ssm_endpoint_url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,9 +130,9 @@ impl Default for AwsConfig {
         AwsConfig {
             region: "us-east-1".to_string(),
             audience: "sts.amazonaws.com".to_string(),
-            endpoint_url: String::new(),
-            secretsmanager_endpoint_url: String::new(),
-            ssm_endpoint_url: String::new(),
+            endpoint_url: None,
+            secretsmanager_endpoint_url: None,
+            ssm_endpoint_url: None,
         }
     }
 }
@@ -166,17 +169,12 @@ impl Config {
             file: file.map(Path::to_path_buf),
             ..e
         })?;
-        if !config.vault.ca_cert.is_empty() {
-            let pem = std::fs::read_to_string(&config.vault.ca_cert).map_err(|e| {
-                ConfigError::one(format!(
-                    "cannot read vault.ca_cert {}: {e}",
-                    config.vault.ca_cert
-                ))
-            })?;
+        if let Some(path) = &config.vault.ca_cert {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::one(format!("cannot read vault.ca_cert {path}: {e}")))?;
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
                 return Err(ConfigError::one(format!(
-                    "vault.ca_cert {} holds no PEM certificate",
-                    config.vault.ca_cert
+                    "vault.ca_cert {path} holds no PEM certificate"
                 )));
             }
             config.vault.ca_pem = Some(pem);
@@ -273,9 +271,6 @@ impl Config {
         problems.extend(choices.pull_policy);
         problems.extend(choices.env_delivery);
         for e in self.endpoints() {
-            if e.url.is_empty() && e.optional {
-                continue;
-            }
             let checked = match e.placeholder {
                 Some(p) => check_url(&e.url.replace(p, "vault")),
                 None => check_url(e.url),
@@ -305,59 +300,71 @@ impl Config {
         const AWS: &str = "https://secretsmanager.eu-central-1.amazonaws.com";
         const GCP: &str = contract::cloud::GCP_SECRET_MANAGER;
         const AZURE: &str = contract::cloud::AZURE_AUTHORITY;
-        let required = |key, url: &'a str, example| Endpoint {
+        let url = |key, url: &'a str, example| Endpoint {
             key,
             url,
-            optional: false,
             placeholder: None,
             example,
         };
-        let optional = |key, url: &'a str, example| Endpoint {
-            optional: true,
-            ..required(key, url, example)
-        };
         let (vault, aws, gcp, azure) = (&self.vault, &self.aws, &self.gcp, &self.azure);
-        let mut all = vec![required("vault.address", &vault.address, VAULT)];
+        let mut all = vec![url("vault.address", &vault.address, VAULT)];
         all.extend(
             (vault.allowed_addresses.iter())
-                .map(|a| required("vault.allowed_addresses", &a.address, VAULT)),
+                .map(|a| url("vault.allowed_addresses", &a.address, VAULT)),
         );
         all.extend([
-            optional("aws.endpoint_url", &aws.endpoint_url, AWS),
-            optional(
-                "aws.secretsmanager_endpoint_url",
-                &aws.secretsmanager_endpoint_url,
-                AWS,
-            ),
-            optional("aws.ssm_endpoint_url", &aws.ssm_endpoint_url, AWS),
-            required(
+            url(
                 "gcp.secret_manager_endpoint",
                 &gcp.secret_manager_endpoint,
                 GCP,
             ),
-            required("gcp.sts_endpoint", &gcp.sts_endpoint, GCP),
-            required(
+            url("gcp.sts_endpoint", &gcp.sts_endpoint, GCP),
+            url(
                 "gcp.iam_credentials_endpoint",
                 &gcp.iam_credentials_endpoint,
                 GCP,
             ),
-            required("gcp.metadata_endpoint", &gcp.metadata_endpoint, GCP),
-            required("azure.authority_host", &azure.authority_host, AZURE),
-            Endpoint {
-                placeholder: Some("{vault}"),
-                ..optional("azure.key_vault_endpoint", &azure.key_vault_endpoint, AZURE)
-            },
+            url("gcp.metadata_endpoint", &gcp.metadata_endpoint, GCP),
+            url("azure.authority_host", &azure.authority_host, AZURE),
         ]);
+        // The optional ones, when set.
+        let optional = [
+            ("aws.endpoint_url", &aws.endpoint_url, AWS),
+            (
+                "aws.secretsmanager_endpoint_url",
+                &aws.secretsmanager_endpoint_url,
+                AWS,
+            ),
+            ("aws.ssm_endpoint_url", &aws.ssm_endpoint_url, AWS),
+        ];
+        all.extend(
+            (optional.into_iter())
+                .filter_map(|(key, u, example)| Some(url(key, u.as_deref()?, example))),
+        );
+        if let Some(endpoint) = &azure.key_vault_endpoint {
+            all.push(Endpoint {
+                placeholder: Some("{vault}"),
+                ..url("azure.key_vault_endpoint", endpoint, AZURE)
+            });
+        }
         all
     }
+}
+
+/// An optional setting of the file or the env: absent, `null` and `""` all mean "not
+/// set" (`None`), so that no code downstream tells an empty string from a missing one.
+fn optional<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
 
 /// A URL of the config and how it is checked.
 struct Endpoint<'a> {
     key: &'static str,
+    /// Set: an optional one that is not set is not listed; an empty required one is a
+    /// mistake.
     url: &'a str,
-    /// Empty means "not set" (the rest have defaults, so empty is a mistake).
-    optional: bool,
     /// A placeholder the URL may hold, checked as if it were a name.
     placeholder: Option<&'static str>,
     example: &'static str,
@@ -379,8 +386,7 @@ impl AwsConfig {
             (AWS_ENDPOINT_URL_SSM_ENV, &self.ssm_endpoint_url),
         ]
         .into_iter()
-        .filter(|(_, url)| !url.is_empty())
-        .map(|(env, url)| (env, url.as_str()))
+        .filter_map(|(env, url)| Some((env, url.as_deref()?)))
     }
 }
 
@@ -868,6 +874,41 @@ mod tests {
     }
 
     /// An unknown key is one problem among the others, and a file's problems name it.
+    /// An optional setting is `None` however it is left out: absent, `null`, `""`, or
+    /// an empty env override; set by the file or the env, it is `Some`.
+    #[test]
+    fn optional_settings_are_none_unless_set() {
+        let load = |yaml: &str, pairs: &[(&str, &str)]| {
+            Config::from_yaml_and_env(yaml, env(pairs)).unwrap()
+        };
+        for yaml in [
+            "",
+            "aws:\n  endpoint_url: ''\n",
+            "aws:\n  endpoint_url: null\n",
+        ] {
+            assert_eq!(load(yaml, &[]).aws.endpoint_url, None, "{yaml:?}");
+        }
+        let c = load("", &[("SECRET_INJECTOR_AWS_ENDPOINT_URL", "")]);
+        assert_eq!(c.aws.endpoint_url, None);
+        assert_eq!(c.aws.endpoint_env().count(), 0);
+        let c = load(
+            "azure:\n  key_vault_endpoint: 'http://127.0.0.1:1/{vault}'\nvault:\n  ca_cert: ''\n",
+            &[("SECRET_INJECTOR_AWS_SSM_ENDPOINT_URL", "http://127.0.0.1:2")],
+        );
+        assert_eq!(
+            c.aws.endpoint_env().collect::<Vec<_>>(),
+            [(
+                contract::names::AWS_ENDPOINT_URL_SSM_ENV,
+                "http://127.0.0.1:2"
+            )]
+        );
+        assert_eq!(
+            c.azure.key_vault_endpoint.as_deref(),
+            Some("http://127.0.0.1:1/{vault}")
+        );
+        assert_eq!(c.vault.ca_cert, None);
+    }
+
     #[test]
     fn unknown_keys_come_with_the_other_problems_and_the_file_name() {
         let e = Config::from_yaml_and_env("vault:\n  adress: x\nmount_path: rel\n", env(&[]))

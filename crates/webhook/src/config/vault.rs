@@ -18,7 +18,8 @@ use contract::auth::AuthMethod;
 pub struct VaultConfig {
     pub address: String,
     /// Path of a PEM CA bundle, read by the webhook and handed to the init container.
-    pub ca_cert: String,
+    #[serde(deserialize_with = "super::optional")]
+    pub ca_cert: Option<String>,
     pub namespace: String,
     pub auth_method: AuthMethod,
     pub auth_path: String,
@@ -36,7 +37,7 @@ impl Default for VaultConfig {
     fn default() -> Self {
         VaultConfig {
             address: "https://vault.vault.svc:8200".to_string(),
-            ca_cert: String::new(),
+            ca_cert: None,
             namespace: String::new(),
             auth_method: AuthMethod::default(),
             auth_path: "kubernetes".to_string(),

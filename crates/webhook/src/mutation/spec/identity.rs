@@ -336,7 +336,7 @@ pub(super) fn azure_identity(
         client_id: client_id.unwrap_or_default(),
         token_file: token_path(Provider::Azure),
         authority_host: config.azure.authority_host.clone(),
-        key_vault_endpoint: Some(config.azure.key_vault_endpoint.clone()).filter(|e| !e.is_empty()),
+        key_vault_endpoint: config.azure.key_vault_endpoint.clone(),
     })
 }
 
@@ -344,7 +344,7 @@ pub(super) fn azure_identity(
 /// Government cloud cannot be read with tokens of the public cloud's, and the other
 /// way round. (With `azure.key_vault_endpoint`, for emulators, anything goes.)
 fn check_azure_clouds(c: &mut Collector, config: &Config, plan: &FetchPlan) {
-    if !config.azure.key_vault_endpoint.is_empty() {
+    if config.azure.key_vault_endpoint.is_some() {
         return;
     }
     let login = config.azure.authority_host.trim_end_matches('/');
