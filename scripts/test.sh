@@ -47,10 +47,9 @@ echo "== no crate depends on another role's crate"
 python3 scripts/crate-roles.py
 echo "== cargo test"
 cargo test --workspace --locked
-echo "== benches compile"
-# The dev profile proves they build, in seconds; `cargo bench` builds them optimized
-# (about 4 minutes of release build that a correctness run does not need).
-cargo build --locked --benches
+# The benches are type-checked by clippy (`--all-targets`) above; `cargo bench` builds
+# them optimized when you measure (minutes of release build a correctness run does
+# not need, and a debug link of each that proves nothing more).
 echo "== manifests, examples and injected workloads"
 cargo build --locked
 BIN="$PWD/target/debug/secret-injector" scripts/validate-manifests.sh
