@@ -205,6 +205,14 @@ fn filter(spec: &str) -> Targets {
     filter
 }
 
+/// The most verbose level `filter` lets through for any target.
+fn most(filter: &Targets) -> LevelFilter {
+    (filter.iter().map(|(_, level)| level))
+        .chain(filter.default_level())
+        .max()
+        .unwrap_or(LevelFilter::OFF)
+}
+
 /// Set up logging. `batched` (for `serve`): the info and debug lines of that target (the
 /// per-review lines) are written in batches, flushed every [`BATCH_INTERVAL`] by a
 /// thread of their own, and by [`flush`].
@@ -212,8 +220,11 @@ pub fn init(format: LogFormat, batched: Option<&'static str>) {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
     let filter = filter(&spec);
     use std::io::IsTerminal;
+    // The most any target logs is the process's ceiling: a `debug!` or a `log` record
+    // (rustls's, through tracing-log) below it is skipped where it is written, before
+    // any filter looks at its target.
     let builder = tracing_subscriber::fmt()
-        .with_max_level(LevelFilter::TRACE)
+        .with_max_level(most(&filter))
         .with_ansi(std::io::stderr().is_terminal());
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
