@@ -27,7 +27,7 @@ pub fn main() -> ExitCode {
     }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = AgentCli::parse();
-    runtime::logging::init(cli.log_format, None);
+    runtime::logging::init(cli.log.format, None);
     let outcome = match cli.command {
         AgentCommand::Init(args) => init(args),
         AgentCommand::Refresh(args) => refresh(args),

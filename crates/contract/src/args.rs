@@ -30,6 +30,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// The logging options of both programs' command lines.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format on stderr (level from RUST_LOG, default info).
+    #[arg(
+        id = "log_format",
+        long = "log-format",
+        value_name = "LOG_FORMAT",
+        global = true,
+        value_enum,
+        default_value = "plain",
+        env = "SECRET_INJECTOR_LOG_FORMAT"
+    )]
+    pub format: LogFormat,
+}
+
 /// `secret-injector-agent`: what runs in the pod.
 #[derive(Debug, Parser)]
 #[command(
@@ -39,15 +55,8 @@ pub enum LogFormat {
     after_help = "Also: `exec [--env-file=PATH] -- CMD ARGS...`, the env-mode wrapper: load the fetched variables and exec CMD (same PID)."
 )]
 pub struct AgentCli {
-    /// Log format on stderr (level from RUST_LOG, default info).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "plain",
-        env = "SECRET_INJECTOR_LOG_FORMAT"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: AgentCommand,
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use contract::args::LogFormat;
+use contract::args::LogArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,15 +17,8 @@ use contract::args::LogFormat;
     after_help = "In the pod, the injected containers run `secret-injector-agent init|refresh|exec`."
 )]
 pub struct Cli {
-    /// Log format on stderr (level from RUST_LOG, default info).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "plain",
-        env = "SECRET_INJECTOR_LOG_FORMAT"
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }

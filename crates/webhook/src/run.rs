@@ -368,6 +368,6 @@ pub fn main() -> ExitCode {
     let cli = <Cli as clap::Parser>::parse();
     // `serve` writes its per-review lines in batches.
     let batched = matches!(cli.command, Command::Serve(_)).then_some(server::REVIEW_LOG_TARGET);
-    runtime::logging::init(cli.log_format, batched);
+    runtime::logging::init(cli.log.format, batched);
     run(cli)
 }
